@@ -1,0 +1,2 @@
+/** tim-torch: Transition Models (TiM) for TypeScript on libtorch. */
+export * as torch from './torch/index.js';

@@ -1,0 +1,115 @@
+/** Free functions over tensors: joining, selection, and the neural-network ops (torch.nn.functional). */
+import { native } from './native.js';
+import { op } from './ops.js';
+import { argError } from './errors.js';
+import { Tensor, _wrap as wrap, _wrapAll as wrapAll, handleOf, type TensorOrScalar } from './tensor.js';
+import { fullLike } from './creation.js';
+
+const O = {
+  cat: op('aten::cat'), stack: op('aten::stack'), where: op('aten::where', 'self'),
+  linear: op('aten::linear'), conv2d: op('aten::conv2d'), layerNorm: op('aten::layer_norm'), groupNorm: op('aten::group_norm'),
+  cosineSimilarity: op('aten::cosine_similarity'), dropout: op('aten::dropout'), embedding: op('aten::embedding'),
+  mseLoss: op('aten::mse_loss'), crossEntropy: op('aten::cross_entropy_loss'), avgPool2d: op('aten::avg_pool2d'),
+  maxPool2d: op('aten::max_pool2d'), pad: op('aten::constant_pad_nd'), interpolateNearest: op('aten::upsample_nearest2d', 'vec'),
+  einsum: op('aten::einsum'), broadcastTensors: op('aten::broadcast_tensors'), pixelShuffle: op('aten::pixel_shuffle'),
+  sdpaMath: op('aten::_scaled_dot_product_attention_math'),
+};
+
+function handles(ts: Tensor[], what: string): number[] {
+  if (!Array.isArray(ts)) throw argError('type', `${what}: expected an array of tensors`);
+  if (ts.length === 0) throw argError('range', `${what}: expected a non-empty array of tensors`, 'E_SHAPE');
+  return ts.map((t, i) => handleOf(t, `${what}[${i}]`));
+}
+
+export function cat(tensors: Tensor[], dim = 0): Tensor {
+  return wrap(native.call(O.cat(), handles(tensors, 'cat'), dim));
+}
+export function stack(tensors: Tensor[], dim = 0): Tensor {
+  return wrap(native.call(O.stack(), handles(tensors, 'stack'), dim));
+}
+/** Elementwise choice: x where condition, else y (numbers broadcast). */
+export function where(condition: Tensor, x: TensorOrScalar, y: TensorOrScalar): Tensor {
+  const like = x instanceof Tensor ? x : y instanceof Tensor ? y : null;
+  if (!like) throw argError('type', 'where: x or y must be a Tensor');
+  const xs = x instanceof Tensor ? x : fullLike(like, x as number);
+  const ys = y instanceof Tensor ? y : fullLike(like, y as number);
+  try {
+    return wrap(native.call(O.where(), handleOf(condition, 'where condition'), xs._h, ys._h));
+  } finally {
+    if (xs !== x) xs.dispose();
+    if (ys !== y) ys.dispose();
+  }
+}
+export function broadcastTensors(...tensors: Tensor[]): Tensor[] {
+  return wrapAll(native.call(O.broadcastTensors(), handles(tensors, 'broadcastTensors')));
+}
+export function einsum(equation: string, ...operands: Tensor[]): Tensor {
+  return wrap(native.call(O.einsum(), equation, handles(operands, 'einsum')));
+}
+
+// ---- nn.functional ---------------------------------------------------------------------------------
+/** x @ weight^T + bias */
+export function linear(input: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
+  return wrap(native.call(O.linear(), handleOf(input, 'linear input'), handleOf(weight, 'linear weight'), bias ? handleOf(bias, 'linear bias') : null));
+}
+export interface Conv2dOptions {
+  stride?: number | [number, number];
+  padding?: number | [number, number];
+  dilation?: number | [number, number];
+  groups?: number;
+}
+const pair = (v: number | [number, number] | undefined, d: number): number[] => (v === undefined ? [d, d] : typeof v === 'number' ? [v, v] : v);
+export function conv2d(input: Tensor, weight: Tensor, bias?: Tensor | null, o: Conv2dOptions = {}): Tensor {
+  return wrap(native.call(O.conv2d(), handleOf(input, 'conv2d input'), handleOf(weight, 'conv2d weight'), bias ? handleOf(bias, 'conv2d bias') : null,
+    pair(o.stride, 1), pair(o.padding, 0), pair(o.dilation, 1), o.groups ?? 1));
+}
+export function layerNorm(input: Tensor, normalizedShape: number[], weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
+  return wrap(native.call(O.layerNorm(), handleOf(input, 'layerNorm input'), normalizedShape, weight ? handleOf(weight) : null, bias ? handleOf(bias) : null, eps, true));
+}
+export function groupNorm(input: Tensor, numGroups: number, weight?: Tensor | null, bias?: Tensor | null, eps = 1e-5): Tensor {
+  return wrap(native.call(O.groupNorm(), handleOf(input, 'groupNorm input'), numGroups, weight ? handleOf(weight) : null, bias ? handleOf(bias) : null, eps, true));
+}
+export function cosineSimilarity(x1: Tensor, x2: Tensor, dim = 1, eps = 1e-8): Tensor {
+  return wrap(native.call(O.cosineSimilarity(), handleOf(x1, 'x1'), handleOf(x2, 'x2'), dim, eps));
+}
+export function softmax(x: Tensor, dim: number): Tensor {
+  return x.softmax(dim);
+}
+export function logSoftmax(x: Tensor, dim: number): Tensor {
+  return x.logSoftmax(dim);
+}
+export function silu(x: Tensor): Tensor { return x.silu(); }
+export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor { return x.gelu(approximate); }
+export function relu(x: Tensor): Tensor { return x.relu(); }
+export function sigmoid(x: Tensor): Tensor { return x.sigmoid(); }
+export function dropout(x: Tensor, p = 0.5, training = true): Tensor {
+  if (!(p >= 0 && p <= 1)) throw argError('range', `dropout: p must be in [0, 1], got ${p}`);
+  return wrap(native.call(O.dropout(), handleOf(x, 'dropout input'), p, training));
+}
+export function embedding(weight: Tensor, indices: Tensor): Tensor {
+  return wrap(native.call(O.embedding(), handleOf(weight, 'embedding weight'), handleOf(indices, 'embedding indices')));
+}
+const REDUCTION = { none: 0, mean: 1, sum: 2 } as const;
+export function mseLoss(input: Tensor, target: Tensor, reduction: keyof typeof REDUCTION = 'mean'): Tensor {
+  return wrap(native.call(O.mseLoss(), handleOf(input), handleOf(target), REDUCTION[reduction]));
+}
+/** Cross entropy of logits (N, C) against class indices (N) (int64) or probabilities. */
+export function crossEntropy(logits: Tensor, target: Tensor, o: { reduction?: keyof typeof REDUCTION; labelSmoothing?: number; ignoreIndex?: number } = {}): Tensor {
+  return wrap(native.call(O.crossEntropy(), handleOf(logits), handleOf(target), null, REDUCTION[o.reduction ?? 'mean'], o.ignoreIndex ?? -100, o.labelSmoothing ?? 0));
+}
+export function avgPool2d(x: Tensor, kernel: number | [number, number], stride?: number | [number, number]): Tensor {
+  return wrap(native.call(O.avgPool2d(), handleOf(x), pair(kernel, 1), stride === undefined ? pair(kernel, 1) : pair(stride, 1)));
+}
+export function maxPool2d(x: Tensor, kernel: number | [number, number], stride?: number | [number, number]): Tensor {
+  return wrap(native.call(O.maxPool2d(), handleOf(x), pair(kernel, 1), stride === undefined ? pair(kernel, 1) : pair(stride, 1)));
+}
+/** Constant padding; pad lists (before, after) pairs from the last dim backwards, like F.pad. */
+export function pad(x: Tensor, padding: number[], value = 0): Tensor {
+  return wrap(native.call(O.pad(), handleOf(x), padding, value));
+}
+export function interpolateNearest(x: Tensor, size: [number, number]): Tensor {
+  return wrap(native.call(O.interpolateNearest(), handleOf(x), size, null));
+}
+export function pixelShuffle(x: Tensor, factor: number): Tensor {
+  return wrap(native.call(O.pixelShuffle(), handleOf(x), factor));
+}

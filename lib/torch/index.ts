@@ -1,0 +1,25 @@
+/**
+ * `torch`: typed tensors over libtorch. Import as `import { torch } from 'tim-torch'`.
+ */
+export { Tensor, type IndexSpec, type NestedArray, type Scalar, type TensorOrScalar } from './tensor.js';
+export { TorchError, type TorchErrorCode } from './errors.js';
+export { type DType, type Device, DTYPE_SIZE } from './dtype.js';
+export { scope, scopeAsync, keep, memory, type MemoryStats } from './scope.js';
+export {
+  tensor, zeros, ones, full, empty, arange, linspace, randn, rand, randint, randperm, eye, scalarTensor,
+  zerosLike, onesLike, fullLike, emptyLike, randnLike, randLike, randintLike, fromBuffer, type TensorOptions,
+} from './creation.js';
+export {
+  cat, stack, where, broadcastTensors, einsum, linear, conv2d, layerNorm, groupNorm, cosineSimilarity, softmax,
+  logSoftmax, silu, gelu, relu, sigmoid, dropout, embedding, mseLoss, crossEntropy, avgPool2d, maxPool2d, pad,
+  interpolateNearest, pixelShuffle, type Conv2dOptions,
+} from './functional.js';
+export { noGrad, enableGrad, isGradEnabled, setGradEnabled } from './autograd.js';
+export * as autograd from './autograd.js';
+export {
+  manualSeed, getRngState, setRngState, setNumThreads, getNumThreads, setNumInteropThreads, parallelInfo, cuda,
+  autocast, isAutocastEnabled, buildInfo, type AutocastOptions,
+} from './state.js';
+export { matmulAsync, linearAsync, conv2dAsync, cloneAsync, callOpAsync } from './async.js';
+export { hasOp, schemaOf } from './ops.js';
+export { addonPath, packageVersion } from './native.js';

@@ -1,0 +1,143 @@
+/**
+ * Deterministic memory: every tensor belongs to the innermost open scope when it is created.
+ * Closing a scope frees all of its tensors except the ones it returns (they move to the enclosing
+ * scope) and the ones marked with keep() (they become the caller's to dispose). Tensors created
+ * outside any scope, and kept or returned-to-top-level ones, are owned by the caller: dispose() or
+ * `using` frees them, and a FinalizationRegistry frees them if they are garbage-collected first.
+ *
+ * Note: Node runs finalizers only between event-loop turns, so a long synchronous loop frees
+ * nothing by GC. Scopes are the main path; GC is only a backstop.
+ */
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { native } from './native.js';
+
+/** What a scope needs to know of a tensor (implemented by Tensor). */
+export interface Owned {
+  _h: number;
+  _kept: boolean;
+}
+
+class Scope {
+  readonly tensors: Owned[] = [];
+  constructor(readonly parent: Scope | null) {}
+}
+
+let syncTop: Scope | null = null;
+let asyncScopes = 0;
+const asyncStore = new AsyncLocalStorage<Scope | null>();
+
+function currentScope(): Scope | null {
+  if (syncTop) return syncTop;
+  return asyncScopes > 0 ? (asyncStore.getStore() ?? null) : null;
+}
+
+const registry = new FinalizationRegistry<number>((h) => {
+  native.free(h);
+});
+
+/** Called for every new tensor. */
+export function adopt(t: Owned): void {
+  const s = currentScope();
+  if (s) s.tensors.push(t);
+  else registry.register(t, t._h, t);
+}
+
+/** Called when a tensor is disposed explicitly: the GC backstop must forget its handle. */
+export function forget(t: Owned): void {
+  registry.unregister(t);
+}
+
+function collectReturned(value: unknown, out: Set<Owned>, depth = 0): void {
+  if (value === null || typeof value !== 'object' || depth > 6) return;
+  if ('_h' in (value as object) && '_kept' in (value as object)) {
+    out.add(value as Owned);
+    return;
+  }
+  if (Array.isArray(value)) {
+    for (const v of value) collectReturned(v, out, depth + 1);
+  } else if (value instanceof Map) {
+    for (const v of value.values()) collectReturned(v, out, depth + 1);
+  } else if (Object.getPrototypeOf(value) === Object.prototype) {
+    for (const v of Object.values(value as Record<string, unknown>)) collectReturned(v, out, depth + 1);
+  }
+}
+
+function close(scope: Scope, result: unknown): void {
+  const returned = new Set<Owned>();
+  collectReturned(result, returned);
+  const handles: number[] = [];
+  for (const t of scope.tensors) {
+    if (t._h < 0) continue;
+    if (returned.has(t) || t._kept) {
+      t._kept = false;
+      if (scope.parent && returned.has(t)) scope.parent.tensors.push(t);
+      else registry.register(t, t._h, t);
+      continue;
+    }
+    handles.push(t._h);
+    t._h = -1;
+  }
+  if (handles.length) native.freeMany(handles);
+}
+
+/**
+ * Runs fn; frees every tensor created inside except what fn returns (tensors in the returned
+ * value, arrays, Maps or plain objects) and what keep() marks. Nestable.
+ */
+export function scope<T>(fn: () => T): T {
+  const s = new Scope(currentScope());
+  const prev = syncTop;
+  syncTop = s;
+  let result: T | undefined;
+  try {
+    result = fn();
+    if (result instanceof Promise) {
+      throw new TypeError('torch.scope(fn): fn returned a Promise; use torch.scopeAsync for async functions');
+    }
+    return result;
+  } finally {
+    syncTop = prev;
+    close(s, result);
+  }
+}
+
+/** Like scope(), for async functions: tensors created across awaits inside fn belong to it. */
+export async function scopeAsync<T>(fn: () => Promise<T>): Promise<T> {
+  const s = new Scope(currentScope());
+  asyncScopes++;
+  let result: T | undefined;
+  try {
+    result = await asyncStore.run(s, async () => {
+      const prev = syncTop;
+      syncTop = null; // inside, the async store is the source of truth
+      try {
+        return await fn();
+      } finally {
+        syncTop = prev;
+      }
+    });
+    return result;
+  } finally {
+    asyncScopes--;
+    close(s, result);
+  }
+}
+
+/** Marks a tensor (or tensors in an array/object) to survive the enclosing scope; the caller then owns it. */
+export function keep<T>(value: T): T {
+  const found = new Set<Owned>();
+  collectReturned(value, found);
+  for (const t of found) t._kept = true;
+  return value;
+}
+
+/** Live native tensors and the bytes their storages hold (views counted once). */
+export interface MemoryStats {
+  liveTensors: number;
+  bytes: { cpu: number; cuda: number };
+}
+
+export function memory(): MemoryStats {
+  const m = native.memoryStats() as { liveTensors: number; cpu: number; cuda: number };
+  return { liveTensors: m.liveTensors, bytes: { cpu: m.cpu, cuda: m.cuda } };
+}

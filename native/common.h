@@ -1,0 +1,66 @@
+// Shared declarations of the addon: the handle table, the error funnel and the registration hooks
+// of each native/*.cpp file.
+#pragma once
+#include <napi.h>
+#include <ATen/ATen.h>
+#include <ATen/core/ivalue.h>
+#include <string>
+#include <vector>
+
+namespace tim {
+
+// ---- handle table (handles.cpp) -------------------------------------------------------------
+// JS never holds a pointer: a tensor is an int32 index into this table. Freeing is explicit
+// (dispose / scopes); the table keeps live-tensor and per-device byte statistics.
+int32_t insertTensor(Napi::Env env, at::Tensor t);
+const at::Tensor& tensorAt(Napi::Env env, const Napi::Value& v);   // throws E_DISPOSED / TypeError
+const at::Tensor* tryTensorAt(int32_t h);                           // nullptr when not live
+bool freeTensor(Napi::Env env, int32_t h);
+void drainDeferredReleases(Napi::Env env);
+void deferRelease(napi_ref ref);                                     // any thread
+
+// ---- errors (errors.cpp) ---------------------------------------------------------------------
+// Every entry point runs its body inside guard(): a c10::Error (or std::exception) becomes a JS
+// TorchError with a `code`; JS-side mistakes found here become TypeError/RangeError.
+struct JsError {
+  enum Kind { Type, Range, Torch } kind;
+  std::string code;
+  std::string message;
+};
+[[noreturn]] void throwType(const std::string& msg, const std::string& code = "E_ARG");
+[[noreturn]] void throwRange(const std::string& msg, const std::string& code = "E_RANGE");
+[[noreturn]] void throwTorch(const std::string& msg, const std::string& code);
+void setErrorClasses(Napi::Env env, Napi::Function torchError);
+Napi::Value raise(Napi::Env env, const JsError& e);
+JsError translate(std::exception_ptr ep, const std::string& context);
+std::string describeTensor(const at::Tensor& t);
+
+template <typename F>
+Napi::Value guard(const Napi::CallbackInfo& info, const char* what, F&& body) {
+  Napi::Env env = info.Env();
+  try {
+    return body();
+  } catch (const Napi::Error& e) {
+    e.ThrowAsJavaScriptException();
+    return env.Undefined();
+  } catch (...) {
+    return raise(env, translate(std::current_exception(), what));
+  }
+}
+
+// ---- value conversion (convert.cpp) -------------------------------------------------------
+c10::IValue toIValue(Napi::Env env, const Napi::Value& v, const c10::TypePtr& type, const std::string& argName);
+Napi::Value fromIValue(Napi::Env env, const c10::IValue& v);
+c10::ScalarType scalarTypeFrom(const Napi::Value& v);
+c10::Device deviceFrom(const Napi::Value& v);
+std::vector<int64_t> intListFrom(const Napi::Value& v, const char* what);
+
+// ---- registration (one per file) -------------------------------------------------------------
+void registerHandles(Napi::Env env, Napi::Object exports);
+void registerErrors(Napi::Env env, Napi::Object exports);
+void registerTensor(Napi::Env env, Napi::Object exports);
+void registerOps(Napi::Env env, Napi::Object exports);
+void registerAutograd(Napi::Env env, Napi::Object exports);
+void registerState(Napi::Env env, Napi::Object exports);
+
+}  // namespace tim

@@ -1,0 +1,51 @@
+// Every difference between libtorch 1.13 (Debian's default) and 2.x lives here, so the rest of
+// native/ is written once against one API.
+#pragma once
+#include <torch/version.h>
+#include <ATen/autocast_mode.h>
+#include <c10/core/DeviceType.h>
+#include <c10/core/ScalarType.h>
+
+#define TIM_TORCH_AT_LEAST(maj, min) \
+  (TORCH_VERSION_MAJOR > (maj) || (TORCH_VERSION_MAJOR == (maj) && TORCH_VERSION_MINOR >= (min)))
+
+namespace tim::compat {
+
+// Autocast state: 2.4 made it per device type (set_autocast_enabled(device, on)); before, CPU and
+// CUDA had separate functions.
+inline bool autocastEnabled(c10::DeviceType device) {
+#if TIM_TORCH_AT_LEAST(2, 4)
+  return at::autocast::is_autocast_enabled(device);
+#else
+  return device == c10::DeviceType::CPU ? at::autocast::is_cpu_enabled() : at::autocast::is_enabled();
+#endif
+}
+
+inline void setAutocastEnabled(c10::DeviceType device, bool enabled) {
+#if TIM_TORCH_AT_LEAST(2, 4)
+  at::autocast::set_autocast_enabled(device, enabled);
+#else
+  if (device == c10::DeviceType::CPU) at::autocast::set_cpu_enabled(enabled);
+  else at::autocast::set_enabled(enabled);
+#endif
+}
+
+inline c10::ScalarType autocastDtype(c10::DeviceType device) {
+#if TIM_TORCH_AT_LEAST(2, 4)
+  return at::autocast::get_autocast_dtype(device);
+#else
+  return device == c10::DeviceType::CPU ? at::autocast::get_autocast_cpu_dtype()
+                                        : at::autocast::get_autocast_gpu_dtype();
+#endif
+}
+
+inline void setAutocastDtype(c10::DeviceType device, c10::ScalarType dtype) {
+#if TIM_TORCH_AT_LEAST(2, 4)
+  at::autocast::set_autocast_dtype(device, dtype);
+#else
+  if (device == c10::DeviceType::CPU) at::autocast::set_autocast_cpu_dtype(dtype);
+  else at::autocast::set_autocast_gpu_dtype(dtype);
+#endif
+}
+
+}  // namespace tim::compat

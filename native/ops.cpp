@@ -1,0 +1,172 @@
+// Generic access to every ATen operator through the c10 dispatcher: JS resolves an operator once
+// (name + overload) to an integer id, then calls it with positional arguments converted by the
+// operator's schema. Autograd, autocast and device dispatch all happen inside the dispatcher.
+#include "async.h"
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
+#include <sstream>
+
+namespace tim {
+namespace {
+
+std::vector<c10::OperatorHandle> g_ops;
+
+const c10::OperatorHandle& opAt(const Napi::Value& v) {
+  if (!v.IsNumber()) throwType("expected an operator id");
+  int32_t id = v.As<Napi::Number>().Int32Value();
+  if (id < 0 || (size_t)id >= g_ops.size()) throwRange("unknown operator id");
+  return g_ops[id];
+}
+
+std::string opName(const c10::OperatorHandle& op) {
+  const auto& n = op.operator_name();
+  return n.overload_name.empty() ? n.name : n.name + "." + n.overload_name;
+}
+
+// Builds the argument stack from info[first..]; missing trailing arguments take schema defaults.
+torch::jit::Stack buildStack(const Napi::CallbackInfo& info, size_t first, const c10::FunctionSchema& schema) {
+  Napi::Env env = info.Env();
+  const auto& args = schema.arguments();
+  size_t given = info.Length() - first;
+  if (given > args.size())
+    throwType(schema.name() + " takes " + std::to_string(args.size()) + " arguments, got " + std::to_string(given));
+  torch::jit::Stack stack;
+  stack.reserve(args.size());
+  for (size_t i = 0; i < args.size(); ++i) {
+    const auto& a = args[i];
+    Napi::Value v = i < given ? info[first + i] : env.Undefined();
+    if (v.IsUndefined() && a.default_value().has_value()) {
+      stack.push_back(*a.default_value());
+    } else if (v.IsUndefined() && a.type()->kind() != c10::TypeKind::OptionalType) {
+      throwType("missing argument '" + a.name() + "'");
+    } else {
+      stack.push_back(toIValue(env, v, a.type(), a.name()));
+    }
+  }
+  return stack;
+}
+
+Napi::Value returnsToJs(Napi::Env env, torch::jit::Stack& stack) {
+  if (stack.empty()) return env.Undefined();
+  if (stack.size() == 1) return fromIValue(env, stack[0]);
+  auto arr = Napi::Array::New(env, stack.size());
+  for (size_t i = 0; i < stack.size(); ++i) arr.Set((uint32_t)i, fromIValue(env, stack[i]));
+  return arr;
+}
+
+// "aten::add.Tensor(Tensor[2, 3] Float, Tensor[4] Float)": rebuilt from the JS arguments only when a
+// call failed, so the hot path pays nothing for it.
+std::string describeCall(const Napi::CallbackInfo& info, size_t first) {
+  std::ostringstream s;
+  try {
+    const auto& op = opAt(info[0]);
+    s << opName(op) << "(";
+    const auto& args = op.schema().arguments();
+    for (size_t i = first; i < info.Length(); ++i) {
+      if (i > first) s << ", ";
+      size_t ai = i - first;
+      bool tensorish = ai < args.size() && args[ai].type()->str().find("Tensor") != std::string::npos;
+      Napi::Value v = info[i];
+      if (tensorish && v.IsNumber()) {
+        const at::Tensor* t = tryTensorAt(v.As<Napi::Number>().Int32Value());
+        s << (t ? describeTensor(*t) : "<disposed tensor>");
+      } else if (tensorish && v.IsArray()) {
+        auto arr = v.As<Napi::Array>();
+        s << "[";
+        for (uint32_t j = 0; j < arr.Length() && j < 8; ++j) {
+          Napi::Value e = arr.Get(j);
+          const at::Tensor* t = e.IsNumber() ? tryTensorAt(e.As<Napi::Number>().Int32Value()) : nullptr;
+          s << (j ? ", " : "") << (t ? describeTensor(*t) : e.IsNull() ? "None" : "?");
+        }
+        s << (arr.Length() > 8 ? ", ...]" : "]");
+      } else if (v.IsNumber()) {
+        s << v.As<Napi::Number>().DoubleValue();
+      } else if (v.IsBoolean()) {
+        s << (v.As<Napi::Boolean>().Value() ? "true" : "false");
+      } else if (v.IsString()) {
+        s << "'" << v.As<Napi::String>().Utf8Value() << "'";
+      } else if (v.IsArray()) {
+        auto arr = v.As<Napi::Array>();
+        s << "[";
+        for (uint32_t j = 0; j < arr.Length() && j < 8; ++j) {
+          Napi::Value e = arr.Get(j);
+          s << (j ? ", " : "") << (e.IsNumber() ? std::to_string((long long)e.As<Napi::Number>().DoubleValue()) : "?");
+        }
+        s << "]";
+      } else if (v.IsNull() || v.IsUndefined()) {
+        s << "None";
+      } else {
+        s << "?";
+      }
+    }
+    s << ")";
+  } catch (...) {
+    return "op";
+  }
+  return s.str();
+}
+
+}  // namespace
+
+static Napi::Value ResolveOp(const Napi::CallbackInfo& info) {
+  return guard(info, "resolveOp", [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    if (!info[0].IsString() || !info[1].IsString()) throwType("resolveOp(name, overload) expects strings");
+    std::string name = info[0].As<Napi::String>().Utf8Value(), overload = info[1].As<Napi::String>().Utf8Value();
+    auto handle = c10::Dispatcher::singleton().findSchema({name, overload});
+    if (!handle) throwTorch("no operator " + name + (overload.empty() ? "" : "." + overload) + " in this libtorch", "E_NOT_IMPLEMENTED");
+    g_ops.push_back(*handle);
+    return Napi::Number::New(env, (double)g_ops.size() - 1);
+  });
+}
+
+static Napi::Value OpSchema(const Napi::CallbackInfo& info) {
+  return guard(info, "opSchema", [&]() -> Napi::Value {
+    std::ostringstream s;
+    s << opAt(info[0]).schema();
+    return Napi::String::New(info.Env(), s.str());
+  });
+}
+
+// call(opId, ...args)
+static Napi::Value Call(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    const auto& op = opAt(info[0]);
+    torch::jit::Stack stack = buildStack(info, 1, op.schema());
+    op.callBoxed(&stack);
+    return returnsToJs(env, stack);
+  } catch (const Napi::Error& e) {
+    e.ThrowAsJavaScriptException();
+    return env.Undefined();
+  } catch (...) {
+    return raise(env, translate(std::current_exception(), describeCall(info, 1)));
+  }
+}
+
+// callAsync(opId, ...args) -> Promise: the same, on a worker thread.
+static Napi::Value CallAsync(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    const c10::OperatorHandle op = opAt(info[0]);
+    auto stack = std::make_shared<torch::jit::Stack>(buildStack(info, 1, op.schema()));
+    std::string what = describeCall(info, 1);
+    return AsyncTask::start(
+        env, "callAsync", [op, stack]() { op.callBoxed(stack.get()); },
+        [stack](Napi::Env env) { return returnsToJs(env, *stack); });
+  } catch (const Napi::Error& e) {
+    e.ThrowAsJavaScriptException();
+    return env.Undefined();
+  } catch (...) {
+    return raise(env, translate(std::current_exception(), describeCall(info, 1)));
+  }
+}
+
+void registerOps(Napi::Env env, Napi::Object exports) {
+  exports.Set("resolveOp", Napi::Function::New(env, ResolveOp, "resolveOp"));
+  exports.Set("opSchema", Napi::Function::New(env, OpSchema, "opSchema"));
+  exports.Set("call", Napi::Function::New(env, Call, "call"));
+  exports.Set("callAsync", Napi::Function::New(env, CallAsync, "callAsync"));
+}
+
+}  // namespace tim
