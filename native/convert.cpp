@@ -3,6 +3,7 @@
 #include "common.h"
 #include <ATen/core/jit_type.h>
 #include <cmath>
+#include <sstream>
 
 namespace tim {
 
@@ -16,7 +17,12 @@ static int64_t toInt(const Napi::Value& v, const std::string& name) {
   if (v.IsBoolean()) return v.As<Napi::Boolean>().Value() ? 1 : 0;
   if (!v.IsNumber()) throwType(name + ": expected an integer");
   double d = v.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(d) || d != std::floor(d)) throwRange(name + ": expected an integer, got " + std::to_string(d));
+  // a fraction where an integer belongs is a wrong-type mistake, as in Python (TypeError)
+  if (!std::isfinite(d) || d != std::floor(d)) {
+    std::ostringstream s;
+    s << d;
+    throwType(name + ": expected an integer, got " + s.str());
+  }
   if (std::fabs(d) > 9007199254740992.0) throwRange(name + ": integer beyond 2^53, pass a BigInt");
   return (int64_t)d;
 }
@@ -38,6 +44,7 @@ static c10::Scalar toScalar(const Napi::Value& v, const std::string& name) {
   if (v.IsBigInt()) return c10::Scalar(toInt(v, name));
   if (!v.IsNumber()) throwType(name + ": expected a number or boolean");
   double d = v.As<Napi::Number>().DoubleValue();
+  // -0 is the integer 0 here (so t.add(-k) with k = 0 keeps an int tensor int); its sign is lost.
   if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) <= 9007199254740992.0) return c10::Scalar((int64_t)d);
   return c10::Scalar(d);
 }

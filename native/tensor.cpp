@@ -13,6 +13,9 @@ namespace tim {
 static Napi::Value FromData(const Napi::CallbackInfo& info) {
   return guard(info, "fromData", [&]() -> Napi::Value {
     Napi::Env env = info.Env();
+    // buffers released by storages freed since the last scope end: let them go now (a single
+    // dispose() does not drain the queue)
+    drainDeferredReleases(env);
     void* data = nullptr;
     size_t byteLength = 0;
     Napi::Object holder;

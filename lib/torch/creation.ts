@@ -2,8 +2,8 @@
 import { native } from './native.js';
 import { op } from './ops.js';
 import { argError } from './errors.js';
-import { type DType, type Device, DTYPE_CODE, dtypeCode, normalizeDtype, normalizeDevice } from './dtype.js';
-import { Tensor, _wrap as wrap, type NestedArray, type Scalar } from './tensor.js';
+import { type DType, type Device, DTYPE_CODE, DTYPE_SIZE, dtypeCode, isFloating, normalizeDtype, normalizeDevice } from './dtype.js';
+import { Tensor, _wrap as wrap, handleOf, type NestedArray, type Scalar } from './tensor.js';
 
 export interface TensorOptions {
   dtype?: DType;
@@ -63,12 +63,20 @@ export function empty(shape: ShapeArg, o?: TensorOptions): Tensor {
   const [dt, dev] = opts(o);
   return finish(wrap(native.call(O.empty(), checkSize(shape, 'empty'), dt, undefined, dev)), o);
 }
-/** arange(end) or arange(start, end, step); integer arguments give int64 like torch. */
-export function arange(startOrEnd: number, end?: number, step = 1, o?: TensorOptions): Tensor {
-  const [start, stop] = end === undefined ? [0, startOrEnd] : [startOrEnd, end];
+/** arange(end), arange(start, end), arange(start, end, step), each optionally followed by options;
+ *  integer arguments give int64 like torch. */
+export function arange(end: number, o?: TensorOptions): Tensor;
+export function arange(start: number, end: number, o?: TensorOptions): Tensor;
+export function arange(start: number, end: number | undefined, step?: number, o?: TensorOptions): Tensor;
+export function arange(...args: (number | undefined | TensorOptions)[]): Tensor {
+  const last = args[args.length - 1];
+  const o = typeof last === 'object' && last !== null ? (args.pop() as TensorOptions) : undefined;
+  const [a, b, c] = args as (number | undefined)[];
+  const [start, stop] = b === undefined ? [0, a] : [a, b];
+  const step = c ?? 1;
   for (const v of [start, stop, step]) if (typeof v !== 'number' || !Number.isFinite(v)) throw argError('type', 'arange: arguments must be finite numbers');
   if (step === 0) throw argError('range', 'arange: step must be nonzero');
-  if ((stop - start) / step > 2 ** 40) throw argError('range', 'arange: too many elements', 'E_OOM');
+  if ((stop! - start!) / step > 2 ** 40) throw argError('range', 'arange: too many elements', 'E_OOM');
   const [dt, dev] = opts(o);
   return finish(wrap(native.call(O.arange(), start, stop, step, dt, undefined, dev)), o);
 }
@@ -86,8 +94,12 @@ export function rand(shape: ShapeArg, o?: TensorOptions): Tensor {
   const [dt, dev] = opts(o);
   return finish(wrap(native.call(O.rand(), checkSize(shape, 'rand'), dt, undefined, dev)), o);
 }
-/** Integers uniform in [low, high). */
-export function randint(low: number, high: number, shape: ShapeArg, o?: TensorOptions): Tensor {
+/** Integers uniform in [low, high): randint(low, high, shape) or randint(high, shape). */
+export function randint(high: number, shape: ShapeArg, o?: TensorOptions): Tensor;
+export function randint(low: number, high: number, shape: ShapeArg, o?: TensorOptions): Tensor;
+export function randint(a: number, b: number | ShapeArg, c?: ShapeArg | TensorOptions, d?: TensorOptions): Tensor {
+  const short = typeof b !== 'number';
+  const [low, high, shape, o] = short ? [0, a, b, c as TensorOptions | undefined] : [a, b, c as ShapeArg, d];
   if (!Number.isInteger(low) || !Number.isInteger(high)) throw argError('type', 'randint: low and high must be integers');
   if (high <= low) throw argError('range', `randint: high (${high}) must be greater than low (${low})`);
   const [dt, dev] = opts(o);
@@ -105,32 +117,32 @@ export function eye(n: number, o?: TensorOptions): Tensor {
 }
 export function zerosLike(t: Tensor, o?: TensorOptions): Tensor {
   const [dt, dev] = opts(o);
-  return finish(wrap(native.call(O.zerosLike(), t._h, dt, undefined, dev)), o);
+  return finish(wrap(native.call(O.zerosLike(), handleOf(t, 'zerosLike'), dt, undefined, dev)), o);
 }
 export function onesLike(t: Tensor, o?: TensorOptions): Tensor {
   const [dt, dev] = opts(o);
-  return finish(wrap(native.call(O.onesLike(), t._h, dt, undefined, dev)), o);
+  return finish(wrap(native.call(O.onesLike(), handleOf(t, 'onesLike'), dt, undefined, dev)), o);
 }
 export function fullLike(t: Tensor, value: Scalar, o?: TensorOptions): Tensor {
   const [dt, dev] = opts(o);
-  return finish(wrap(native.call(O.fullLike(), t._h, value, dt, undefined, dev)), o);
+  return finish(wrap(native.call(O.fullLike(), handleOf(t, 'fullLike'), value, dt, undefined, dev)), o);
 }
 export function emptyLike(t: Tensor, o?: TensorOptions): Tensor {
   const [dt, dev] = opts(o);
-  return finish(wrap(native.call(O.emptyLike(), t._h, dt, undefined, dev)), o);
+  return finish(wrap(native.call(O.emptyLike(), handleOf(t, 'emptyLike'), dt, undefined, dev)), o);
 }
 export function randnLike(t: Tensor, o?: TensorOptions): Tensor {
   const [dt, dev] = opts(o);
-  return finish(wrap(native.call(O.randnLike(), t._h, dt, undefined, dev)), o);
+  return finish(wrap(native.call(O.randnLike(), handleOf(t, 'randnLike'), dt, undefined, dev)), o);
 }
 export function randLike(t: Tensor, o?: TensorOptions): Tensor {
   const [dt, dev] = opts(o);
-  return finish(wrap(native.call(O.randLike(), t._h, dt, undefined, dev)), o);
+  return finish(wrap(native.call(O.randLike(), handleOf(t, 'randLike'), dt, undefined, dev)), o);
 }
 export function randintLike(t: Tensor, low: number, high: number, o?: TensorOptions): Tensor {
   if (high <= low) throw argError('range', `randintLike: high (${high}) must be greater than low (${low})`);
   const [dt, dev] = opts(o);
-  return finish(wrap(native.call(O.randintLike(), t._h, low, high, dt, undefined, dev)), o);
+  return finish(wrap(native.call(O.randintLike(), handleOf(t, 'randintLike'), low, high, dt, undefined, dev)), o);
 }
 export function scalarTensor(value: Scalar, o?: TensorOptions): Tensor {
   const [dt, dev] = opts(o);
@@ -157,7 +169,11 @@ function isTypedArray(x: unknown): x is TypedArray {
  * torch.tensor(data): nested arrays of numbers/booleans, or a TypedArray (copied; give `shape` to
  * shape it). Numbers infer float32 unless all are integers (int64); booleans infer bool.
  */
-export function tensor(data: NestedArray<number> | NestedArray<boolean> | TypedArray, o: TensorOptions & { shape?: number[] } = {}): Tensor {
+export function tensor(data: NestedArray<number | boolean> | TypedArray, o: TensorOptions & { shape?: number[] } = {}): Tensor {
+  // options first, so a bad one fails before anything is allocated
+  if (o === null || typeof o !== 'object') throw argError('type', 'tensor: options must be an object');
+  if (o.dtype !== undefined) normalizeDtype(o.dtype);
+  if (o.device !== undefined) normalizeDevice(o.device);
   if (isTypedArray(data)) {
     const shape = o.shape ? checkSize(o.shape, 'tensor') : [data.length];
     const src = typedDtype(data);
@@ -176,9 +192,12 @@ export function tensor(data: NestedArray<number> | NestedArray<boolean> | TypedA
   let k = 0, allBool = true, allInt = true;
   const walk = (x: unknown, dim: number): void => {
     if (dim === shape.length) {
-      if (typeof x === 'boolean') { allInt = false; }
-      else if (typeof x === 'number') { allBool = false; if (!Number.isInteger(x)) allInt = false; }
-      else throw argError('type', `tensor: elements must be numbers or booleans, got ${x === null ? 'null' : typeof x}`);
+      if (typeof x === 'number') {
+        allBool = false;
+        if (!Number.isInteger(x)) allInt = false;
+      } else if (typeof x !== 'boolean') {
+        throw argError('type', `tensor: elements must be numbers or booleans, got ${x === null ? 'null' : Array.isArray(x) ? 'a ragged nested array' : typeof x}`);
+      }
       flat[k++] = x;
       return;
     }
@@ -186,19 +205,30 @@ export function tensor(data: NestedArray<number> | NestedArray<boolean> | TypedA
     for (const e of x) walk(e, dim + 1);
   };
   walk(data, 0);
-  if (numel === 0) { allBool = false; allInt = false; }
-  const inferred: DType = allBool ? 'bool' : allInt ? 'int64' : 'float32';
+  // As Python: no elements -> float32; only booleans -> bool; integers (booleans count as 0/1, like
+  // [True, 2]) -> int64; any fraction -> float32. JS cannot tell 2.0 from 2, so whole floats give int64.
+  const inferred: DType = numel === 0 ? 'float32' : allBool ? 'bool' : allInt ? 'int64' : 'float32';
   const dtype = o.dtype !== undefined ? normalizeDtype(o.dtype) : inferred;
+  // The buffer handed to libtorch holds the values exactly (or rounded as Python's torch rounds them);
+  // libtorch then converts it to `dtype`.
   let buf: TypedArray, src: DType;
-  if (dtype === 'bool' || allBool) { buf = Uint8Array.from(flat, (v) => (v ? 1 : 0)); src = allBool ? 'bool' : 'uint8'; }
-  else if (dtype === 'float64') { buf = Float64Array.from(flat as number[]); src = 'float64'; }
-  else if (dtype === 'int64' || (allInt && dtype !== 'float32' && dtype !== 'float16' && dtype !== 'bfloat16')) {
-    if (!allInt) throw argError('type', `tensor: non-integer values for dtype ${dtype}`, 'E_DTYPE');
-    buf = BigInt64Array.from(flat as number[], (v) => BigInt(v)); src = 'int64';
-  } else { buf = Float32Array.from(flat as number[]); src = 'float32'; }
-  if (src === 'bool') {
-    const t = wrap(native.fromData(buf, dtypeCode('bool'), shape, true));
-    return finish(convert(t, 'bool', { ...o, dtype }), o);
+  if (dtype === 'bool') {
+    buf = Uint8Array.from(flat, (v) => (v !== 0 && v !== false ? 1 : 0)); // NaN is true, as bool(nan)
+    src = 'bool';
+  } else if (dtype === 'float64' || (!allInt && !isFloating(dtype))) {
+    // fractions for an integer dtype truncate toward zero, as in Python
+    buf = Float64Array.from(flat, Number);
+    src = 'float64';
+  } else if (isFloating(dtype)) {
+    // Python stores each float through a C float before float16/bfloat16 too, so this rounds the same
+    buf = Float32Array.from(flat, Number);
+    src = 'float32';
+  } else {
+    buf = BigInt64Array.from(flat, (v) => {
+      if (typeof v === 'number' && Math.abs(v) >= 2 ** 63) throw argError('range', `tensor: ${v} does not fit in int64`, 'E_DTYPE');
+      return BigInt(v);
+    });
+    src = 'int64';
   }
   const t = wrap(native.fromData(buf, dtypeCode(src), shape, true));
   return finish(convert(t, src, { ...o, dtype }), o);
@@ -219,7 +249,10 @@ function convert(t: Tensor, src: DType, o: TensorOptions): Tensor {
  * its offset is aligned for the dtype (zero-copy; the buffer is kept alive by the tensor); otherwise
  * it is copied. Writes through either side are visible to the other when shared.
  */
-export function fromBuffer(buffer: ArrayBuffer | ArrayBufferView, dtype: DType, shape: number[], o: { copy?: boolean } = {}): Tensor {
+export function fromBuffer(buffer: ArrayBuffer | ArrayBufferView, dtype: DType, shape?: number[], o: { copy?: boolean } = {}): Tensor {
   if (!(buffer instanceof ArrayBuffer) && !ArrayBuffer.isView(buffer)) throw argError('type', 'fromBuffer: expected an ArrayBuffer or a TypedArray/Buffer');
-  return wrap(native.fromData(buffer, dtypeCode(dtype), checkSize(shape, 'fromBuffer'), o.copy ?? false));
+  const code = dtypeCode(dtype);
+  // no shape: 1-d over the whole view (a byte count that does not divide fails in fromData)
+  const s = shape === undefined ? [Math.floor(buffer.byteLength / DTYPE_SIZE[normalizeDtype(dtype)])] : checkSize(shape, 'fromBuffer');
+  return wrap(native.fromData(buffer, code, s, o.copy ?? false));
 }

@@ -1,5 +1,6 @@
 /** dtypes and devices, and their codes in libtorch (c10::ScalarType values, stable across versions). */
-import { argError } from './errors.js';
+import { argError, TorchError } from './errors.js';
+import { native } from './native.js';
 
 export type DType = 'float32' | 'float64' | 'float16' | 'bfloat16' | 'int64' | 'int32' | 'int16' | 'int8' | 'uint8' | 'bool';
 export type Device = 'cpu' | 'cuda' | `cuda:${number}`;
@@ -54,5 +55,23 @@ export function normalizeDevice(d: string): Device {
   if (typeof d !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(d)) {
     throw argError('range', `invalid device '${String(d)}' (expected 'cpu', 'cuda' or 'cuda:N')`, 'E_DEVICE');
   }
+  if (d !== 'cpu') checkCuda(d);
   return d as Device;
+}
+
+// CUDA devices cannot appear while the process runs, so ask libtorch once.
+let cudaDevices: number | undefined;
+
+/** A CUDA device request on a machine without it fails here with E_DEVICE (libtorch's own messages
+ *  for this vary by build: "not linked with support", "Could not run ... 'CUDA' backend"). */
+function checkCuda(d: string): void {
+  cudaDevices ??= native.cudaIsAvailable() ? (native.cudaDeviceCount() as number) : 0;
+  const index = d === 'cuda' ? 0 : Number(d.slice(5));
+  if (index < cudaDevices) return;
+  throw new TorchError(
+    cudaDevices === 0
+      ? `device '${d}' is not available: this libtorch has no CUDA support or no GPU is visible`
+      : `device '${d}' is not available: there ${cudaDevices === 1 ? 'is 1 CUDA device' : `are ${cudaDevices} CUDA devices`}`,
+    'E_DEVICE',
+  );
 }

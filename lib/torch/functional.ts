@@ -3,10 +3,10 @@ import { native } from './native.js';
 import { op } from './ops.js';
 import { argError } from './errors.js';
 import { Tensor, _wrap as wrap, _wrapAll as wrapAll, handleOf, type TensorOrScalar } from './tensor.js';
-import { fullLike } from './creation.js';
 
 const O = {
   cat: op('aten::cat'), stack: op('aten::stack'), where: op('aten::where', 'self'),
+  whereSO: op('aten::where', 'ScalarOther'), whereSS: op('aten::where', 'ScalarSelf'), whereS: op('aten::where', 'Scalar'),
   linear: op('aten::linear'), conv2d: op('aten::conv2d'), layerNorm: op('aten::layer_norm'), groupNorm: op('aten::group_norm'),
   cosineSimilarity: op('aten::cosine_similarity'), dropout: op('aten::dropout'), embedding: op('aten::embedding'),
   mseLoss: op('aten::mse_loss'), crossEntropy: op('aten::cross_entropy_loss'), avgPool2d: op('aten::avg_pool2d'),
@@ -27,18 +27,21 @@ export function cat(tensors: Tensor[], dim = 0): Tensor {
 export function stack(tensors: Tensor[], dim = 0): Tensor {
   return wrap(native.call(O.stack(), handles(tensors, 'stack'), dim));
 }
-/** Elementwise choice: x where condition, else y (numbers broadcast). */
+/** Elementwise choice: x where condition, else y. Numbers go in as Scalars, so they promote as in
+ *  Python (an int tensor with 0.5 gives float32). */
 export function where(condition: Tensor, x: TensorOrScalar, y: TensorOrScalar): Tensor {
-  const like = x instanceof Tensor ? x : y instanceof Tensor ? y : null;
-  if (!like) throw argError('type', 'where: x or y must be a Tensor');
-  const xs = x instanceof Tensor ? x : fullLike(like, x as number);
-  const ys = y instanceof Tensor ? y : fullLike(like, y as number);
-  try {
-    return wrap(native.call(O.where(), handleOf(condition, 'where condition'), xs._h, ys._h));
-  } finally {
-    if (xs !== x) xs.dispose();
-    if (ys !== y) ys.dispose();
-  }
+  const c = handleOf(condition, 'where condition');
+  const xt = x instanceof Tensor, yt = y instanceof Tensor;
+  if (!xt) checkScalar(x, 'where x');
+  if (!yt) checkScalar(y, 'where y');
+  if (xt && yt) return wrap(native.call(O.where(), c, x._h, y._h));
+  if (xt) return wrap(native.call(O.whereSO(), c, x._h, y));
+  if (yt) return wrap(native.call(O.whereSS(), c, x, y._h));
+  return wrap(native.call(O.whereS(), c, x, y));
+}
+
+function checkScalar(v: unknown, what: string): void {
+  if (typeof v !== 'number' && typeof v !== 'boolean') throw argError('type', `${what}: expected a Tensor or a number, got ${v === null ? 'null' : typeof v}`);
 }
 export function broadcastTensors(...tensors: Tensor[]): Tensor[] {
   return wrapAll(native.call(O.broadcastTensors(), handles(tensors, 'broadcastTensors')));
@@ -72,16 +75,21 @@ export function groupNorm(input: Tensor, numGroups: number, weight?: Tensor | nu
 export function cosineSimilarity(x1: Tensor, x2: Tensor, dim = 1, eps = 1e-8): Tensor {
   return wrap(native.call(O.cosineSimilarity(), handleOf(x1, 'x1'), handleOf(x2, 'x2'), dim, eps));
 }
+/** x itself once it is known to be a Tensor (a typed TypeError otherwise, not "x.f is not a function"). */
+function tensorArg(x: unknown, what: string): Tensor {
+  handleOf(x, what);
+  return x as Tensor;
+}
 export function softmax(x: Tensor, dim: number): Tensor {
-  return x.softmax(dim);
+  return tensorArg(x, 'softmax').softmax(dim);
 }
 export function logSoftmax(x: Tensor, dim: number): Tensor {
-  return x.logSoftmax(dim);
+  return tensorArg(x, 'logSoftmax').logSoftmax(dim);
 }
-export function silu(x: Tensor): Tensor { return x.silu(); }
-export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor { return x.gelu(approximate); }
-export function relu(x: Tensor): Tensor { return x.relu(); }
-export function sigmoid(x: Tensor): Tensor { return x.sigmoid(); }
+export function silu(x: Tensor): Tensor { return tensorArg(x, 'silu').silu(); }
+export function gelu(x: Tensor, approximate: 'none' | 'tanh' = 'none'): Tensor { return tensorArg(x, 'gelu').gelu(approximate); }
+export function relu(x: Tensor): Tensor { return tensorArg(x, 'relu').relu(); }
+export function sigmoid(x: Tensor): Tensor { return tensorArg(x, 'sigmoid').sigmoid(); }
 export function dropout(x: Tensor, p = 0.5, training = true): Tensor {
   if (!(p >= 0 && p <= 1)) throw argError('range', `dropout: p must be in [0, 1], got ${p}`);
   return wrap(native.call(O.dropout(), handleOf(x, 'dropout input'), p, training));

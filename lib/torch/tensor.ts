@@ -7,13 +7,13 @@ import { op } from './ops.js';
 import { adopt, forget } from './scope.js';
 import { argError } from './errors.js';
 import { type DType, type Device, dtypeCode, dtypeFromCode, normalizeDevice } from './dtype.js';
-import { formatTensor } from './format.js';
+import { formatTensor, PRINT, type RawValue } from './format.js';
 
 export type Scalar = number | boolean;
 export type TensorOrScalar = Tensor | Scalar;
 /** One index of t.index(...): a number selects, a slice string ('1:3', '::2', ':'), '...', null (new axis),
  *  a {start, stop, step} slice, or an index / boolean-mask Tensor (or number array). */
-export type IndexSpec = number | string | null | { start?: number; stop?: number; step?: number } | Tensor | number[];
+export type IndexSpec = number | string | null | { start?: number; stop?: number; step?: number } | Tensor | number[] | boolean[];
 export type NestedArray<T> = T | NestedArray<T>[];
 
 const O = {
@@ -58,10 +58,10 @@ const O = {
   splitSizes: op('aten::split_with_sizes'), narrow: op('aten::narrow'), gather: op('aten::gather'),
   select: op('aten::select', 'int'), slice: op('aten::slice', 'Tensor'), index: op('aten::index', 'Tensor'),
   indexPut_: op('aten::index_put_'), maskedFill: op('aten::masked_fill', 'Scalar'), maskedFillT: op('aten::masked_fill', 'Tensor'),
-  where: op('aten::where', 'self'), flip: op('aten::flip'), roll: op('aten::roll'), tril: op('aten::tril'), triu: op('aten::triu'),
+  where: op('aten::where', 'self'), whereSO: op('aten::where', 'ScalarOther'), flip: op('aten::flip'), roll: op('aten::roll'), tril: op('aten::tril'), triu: op('aten::triu'),
   indexSelect: op('aten::index_select'), scatter: op('aten::scatter', 'src'), sort: op('aten::sort'), topk: op('aten::topk'),
   to: op('aten::to', 'dtype_layout'), t: op('aten::t'), mT: op('aten::transpose', 'int'),
-  nonzero: op('aten::nonzero'), outer: op('aten::outer'),
+  nonzero: op('aten::nonzero'), outer: op('aten::outer'), cat: op('aten::cat'), newFull: op('aten::new_full'),
 } as const;
 
 function wrap(h: number): Tensor {
@@ -153,6 +153,7 @@ export class Tensor {
   size(d?: number): number | number[] {
     const s = this.shape;
     if (d === undefined) return s;
+    if (!Number.isInteger(d)) throw argError('type', `size(): dim must be an integer, got ${describe(d)}`);
     const i = d < 0 ? d + s.length : d;
     if (i < 0 || i >= s.length) throw argError('range', `size(${d}): dimension out of range for ${s.length}-d tensor`, 'E_INDEX');
     return s[i]!;
@@ -253,17 +254,39 @@ export class Tensor {
     if (ta instanceof BigInt64Array) return Array.from(ta, (x) => Number(x));
     return Array.from(ta as Float32Array);
   }
+  /** The values as a typed array without copying twice (int64 stays BigInt, so it prints exactly). */
+  private rawValues(): ArrayLike<RawValue> {
+    const ta = this.toTypedArray();
+    return ta as ArrayLike<RawValue>;
+  }
+  /** torch's repr: tensor([[1.0000, 2.5000]], dtype=torch.float64). See format.ts. */
   toString(): string {
     if (this._h < 0) return 'tensor(<disposed>)';
-    const d = this.dtype;
-    const parts: string[] = [];
-    if (this.device !== 'cpu') parts.push(`device='${this.device}'`);
-    if (d !== 'float32' && d !== 'int64' && d !== 'bool') parts.push(`dtype=torch.${d}`);
-    if (this.numel === 0 && this.dim !== 1) parts.unshift();
-    const rg = this.requiresGrad ? (this.gradFn ? `grad_fn=<${this.gradFn}>` : 'requires_grad=True') : '';
-    if (rg) parts.push(rg);
-    const suffix = parts.length ? ', ' + parts.join(', ') : '';
-    return formatTensor(this.flatValues() as number[], this.shape, d, suffix);
+    const shape = this.shape;
+    const summarized = shape.reduce((a, b) => a * b, 1) > PRINT.threshold;
+    const temps: Tensor[] = [];
+    try {
+      // Cut every long dim to its edges natively first, so a big tensor costs a few copies of
+      // small slices, not a read of every element.
+      let data: Tensor = this;
+      if (summarized) {
+        const e = PRINT.edgeItems;
+        for (let d = 0; d < shape.length; d++) {
+          const n = shape[d]!;
+          if (n <= 2 * e) continue;
+          const head = data.narrow(d, 0, e), tail = data.narrow(d, n - e, e);
+          temps.push(head, tail);
+          data = wrap(native.call(O.cat(), [head._h, tail._h], d));
+          temps.push(data);
+        }
+      }
+      return formatTensor({
+        values: data.rawValues(), shape, dtype: this.dtype, summarized, device: this.device,
+        requiresGrad: this.requiresGrad, gradFn: this.gradFn,
+      });
+    } finally {
+      for (const t of temps) t.dispose();
+    }
   }
   [Symbol.for('nodejs.util.inspect.custom')](): string {
     return this.toString();
@@ -330,8 +353,10 @@ export class Tensor {
   mm(other: Tensor): Tensor { return wrap(native.call(O.mm(), this._h, handleOf(other, 'mm'))); }
   bmm(other: Tensor): Tensor { return wrap(native.call(O.bmm(), this._h, handleOf(other, 'bmm'))); }
   outer(other: Tensor): Tensor { return wrap(native.call(O.outer(), this._h, handleOf(other, 'outer'))); }
+  /** Bounds are both numbers or both tensors (null/undefined skips one), as Python allows. */
   clamp(min?: number | Tensor | null, max?: number | Tensor | null): Tensor {
     if (min instanceof Tensor || max instanceof Tensor) {
+      clampBounds(min, max, 'clamp');
       return wrap(native.call(O.clampT(), this._h, min instanceof Tensor ? min._h : undefined, max instanceof Tensor ? max._h : undefined));
     }
     if ((min === undefined || min === null) && (max === undefined || max === null)) throw argError('type', 'clamp: give at least one of min and max');
@@ -414,57 +439,59 @@ export class Tensor {
   }
 
   // ---- in place -----------------------------------------------------------------------------------
+  // callVoid: the op's result is `this`; converting it would leave an extra handle in the table.
   add_(other: TensorOrScalar, alpha: number = 1): this {
-    native.call(other instanceof Tensor ? O.add_() : O.addS_(), this._h, other instanceof Tensor ? other._h : checkScalar(other, 'add_'), alpha);
+    native.callVoid(other instanceof Tensor ? O.add_() : O.addS_(), this._h, other instanceof Tensor ? other._h : checkScalar(other, 'add_'), alpha);
     return this;
   }
   sub_(other: TensorOrScalar, alpha: number = 1): this {
-    native.call(other instanceof Tensor ? O.sub_() : O.subS_(), this._h, other instanceof Tensor ? other._h : checkScalar(other, 'sub_'), alpha);
+    native.callVoid(other instanceof Tensor ? O.sub_() : O.subS_(), this._h, other instanceof Tensor ? other._h : checkScalar(other, 'sub_'), alpha);
     return this;
   }
   mul_(other: TensorOrScalar): this {
-    native.call(other instanceof Tensor ? O.mul_() : O.mulS_(), this._h, other instanceof Tensor ? other._h : checkScalar(other, 'mul_'));
+    native.callVoid(other instanceof Tensor ? O.mul_() : O.mulS_(), this._h, other instanceof Tensor ? other._h : checkScalar(other, 'mul_'));
     return this;
   }
   div_(other: TensorOrScalar): this {
-    native.call(other instanceof Tensor ? O.div_() : O.divS_(), this._h, other instanceof Tensor ? other._h : checkScalar(other, 'div_'));
+    native.callVoid(other instanceof Tensor ? O.div_() : O.divS_(), this._h, other instanceof Tensor ? other._h : checkScalar(other, 'div_'));
     return this;
   }
   /** this += weight * (end - this) */
   lerp_(end: Tensor, weight: TensorOrScalar): this {
-    native.call(weight instanceof Tensor ? O.lerpT_() : O.lerp_(), this._h, handleOf(end, 'lerp_'), weight instanceof Tensor ? weight._h : checkScalar(weight, 'lerp_'));
+    native.callVoid(weight instanceof Tensor ? O.lerpT_() : O.lerp_(), this._h, handleOf(end, 'lerp_'), weight instanceof Tensor ? weight._h : checkScalar(weight, 'lerp_'));
     return this;
   }
   copy_(src: Tensor, nonBlocking = false): this {
-    native.call(O.copy_(), this._h, handleOf(src, 'copy_'), nonBlocking);
+    native.callVoid(O.copy_(), this._h, handleOf(src, 'copy_'), nonBlocking);
     return this;
   }
-  zero_(): this { native.call(O.zero_(), this._h); return this; }
+  zero_(): this { native.callVoid(O.zero_(), this._h); return this; }
   fill_(value: TensorOrScalar): this {
-    native.call(value instanceof Tensor ? O.fillT_() : O.fill_(), this._h, value instanceof Tensor ? value._h : checkScalar(value, 'fill_'));
+    native.callVoid(value instanceof Tensor ? O.fillT_() : O.fill_(), this._h, value instanceof Tensor ? value._h : checkScalar(value, 'fill_'));
     return this;
   }
   clamp_(min?: number | Tensor | null, max?: number | Tensor | null): this {
     if (min instanceof Tensor || max instanceof Tensor) {
-      native.call(O.clampT_(), this._h, min instanceof Tensor ? min._h : undefined, max instanceof Tensor ? max._h : undefined);
+      clampBounds(min, max, 'clamp_');
+      native.callVoid(O.clampT_(), this._h, min instanceof Tensor ? min._h : undefined, max instanceof Tensor ? max._h : undefined);
     } else {
       if ((min === undefined || min === null) && (max === undefined || max === null)) throw argError('type', 'clamp_: give at least one of min and max');
-      native.call(O.clamp_(), this._h, min ?? undefined, max ?? undefined);
+      native.callVoid(O.clamp_(), this._h, min ?? undefined, max ?? undefined);
     }
     return this;
   }
-  sqrt_(): this { native.call(O.sqrt_(), this._h); return this; }
+  sqrt_(): this { native.callVoid(O.sqrt_(), this._h); return this; }
   /** this += value * t1 * t2 */
-  addcmul_(t1: Tensor, t2: Tensor, value = 1): this { native.call(O.addcmul_(), this._h, handleOf(t1), handleOf(t2), value); return this; }
+  addcmul_(t1: Tensor, t2: Tensor, value = 1): this { native.callVoid(O.addcmul_(), this._h, handleOf(t1), handleOf(t2), value); return this; }
   /** this += value * t1 / t2 */
-  addcdiv_(t1: Tensor, t2: Tensor, value = 1): this { native.call(O.addcdiv_(), this._h, handleOf(t1), handleOf(t2), value); return this; }
-  normal_(mean = 0, std = 1): this { native.call(O.normal_(), this._h, mean, std); return this; }
-  uniform_(from = 0, to = 1): this { native.call(O.uniform_(), this._h, from, to); return this; }
+  addcdiv_(t1: Tensor, t2: Tensor, value = 1): this { native.callVoid(O.addcdiv_(), this._h, handleOf(t1), handleOf(t2), value); return this; }
+  normal_(mean = 0, std = 1): this { native.callVoid(O.normal_(), this._h, mean, std); return this; }
+  uniform_(from = 0, to = 1): this { native.callVoid(O.uniform_(), this._h, from, to); return this; }
 
   // ---- shape ---------------------------------------------------------------------------------------
-  view(...shape: number[] | [number[]]): Tensor { return wrap(native.call(O.view(), this._h, flatShape(shape))); }
-  reshape(...shape: number[] | [number[]]): Tensor { return wrap(native.call(O.reshape(), this._h, flatShape(shape))); }
-  permute(...order: number[] | [number[]]): Tensor { return wrap(native.call(O.permute(), this._h, flatShape(order))); }
+  view(...shape: number[] | [number[]]): Tensor { return wrap(native.call(O.view(), this._h, sizeList(shape, 'view', -1))); }
+  reshape(...shape: number[] | [number[]]): Tensor { return wrap(native.call(O.reshape(), this._h, sizeList(shape, 'reshape', -1))); }
+  permute(...order: number[] | [number[]]): Tensor { return wrap(native.call(O.permute(), this._h, sizeList(order, 'permute', -Infinity))); }
   transpose(dim0: number, dim1: number): Tensor { return wrap(native.call(O.transpose(), this._h, dim0, dim1)); }
   /** 2-D transpose. */
   t(): Tensor { return wrap(native.call(O.t(), this._h)); }
@@ -473,20 +500,29 @@ export class Tensor {
   unsqueeze(dim: number): Tensor { return wrap(native.call(O.unsqueeze(), this._h, dim)); }
   squeeze(dim?: number): Tensor { return wrap(dim === undefined ? native.call(O.squeezeAll(), this._h) : native.call(O.squeezeDim(), this._h, dim)); }
   flatten(startDim = 0, endDim = -1): Tensor { return wrap(native.call(O.flatten(), this._h, startDim, endDim)); }
-  expand(...shape: number[] | [number[]]): Tensor { return wrap(native.call(O.expand(), this._h, flatShape(shape), false)); }
-  expandAs(other: Tensor): Tensor { return this.expand(other.shape); }
-  repeat(...repeats: number[] | [number[]]): Tensor { return wrap(native.call(O.repeat(), this._h, flatShape(repeats))); }
+  expand(...shape: number[] | [number[]]): Tensor { return wrap(native.call(O.expand(), this._h, sizeList(shape, 'expand', -1), false)); }
+  expandAs(other: Tensor): Tensor { handleOf(other, 'expandAs'); return this.expand(other.shape); }
+  repeat(...repeats: number[] | [number[]]): Tensor { return wrap(native.call(O.repeat(), this._h, sizeList(repeats, 'repeat', 0))); }
   contiguous(): Tensor { return wrap(native.call(O.contiguous(), this._h)); }
   clone(): Tensor { return wrap(native.call(O.clone(), this._h)); }
   /** A tensor sharing storage, cut from the autograd graph. */
   detach(): Tensor { return wrap(native.call(O.detach(), this._h)); }
   unbind(dim = 0): Tensor[] { return wrapAll(native.call(O.unbind(), this._h, dim)); }
-  chunk(chunks: number, dim = 0): Tensor[] { return wrapAll(native.call(O.chunk(), this._h, chunks, dim)); }
+  chunk(chunks: number, dim = 0): Tensor[] {
+    if (!(chunks >= 1)) throw argError('range', `chunk: chunks must be a positive integer, got ${String(chunks)}`);
+    return wrapAll(native.call(O.chunk(), this._h, chunks, dim));
+  }
   /** split(2) into pieces of 2; split([1, 3]) into pieces of those sizes. */
   split(sizes: number | number[], dim = 0): Tensor[] {
+    for (const n of typeof sizes === 'number' ? [sizes] : Array.isArray(sizes) ? sizes : []) {
+      if (n < 0) throw argError('range', `split: negative size ${n}`, 'E_SHAPE');
+    }
     return wrapAll(typeof sizes === 'number' ? native.call(O.split(), this._h, sizes, dim) : native.call(O.splitSizes(), this._h, sizes, dim));
   }
-  narrow(dim: number, start: number, length: number): Tensor { return wrap(native.call(O.narrow(), this._h, dim, start, length)); }
+  narrow(dim: number, start: number, length: number): Tensor {
+    if (length < 0) throw argError('range', `narrow: negative length ${length}`, 'E_SHAPE');
+    return wrap(native.call(O.narrow(), this._h, dim, start, length));
+  }
   gather(dim: number, index: Tensor): Tensor { return wrap(native.call(O.gather(), this._h, dim, handleOf(index, 'gather index'), false)); }
   scatter(dim: number, index: Tensor, src: Tensor): Tensor { return wrap(native.call(O.scatter(), this._h, dim, handleOf(index), handleOf(src))); }
   indexSelect(dim: number, index: Tensor): Tensor { return wrap(native.call(O.indexSelect(), this._h, dim, handleOf(index, 'indexSelect index'))); }
@@ -502,12 +538,9 @@ export class Tensor {
   }
   /** where(cond, this, other): elements of this where cond, else of other. */
   where(condition: Tensor, other: TensorOrScalar): Tensor {
-    const o = other instanceof Tensor ? other : scalarLike(this, checkScalar(other, 'where'));
-    try {
-      return wrap(native.call(O.where(), handleOf(condition, 'where condition'), this._h, o._h));
-    } finally {
-      if (o !== other) o.dispose();
-    }
+    // a number goes in as a Scalar so it promotes like Python's (int tensor, 0.5 -> float)
+    if (other instanceof Tensor) return wrap(native.call(O.where(), handleOf(condition, 'where condition'), this._h, other._h));
+    return wrap(native.call(O.whereSO(), handleOf(condition, 'where condition'), this._h, checkScalar(other, 'where')));
   }
 
   /**
@@ -517,33 +550,38 @@ export class Tensor {
    */
   index(...specs: IndexSpec[]): Tensor {
     const { view, tensorIdx, temps } = this.basicIndex(specs);
+    let advanced = false;
     try {
-      if (!tensorIdx.some((x) => x !== null)) {
-        if (view === this) return this.alias();
-        temps.delete(view);
-        return view;
-      }
+      if (!tensorIdx.some((x) => x !== null)) return view === this ? this.alias() : view;
+      advanced = true;
       return wrap(native.call(O.index(), view._h, tensorIdx.map((t) => (t === null ? null : t._h))));
     } finally {
       for (const t of temps) t.dispose();
+      // the basic-indexing view is an intermediate once advanced indexing ran (or failed)
+      if (advanced && view !== this) view.dispose();
     }
   }
   /** In-place assignment through an index: t.indexPut_([':', 0], value). */
   indexPut_(specs: IndexSpec[], value: TensorOrScalar, accumulate = false): this {
+    if (!Array.isArray(specs)) throw argError('type', 'indexPut_: specs must be an array of indices, e.g. [":", 0]', 'E_INDEX');
+    if (!(value instanceof Tensor)) checkScalar(value, 'indexPut_');
     const { view, tensorIdx, temps } = this.basicIndex(specs);
-    const v = value instanceof Tensor ? value : scalarLike(this, checkScalar(value, 'indexPut_'));
+    let v: Tensor | null = null;
     try {
       if (tensorIdx.some((x) => x !== null)) {
-        native.call(O.indexPut_(), view._h, tensorIdx.map((t) => (t === null ? null : t._h)), v._h, accumulate);
-      } else if (accumulate) {
-        native.call(O.add_(), view._h, v._h, 1);
+        // a number becomes a 0-d tensor of this dtype and device (it broadcasts to any index result)
+        v = value instanceof Tensor ? value : wrap(native.call(O.newFull(), this._h, [], value));
+        native.callVoid(O.indexPut_(), view._h, tensorIdx.map((t) => (t === null ? null : t._h)), v._h, accumulate);
+      } else if (value instanceof Tensor) {
+        native.callVoid(accumulate ? O.add_() : O.copy_(), view._h, value._h, accumulate ? 1 : false);
       } else {
-        native.call(O.copy_(), view._h, v._h, false);
+        native.callVoid(accumulate ? O.addS_() : O.fill_(), view._h, value, ...(accumulate ? [1] : []));
       }
       return this;
     } finally {
       for (const t of temps) t.dispose();
-      if (v !== value) v.dispose();
+      if (view !== this) view.dispose();
+      if (v !== null && v !== value) v.dispose();
     }
   }
   private alias(): Tensor {
@@ -563,6 +601,7 @@ export class Tensor {
       if (view !== this) temps.add(view);
       view = next;
     };
+    try {
     for (const s of specs) {
       if (s === '...') {
         const skip = nd - used;
@@ -591,6 +630,12 @@ export class Tensor {
         d += k;
       }
     }
+    } catch (e) {
+      // a bad index part way through: free the views made so far
+      for (const t of temps) t.dispose();
+      if (view !== this) view.dispose();
+      throw e;
+    }
     // trailing nulls are implicit for aten::index; drop them so a mask spanning dims works
     while (tensorIdx.length && tensorIdx[tensorIdx.length - 1] === null) tensorIdx.pop();
     // bool masks spanning k dims take one slot in aten::index, not k
@@ -610,16 +655,37 @@ export class Tensor {
   }
 }
 
+/** A tensor bound with a number bound would silently drop the number in aten::clamp.Tensor. */
+function clampBounds(min: unknown, max: unknown, what: string): void {
+  for (const b of [min, max]) {
+    if (b !== undefined && b !== null && !(b instanceof Tensor)) {
+      throw argError('type', `${what}: min and max must be both numbers or both tensors (give a tensor for each, or null)`);
+    }
+  }
+}
+
 function flatShape(args: number[] | [number[]]): number[] {
   if (args.length === 1 && Array.isArray(args[0])) return args[0];
   return args as number[];
 }
 
-function scalarLike(like: Tensor, value: Scalar): Tensor {
-  return wrap(native.call(op('aten::full_like')(), like._h, value));
+/** Sizes for view/reshape/expand/repeat/permute: integers not below `min` (-1 = infer), checked here
+ *  so a JS mistake is a TypeError/RangeError rather than a libtorch message. */
+function sizeList(args: number[] | [number[]], what: string, min: number): number[] {
+  const s = flatShape(args);
+  for (let i = 0; i < s.length; i++) {
+    const d = s[i];
+    if (typeof d !== 'number' || !Number.isInteger(d)) throw argError('type', `${what}: expected integers, got ${describe(d)}`);
+    if (d < min) throw argError('range', `${what}: invalid size ${d} in [${s.join(', ')}]`, 'E_SHAPE');
+  }
+  return s;
 }
 
-function tensorFromIndexArray(a: number[]): Tensor {
+function tensorFromIndexArray(a: (number | boolean)[]): Tensor {
+  if (a.length > 0 && a.every((x) => typeof x === 'boolean')) {
+    // a JS boolean array is a mask, like a Python list of bools
+    return wrap(native.fromData(Uint8Array.from(a, (x) => (x ? 1 : 0)), dtypeCode('bool'), [a.length], true));
+  }
   const flat = new BigInt64Array(a.length);
   for (let i = 0; i < a.length; i++) {
     if (!Number.isInteger(a[i])) throw argError('type', 'index: arrays used as indices must hold integers', 'E_INDEX');

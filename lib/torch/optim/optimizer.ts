@@ -150,7 +150,7 @@ export abstract class Optimizer<H extends BaseHyper> {
         if (!g) continue;
         grads.push(g);
         // as torch: a gradient that is itself part of a graph is cut from it before zeroing
-        if (g.gradFn !== null) native.call(DETACH_(), g._h);
+        if (g.gradFn !== null) native.callVoid(DETACH_(), g._h);
         else if (g.requiresGrad) g.requiresGrad_(false);
       }
       noGrad(() => zero_(grads));
