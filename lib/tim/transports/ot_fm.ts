@@ -1,0 +1,94 @@
+/**
+ * OT flow matching (linear path, SiT): x_t = (1 − t)·x + t·z, t ∈ [0, 1], log-normal times
+ * t = s / (1 + s) with s = exp(pMean + pStd·n). Official: OT_FM in tim/schedulers/transports.py.
+ */
+import * as torch from '../../torch/index.js';
+import type { Tensor } from '../../torch/tensor.js';
+import {
+  BaseTransport, batchSize, finiteParam, positiveParam, tensorArg, timeDraw,
+  type Interpolant, type SampleTOptions, type StepOptions, type TargetInputs, type TransportOptions,
+} from './transport.js';
+
+export interface OTFMOptions extends TransportOptions {
+  /** mean of log s (default 0) */
+  pMean?: number;
+  /** std of log s (default 1) */
+  pStd?: number;
+  /** default 1 */
+  tMax?: number;
+  /** default 0 */
+  tMin?: number;
+}
+
+/** t = s / (1 + s): the log-normal "sigma" s mapped onto [0, 1). */
+export function otfmTimeFromSigma(s: Tensor): Tensor {
+  return torch.scope(() => s.div(s.add(1)));
+}
+
+export class OTFM extends BaseTransport {
+  readonly name = 'OTFM';
+  readonly timeDraw = 'normal' as const;
+  readonly stochasticStep = true;
+  readonly pMean: number;
+  readonly pStd: number;
+
+  constructor(opts: OTFMOptions = {}) {
+    super('OTFM', opts as OTFMOptions & Record<string, unknown>, ['pMean', 'pStd', 'tMax', 'tMin'], {
+      sigmaD: 1.0, tMax: opts.tMax ?? 1.0, tMin: opts.tMin ?? 0.0,
+    });
+    this.pMean = finiteParam(opts.pMean ?? 0.0, 'pMean', 'OTFM');
+    this.pStd = positiveParam(opts.pStd ?? 1.0, 'pStd', 'OTFM');
+  }
+
+  sampleT(n: number, opts?: SampleTOptions): Tensor {
+    batchSize(n, 'OTFM.sampleT');
+    return torch.scope(() => {
+      const normals = timeDraw('normal', n, opts, 'OTFM.sampleT');
+      return otfmTimeFromSigma(normals.mul(this.pStd).add(this.pMean).exp());
+    });
+  }
+
+  /** The network sees t itself (a copy, so the caller may dispose either). */
+  cNoise(t: Tensor): Tensor {
+    return tensorArg(t, 't', 'OTFM.cNoise').clone();
+  }
+
+  /** alpha = 1 − t, sigma = t, dAlpha = −1, dSigma = 1. */
+  interpolant(t: Tensor): Interpolant {
+    tensorArg(t, 't', 'OTFM.interpolant');
+    return torch.scope(() => ({
+      alpha: t.rsub(1),
+      sigma: t.clone(),
+      dAlpha: torch.fullLike(t, -1),
+      dSigma: torch.fullLike(t, 1),
+    }));
+  }
+
+  /** F_target = v − (t − r)·dF/dt, with v the (possibly enhanced) velocity v_t. */
+  target(inputs: TargetInputs): Tensor {
+    return torch.scope(() => {
+      const a = this.targetArgs(inputs);
+      const v = a.enhance ? this.enhancedMix(a.vT, a.t, a.fTCond, a.fTUncond) : a.vT;
+      return v.sub(a.t.sub(a.r).mul(a.dFdvdt));
+    });
+  }
+
+  /**
+   * x_r = x_t − (t − r)·F. With sRatio s > 0 (SDE-like step): with ẑ = x_t + (1 − t)·F the implied
+   * noise, x_r −= s·ẑ·(t − r) and x_r += sqrt(2·s·t·(t − r))·eps.
+   */
+  step(xT: Tensor, t: Tensor | number, r: Tensor | number, F: Tensor, opts?: StepOptions): Tensor {
+    return torch.scope(() => {
+      const a = this.stepArgs(xT, t, r, F, opts);
+      const dt = a.t.sub(a.r);
+      let xR = xT.sub(dt.mul(F));
+      if (a.sRatio > 0) {
+        const zHat = xT.add(a.t.rsub(1).mul(F));
+        const eps = a.eps ?? torch.randnLike(zHat);
+        const noiseScale = a.t.mul(a.sRatio * 2).mul(dt).sqrt();
+        xR = xR.sub(zHat.mul(a.sRatio).mul(dt)).add(noiseScale.mul(eps));
+      }
+      return xR;
+    });
+  }
+}

@@ -1,0 +1,80 @@
+/**
+ * TrigFlow (sCM, "Simplifying, Stabilizing & Scaling Continuous-Time Consistency Models"):
+ * x_t = cos(t)·x + sin(t)·z, t ∈ [0, π/2], log-normal times t = atan(s) with s = exp(pMean + pStd·n).
+ * Official: TrigFlow in tim/schedulers/transports.py.
+ */
+import * as torch from '../../torch/index.js';
+import type { Tensor } from '../../torch/tensor.js';
+import {
+  BaseTransport, batchSize, finiteParam, positiveParam, tensorArg, timeDraw,
+  type Interpolant, type SampleTOptions, type StepOptions, type TargetInputs, type TransportOptions,
+} from './transport.js';
+
+export interface TrigFlowOptions extends TransportOptions {
+  /** default −1.0 */
+  pMean?: number;
+  /** default 1.6 */
+  pStd?: number;
+  /** default 1.57 (the official value, just under π/2) */
+  tMax?: number;
+  /** default 0 */
+  tMin?: number;
+}
+
+export class TrigFlow extends BaseTransport {
+  readonly name = 'TrigFlow';
+  readonly timeDraw = 'normal' as const;
+  readonly stochasticStep = false;
+  readonly pMean: number;
+  readonly pStd: number;
+
+  constructor(opts: TrigFlowOptions = {}) {
+    super('TrigFlow', opts as TrigFlowOptions & Record<string, unknown>, ['pMean', 'pStd', 'tMax', 'tMin'], {
+      sigmaD: 0.5, tMax: opts.tMax ?? 1.57, tMin: opts.tMin ?? 0.0,
+    });
+    this.pMean = finiteParam(opts.pMean ?? -1.0, 'pMean', 'TrigFlow');
+    this.pStd = positiveParam(opts.pStd ?? 1.6, 'pStd', 'TrigFlow');
+  }
+
+  /** t = atan(s), s log-normal. */
+  sampleT(n: number, opts?: SampleTOptions): Tensor {
+    batchSize(n, 'TrigFlow.sampleT');
+    return torch.scope(() => timeDraw('normal', n, opts, 'TrigFlow.sampleT').mul(this.pStd).add(this.pMean).exp().atan());
+  }
+
+  /** The network sees t itself (a copy). */
+  cNoise(t: Tensor): Tensor {
+    return tensorArg(t, 't', 'TrigFlow.cNoise').clone();
+  }
+
+  /** alpha = cos t, sigma = sin t, dAlpha = −sin t, dSigma = cos t. */
+  interpolant(t: Tensor): Interpolant {
+    tensorArg(t, 't', 'TrigFlow.interpolant');
+    return torch.scope(() => {
+      const sin = t.sin();
+      const cos = t.cos();
+      return { alpha: cos, sigma: sin, dAlpha: sin.neg(), dSigma: cos.clone() };
+    });
+  }
+
+  /** F_target = v − tan(t − r)·(x_t + dF/dt), v the (possibly enhanced) velocity. */
+  target(inputs: TargetInputs): Tensor {
+    return torch.scope(() => {
+      const a = this.targetArgs(inputs);
+      const v = a.enhance ? this.enhancedMix(a.vT, a.t, a.fTCond, a.fTUncond) : a.vT;
+      return v.sub(a.t.sub(a.r).tan().mul(a.xT.add(a.dFdvdt)));
+    });
+  }
+
+  /**
+   * x_r = cos(t − r)·x_t − sin(t − r)·F. Deterministic: sRatio is ignored, as in the official code
+   * (TrigFlow has no stochastic step there).
+   */
+  step(xT: Tensor, t: Tensor | number, r: Tensor | number, F: Tensor, opts?: StepOptions): Tensor {
+    return torch.scope(() => {
+      const a = this.stepArgs(xT, t, r, F, opts);
+      const d = a.t.sub(a.r);
+      return d.cos().mul(xT).sub(d.sin().mul(F));
+    });
+  }
+}
