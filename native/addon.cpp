@@ -18,6 +18,8 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerOps(env, exports);
   registerAutograd(env, exports);
   registerState(env, exports);
+  registerJit(env, exports);
+  registerSafetensors(env, exports);
   return exports;
 }
 }  // namespace tim

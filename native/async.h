@@ -13,7 +13,8 @@ class AsyncTask : public Napi::AsyncWorker {
   using Work = std::function<void()>;
   using Done = std::function<Napi::Value(Napi::Env)>;
 
-  static Napi::Promise start(Napi::Env env, const char* what, Work work, Done done) {
+  // `what` prefixes the message of an error raised in the worker (op name and argument shapes).
+  static Napi::Promise start(Napi::Env env, std::string what, Work work, Done done) {
     auto* task = new AsyncTask(env, what, std::move(work), std::move(done));
     Napi::Promise p = task->deferred_.Promise();
     task->Queue();
@@ -47,13 +48,14 @@ class AsyncTask : public Napi::AsyncWorker {
   }
 
  private:
-  AsyncTask(Napi::Env env, const char* what, Work work, Done done)
-      : Napi::AsyncWorker(env, what), deferred_(Napi::Promise::Deferred::New(env)), what_(what),
+  AsyncTask(Napi::Env env, std::string what, Work work, Done done)
+      : Napi::AsyncWorker(env, "tim-torch"), deferred_(Napi::Promise::Deferred::New(env)), what_(std::move(what)),
         work_(std::move(work)), done_(std::move(done)) {}
   Napi::Promise::Deferred deferred_;
   std::string what_;
   Work work_;
   Done done_;
+  // Captured by the constructor, i.e. on the JS thread at call time: grad mode, autocast, ...
   at::ThreadLocalState state_;
   std::exception_ptr error_;
 };

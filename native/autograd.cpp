@@ -1,5 +1,5 @@
 // Autograd entry points: backward, autograd.grad, .grad access and grad mode.
-#include "common.h"
+#include "async.h"
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
@@ -21,25 +21,52 @@ static bool boolArg(const Napi::CallbackInfo& info, size_t i, bool dflt) {
   return info.Length() > i && info[i].IsBoolean() ? info[i].As<Napi::Boolean>().Value() : dflt;
 }
 
-// backward(tensors, grads|null, retainGraph, createGraph)
+// The arguments of backward(tensors, grads|null, retainGraph, createGraph), checked on the JS thread.
+struct BackwardArgs {
+  std::vector<at::Tensor> tensors, grads;
+  c10::optional<bool> retain;
+  bool create = false;
+};
+
+static BackwardArgs backwardArgs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  BackwardArgs a;
+  a.tensors = tensorList(env, info[0], false);
+  if (info[1].IsArray()) a.grads = tensorList(env, info[1], true);
+  for (size_t i = 0; i < a.tensors.size(); ++i) {
+    const auto& t = a.tensors[i];
+    if (!t.requires_grad())
+      throwTorch(describeTensor(t) + " does not require grad and has no grad_fn", "E_AUTOGRAD");
+    if ((i >= a.grads.size() || !a.grads[i].defined()) && t.numel() != 1)
+      throwTorch("grad can be implicitly created only for scalar outputs, got " + describeTensor(t), "E_SHAPE");
+  }
+  a.create = boolArg(info, 3, false);
+  if (info.Length() > 2 && info[2].IsBoolean()) a.retain = info[2].As<Napi::Boolean>().Value();
+  return a;
+}
+
 static Napi::Value Backward(const Napi::CallbackInfo& info) {
   return guard(info, "backward", [&]() -> Napi::Value {
-    Napi::Env env = info.Env();
-    auto tensors = tensorList(env, info[0], false);
-    std::vector<at::Tensor> grads;
-    if (info[1].IsArray()) grads = tensorList(env, info[1], true);
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      const auto& t = tensors[i];
-      if (!t.requires_grad())
-        throwTorch("backward: " + describeTensor(t) + " does not require grad and has no grad_fn", "E_AUTOGRAD");
-      if ((i >= grads.size() || !grads[i].defined()) && t.numel() != 1)
-        throwTorch("backward: grad can be implicitly created only for scalar outputs, got " + describeTensor(t), "E_SHAPE");
-    }
-    bool create = boolArg(info, 3, false);
-    c10::optional<bool> retain;
-    if (info.Length() > 2 && info[2].IsBoolean()) retain = info[2].As<Napi::Boolean>().Value();
-    torch::autograd::backward(tensors, grads, retain, create);
-    return env.Undefined();
+    BackwardArgs a = backwardArgs(info);
+    torch::autograd::backward(a.tensors, a.grads, a.retain, a.create);
+    return info.Env().Undefined();
+  });
+}
+
+// backwardAsync(...) -> Promise<void>: the same on a worker thread (the autograd engine is
+// thread-safe; .grad must not be read until the promise settles).
+static Napi::Value BackwardAsync(const Napi::CallbackInfo& info) {
+  return guard(info, "backward", [&]() -> Napi::Value {
+    auto a = std::make_shared<BackwardArgs>(backwardArgs(info));
+    std::string what = "backward(" + (a->tensors.empty() ? std::string() : describeTensor(a->tensors[0])) + ")";
+    return AsyncTask::start(
+        info.Env(), what, [a]() { torch::autograd::backward(a->tensors, a->grads, a->retain, a->create); },
+        [a](Napi::Env env) -> Napi::Value {
+          // Drop the graph references on the JS thread, promptly, rather than whenever the task dies.
+          a->tensors.clear();
+          a->grads.clear();
+          return env.Undefined();
+        });
   });
 }
 
@@ -52,10 +79,10 @@ static Napi::Value Grad(const Napi::CallbackInfo& info) {
     std::vector<at::Tensor> gradOutputs;
     if (info[2].IsArray()) gradOutputs = tensorList(env, info[2], true);
     for (const auto& in : inputs)
-      if (!in.requires_grad()) throwTorch("autograd.grad: input " + describeTensor(in) + " does not require grad", "E_AUTOGRAD");
+      if (!in.requires_grad()) throwTorch("input " + describeTensor(in) + " does not require grad", "E_AUTOGRAD");
     for (size_t i = 0; i < outputs.size(); ++i)
       if ((i >= gradOutputs.size() || !gradOutputs[i].defined()) && outputs[i].numel() != 1)
-        throwTorch("autograd.grad: grad can be implicitly created only for scalar outputs, got " + describeTensor(outputs[i]), "E_SHAPE");
+        throwTorch("grad can be implicitly created only for scalar outputs, got " + describeTensor(outputs[i]), "E_SHAPE");
     bool create = boolArg(info, 4, false);
     c10::optional<bool> retain;
     if (info.Length() > 3 && info[3].IsBoolean()) retain = info[3].As<Napi::Boolean>().Value();
@@ -104,6 +131,7 @@ static Napi::Value IsGradEnabled(const Napi::CallbackInfo& info) {
 
 void registerAutograd(Napi::Env env, Napi::Object exports) {
   exports.Set("backward", Napi::Function::New(env, Backward, "backward"));
+  exports.Set("backwardAsync", Napi::Function::New(env, BackwardAsync, "backwardAsync"));
   exports.Set("grad", Napi::Function::New(env, Grad, "grad"));
   exports.Set("getGrad", Napi::Function::New(env, GetGrad, "getGrad"));
   exports.Set("setGrad", Napi::Function::New(env, SetGrad, "setGrad"));

@@ -10,12 +10,14 @@
 namespace tim {
 
 // ---- handle table (handles.cpp) -------------------------------------------------------------
-// JS never holds a pointer: a tensor is an int32 index into this table. Freeing is explicit
-// (dispose / scopes); the table keeps live-tensor and per-device byte statistics.
-int32_t insertTensor(Napi::Env env, at::Tensor t);
+// JS never holds a pointer: a tensor is a number naming a slot of this table plus the slot's
+// generation (a stale handle never names a newer tensor). Freeing is explicit (dispose / scopes);
+// the table keeps live-tensor and per-device byte statistics.
+int64_t insertTensor(Napi::Env env, at::Tensor t);                  // -1 for an undefined tensor
 const at::Tensor& tensorAt(Napi::Env env, const Napi::Value& v);   // throws E_DISPOSED / TypeError
-const at::Tensor* tryTensorAt(int32_t h);                           // nullptr when not live
-bool freeTensor(Napi::Env env, int32_t h);
+int64_t handleFrom(const Napi::Value& v);                           // -1 when v cannot be a handle
+const at::Tensor* tryTensorAt(int64_t h);                           // nullptr when not live
+bool freeTensor(Napi::Env env, int64_t h);
 void drainDeferredReleases(Napi::Env env);
 void deferRelease(napi_ref ref);                                     // any thread
 
@@ -34,6 +36,9 @@ void setErrorClasses(Napi::Env env, Napi::Function torchError);
 Napi::Value raise(Napi::Env env, const JsError& e);
 JsError translate(std::exception_ptr ep, const std::string& context);
 std::string describeTensor(const at::Tensor& t);
+// Rethrows an error raised by a failed napi call (e.g. a string where a number was expected),
+// adding code E_ARG when it has none, so every error that reaches JS carries a code.
+void rethrowWithCode(const Napi::Error& e);
 
 template <typename F>
 Napi::Value guard(const Napi::CallbackInfo& info, const char* what, F&& body) {
@@ -41,7 +46,7 @@ Napi::Value guard(const Napi::CallbackInfo& info, const char* what, F&& body) {
   try {
     return body();
   } catch (const Napi::Error& e) {
-    e.ThrowAsJavaScriptException();
+    rethrowWithCode(e);
     return env.Undefined();
   } catch (...) {
     return raise(env, translate(std::current_exception(), what));
@@ -62,5 +67,7 @@ void registerTensor(Napi::Env env, Napi::Object exports);
 void registerOps(Napi::Env env, Napi::Object exports);
 void registerAutograd(Napi::Env env, Napi::Object exports);
 void registerState(Napi::Env env, Napi::Object exports);
+void registerJit(Napi::Env env, Napi::Object exports);
+void registerSafetensors(Napi::Env env, Napi::Object exports);
 
 }  // namespace tim

@@ -2,6 +2,7 @@
 #include "common.h"
 #include <c10/util/Exception.h>
 #include <new>
+#include <initializer_list>
 #include <sstream>
 
 namespace tim {
@@ -16,31 +17,63 @@ struct ArgError : std::exception {
 
 bool has(const std::string& s, const char* needle) { return s.find(needle) != std::string::npos; }
 
+bool hasAny(const std::string& s, std::initializer_list<const char*> needles) {
+  for (const char* n : needles)
+    if (has(s, n)) return true;
+  return false;
+}
+
 // c10 throws plain c10::Error for most failures; its message is the only signal of the kind.
+// The patterns come from real libtorch 1.13 / 2.x messages (test/errors.test.ts checks a set of
+// them); the order matters: the most specific kinds are tested first.
 std::string classify(const std::string& m) {
-  if (has(m, "out of memory") || has(m, "can't allocate memory") || has(m, "Failed to allocate"))
+  if (hasAny(m, {"out of memory", "can't allocate memory", "Failed to allocate", "Cannot allocate memory"}))
     return "E_OOM";
-  if (has(m, "same device") || has(m, "device type") || has(m, "CUDA") || has(m, "Expected a 'cuda'") ||
-      has(m, "found at least two devices"))
+  if (hasAny(m, {"backward through the graph", "does not require grad", "leaf Variable", "in-place operation",
+                 "inplace operation", "allow_unused", "does not have a grad_fn", "differentiated Tensors",
+                 "retain_graph", "derivative for", "requires_grad"}))
+    return "E_AUTOGRAD";
+  if (hasAny(m, {"same device", "device type", "CUDA", "cuda device", "Expected a 'cuda'", "found at least two devices",
+                 "not linked with support for", "backend. This could be because", "Invalid device"}))
     return "E_DEVICE";
-  if (has(m, "Dimension out of range") || has(m, "out of bounds") || has(m, "out of range") ||
-      has(m, "index ") || has(m, "Index"))
-    return "E_INDEX";
-  if (has(m, "scalar type") || has(m, "dtype") || has(m, "not implemented for '") ||
-      has(m, "result type") || has(m, "can't be cast") || has(m, "Expected object of") ||
-      has(m, "must have the same dtype") || has(m, "only supports floating") ||
-      has(m, "floating point") || has(m, "Bool") || has(m, "Long"))
+  if (hasAny(m, {"scalar type", "dtype", "not implemented for '", "result type", "can't be cast",
+                 "Expected object of", "must have the same dtype", "only supports floating", "floating point",
+                 "with two bool tensors", "bool tensor is not supported", "with a bool tensor",
+                 "Integers to negative integer powers", "Boolean value of Tensor", "must be long, byte or bool",
+                 "Input type (", "cannot be converted to type"}))
     return "E_DTYPE";
-  if (has(m, "size") || has(m, "shape") || has(m, "dimension") || has(m, "dim") || has(m, "numel") ||
-      has(m, "broadcast") || has(m, "mat1 and mat2") || has(m, "invalid for input") || has(m, "Expected"))
+  if (hasAny(m, {"Dimension out of range", "out of bounds", "out of range", "index ", "Index"}))
+    return "E_INDEX";
+  if (hasAny(m, {"size", "shape", "dimension", "dim", "numel", "broadcast", "mat1 and mat2", "invalid for input",
+                 "Expected", "channels", "must be a matrix", "D tensor", "D or ", "-D", "Length of pad",
+                 "at least 1D", "operands were provided"}))
     return "E_SHAPE";
+  if (hasAny(m, {"Bool", "Long", "Half", "BFloat16"})) return "E_DTYPE";
+  // A well-typed, well-shaped argument whose value libtorch rejects.
+  if (hasAny(m, {"expects std", "range, but found", "step must be", "rounding_mode", "ZeroDivisionError",
+                 "inconsistent with step sign", "must not be None", "required", "argument must be", "must either be",
+                 "can take 0 and 1 values only"}))
+    return "E_VALUE";
   return "E_TORCH";
 }
 
-// what_without_backtrace() still carries a trailing "Exception raised from ..." line in some builds.
+// what_without_backtrace() still carries a trailing "Exception raised from ..." line in some builds;
+// some messages also carry C++ source locations or boilerplate meant for PyTorch developers.
 std::string clean(std::string m) {
-  auto p = m.find("\nException raised from");
-  if (p != std::string::npos) m.resize(p);
+  auto cut = [&](const char* marker) {
+    auto p = m.find(marker);
+    if (p != std::string::npos) m.resize(p);
+  };
+  cut("\nException raised from");
+  cut("Exception raised from ");
+  cut("  (Could this error message be improved?");
+  cut(" This could be because the operator doesn't exist for this backend");  // followed by a backend list
+  // "[enforce fail at alloc_cpu.cpp:75] err == 0. DefaultCPUAllocator: ..." -> "DefaultCPUAllocator: ..."
+  if (m.rfind("[enforce fail at ", 0) == 0) {
+    auto p = m.find("] ");
+    if (p != std::string::npos) m.erase(0, p + 2);
+    if (m.rfind("err == 0. ", 0) == 0) m.erase(0, 10);
+  }
   while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
   return m;
 }
@@ -73,8 +106,22 @@ JsError translate(std::exception_ptr ep, const std::string& context) {
   } catch (const c10::IndexError& e) {
     return {JsError::Torch, "E_INDEX", withContext(clean(e.what_without_backtrace()))};
   } catch (const c10::NotImplementedError& e) {
+    std::string raw = e.what_without_backtrace();
+    std::string m = clean(raw);
+    // "Could not run 'aten::empty.memory_format' with arguments from the 'CUDA' backend": the op
+    // exists, the device does not (a CPU-only libtorch asked for CUDA).
+    const char* code = has(m, "not implemented for '")                                        ? "E_DTYPE"
+                       : hasAny(m, {"'CUDA' backend", "'HIP' backend", "'MPS' backend", "'XPU' backend"}) ? "E_DEVICE"
+                                                                                              : "E_NOT_IMPLEMENTED";
+    return {JsError::Torch, code, withContext(m)};
+  } catch (const c10::ValueError& e) {  // TORCH_CHECK_VALUE: the message may still say more
     std::string m = clean(e.what_without_backtrace());
-    return {JsError::Torch, has(m, "not implemented for '") ? "E_DTYPE" : "E_NOT_IMPLEMENTED", withContext(m)};
+    std::string code = classify(m);
+    return {JsError::Torch, code == "E_TORCH" ? "E_VALUE" : code, withContext(m)};
+  } catch (const c10::TypeError& e) {  // TORCH_CHECK_TYPE: wrong type of tensor or argument
+    std::string m = clean(e.what_without_backtrace());
+    std::string code = classify(m);
+    return {JsError::Torch, code == "E_TORCH" ? "E_DTYPE" : code, withContext(m)};
   } catch (const c10::Error& e) {
     std::string m = clean(e.what_without_backtrace());
     return {JsError::Torch, classify(m), withContext(m)};
@@ -102,6 +149,27 @@ Napi::Value raise(Napi::Env env, const JsError& e) {
   err.Set("code", Napi::String::New(env, e.code));
   err.ThrowAsJavaScriptException();
   return env.Undefined();
+}
+
+void rethrowWithCode(const Napi::Error& e) {
+  Napi::Env env = e.Env();
+  std::string message = "invalid argument";
+  try {
+    Napi::Value v = e.Value();
+    if (v.IsObject()) {
+      Napi::Object o = v.As<Napi::Object>();
+      if (o.Has("code")) {  // already typed (a TorchError, or an error we raised)
+        e.ThrowAsJavaScriptException();
+        return;
+      }
+      Napi::Value m = o.Get("message");
+      if (m.IsString()) message = m.As<Napi::String>().Utf8Value();
+    }
+  } catch (const Napi::Error&) {
+    // reading the error failed (a Proxy?): fall through to a fresh TypeError
+  }
+  // A napi call failed on a value of the wrong JS type, e.g. "A number was expected".
+  raise(env, {JsError::Type, "E_ARG", message});
 }
 
 void setErrorClasses(Napi::Env env, Napi::Function torchError) {

@@ -13,9 +13,9 @@ std::vector<c10::OperatorHandle> g_ops;
 
 const c10::OperatorHandle& opAt(const Napi::Value& v) {
   if (!v.IsNumber()) throwType("expected an operator id");
-  int32_t id = v.As<Napi::Number>().Int32Value();
-  if (id < 0 || (size_t)id >= g_ops.size()) throwRange("unknown operator id");
-  return g_ops[id];
+  double id = v.As<Napi::Number>().DoubleValue();
+  if (!(id >= 0) || id >= (double)g_ops.size() || id != (double)(int64_t)id) throwRange("unknown operator id");
+  return g_ops[(size_t)id];
 }
 
 std::string opName(const c10::OperatorHandle& op) {
@@ -68,14 +68,14 @@ std::string describeCall(const Napi::CallbackInfo& info, size_t first) {
       bool tensorish = ai < args.size() && args[ai].type()->str().find("Tensor") != std::string::npos;
       Napi::Value v = info[i];
       if (tensorish && v.IsNumber()) {
-        const at::Tensor* t = tryTensorAt(v.As<Napi::Number>().Int32Value());
+        const at::Tensor* t = tryTensorAt(handleFrom(v));
         s << (t ? describeTensor(*t) : "<disposed tensor>");
       } else if (tensorish && v.IsArray()) {
         auto arr = v.As<Napi::Array>();
         s << "[";
         for (uint32_t j = 0; j < arr.Length() && j < 8; ++j) {
           Napi::Value e = arr.Get(j);
-          const at::Tensor* t = e.IsNumber() ? tryTensorAt(e.As<Napi::Number>().Int32Value()) : nullptr;
+          const at::Tensor* t = tryTensorAt(handleFrom(e));
           s << (j ? ", " : "") << (t ? describeTensor(*t) : e.IsNull() ? "None" : "?");
         }
         s << (arr.Length() > 8 ? ", ...]" : "]");
@@ -137,7 +137,24 @@ static Napi::Value Call(const Napi::CallbackInfo& info) {
     op.callBoxed(&stack);
     return returnsToJs(env, stack);
   } catch (const Napi::Error& e) {
-    e.ThrowAsJavaScriptException();
+    rethrowWithCode(e);
+    return env.Undefined();
+  } catch (...) {
+    return raise(env, translate(std::current_exception(), describeCall(info, 1)));
+  }
+}
+
+// callVoid(opId, ...args): call() without converting the results, for in-place ops (add_, fill_ ...):
+// their result is `self`, and converting it would put a second, never-freed handle in the table.
+static Napi::Value CallVoid(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  try {
+    const auto& op = opAt(info[0]);
+    torch::jit::Stack stack = buildStack(info, 1, op.schema());
+    op.callBoxed(&stack);
+    return env.Undefined();
+  } catch (const Napi::Error& e) {
+    rethrowWithCode(e);
     return env.Undefined();
   } catch (...) {
     return raise(env, translate(std::current_exception(), describeCall(info, 1)));
@@ -150,22 +167,44 @@ static Napi::Value CallAsync(const Napi::CallbackInfo& info) {
   try {
     const c10::OperatorHandle op = opAt(info[0]);
     auto stack = std::make_shared<torch::jit::Stack>(buildStack(info, 1, op.schema()));
+    // Described now, on the JS thread: a worker error names the op and the argument shapes too.
     std::string what = describeCall(info, 1);
     return AsyncTask::start(
-        env, "callAsync", [op, stack]() { op.callBoxed(stack.get()); },
+        env, what, [op, stack]() { op.callBoxed(stack.get()); },
         [stack](Napi::Env env) { return returnsToJs(env, *stack); });
   } catch (const Napi::Error& e) {
-    e.ThrowAsJavaScriptException();
+    rethrowWithCode(e);
     return env.Undefined();
   } catch (...) {
     return raise(env, translate(std::current_exception(), describeCall(info, 1)));
   }
 }
 
+// opTypes(opId) -> { args: [...], returns: [...] }: the schema's argument and return types as
+// strings (e.g. "Tensor", "int[]", "Tensor?[]"), so JS can convert each argument by its type and
+// wrap exactly the results that are tensor handles.
+static Napi::Value OpTypes(const Napi::CallbackInfo& info) {
+  return guard(info, "opTypes", [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    const auto& schema = opAt(info[0]).schema();
+    auto list = [&](const std::vector<c10::Argument>& xs) {
+      auto arr = Napi::Array::New(env, xs.size());
+      for (size_t i = 0; i < xs.size(); ++i) arr.Set((uint32_t)i, Napi::String::New(env, xs[i].type()->str()));
+      return arr;
+    };
+    auto o = Napi::Object::New(env);
+    o.Set("args", list(schema.arguments()));
+    o.Set("returns", list(schema.returns()));
+    return o;
+  });
+}
+
 void registerOps(Napi::Env env, Napi::Object exports) {
+  exports.Set("opTypes", Napi::Function::New(env, OpTypes, "opTypes"));
   exports.Set("resolveOp", Napi::Function::New(env, ResolveOp, "resolveOp"));
   exports.Set("opSchema", Napi::Function::New(env, OpSchema, "opSchema"));
   exports.Set("call", Napi::Function::New(env, Call, "call"));
+  exports.Set("callVoid", Napi::Function::New(env, CallVoid, "callVoid"));
   exports.Set("callAsync", Napi::Function::New(env, CallAsync, "callAsync"));
 }
 

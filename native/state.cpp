@@ -26,8 +26,18 @@ static at::Generator generatorFor(const Napi::Value& v) {
 static Napi::Value ManualSeed(const Napi::CallbackInfo& info) {
   return guard(info, "manualSeed", [&]() -> Napi::Value {
     if (!info[0].IsNumber() && !info[0].IsBigInt()) throwType("manualSeed expects an integer");
-    uint64_t seed = info[0].IsBigInt() ? info[0].As<Napi::BigInt>().Uint64Value(nullptr)
-                                       : (uint64_t)(int64_t)info[0].As<Napi::Number>().DoubleValue();
+    uint64_t seed;
+    if (info[0].IsBigInt()) {
+      bool lossless = true;
+      seed = info[0].As<Napi::BigInt>().Uint64Value(&lossless);
+      if (!lossless) throwRange("manualSeed: BigInt seed must be in [0, 2^64)");
+    } else {
+      double d = info[0].As<Napi::Number>().DoubleValue();
+      // casting NaN or an out-of-range double to an integer is undefined behaviour
+      if (!(d >= 0) || d >= 9007199254740992.0 || d != (double)(int64_t)d)
+        throwRange("manualSeed: seed must be an integer in [0, 2^53) (pass a BigInt for larger seeds)");
+      seed = (uint64_t)d;
+    }
     at::manual_seed(seed);  // CPU and every CUDA device
     return info.Env().Undefined();
   });
@@ -52,10 +62,19 @@ static Napi::Value SetRngState(const Napi::CallbackInfo& info) {
   });
 }
 
+// A huge count would make OpenMP try to start that many threads on the next parallel region.
+constexpr int kMaxThreads = 1024;
+static int threadCount(const Napi::Value& v, const char* what) {
+  if (!v.IsNumber()) throwType(std::string(what) + " expects an integer");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 1) || d > kMaxThreads || d != (double)(int)d)
+    throwRange(std::string(what) + ": n must be an integer in [1, " + std::to_string(kMaxThreads) + "]");
+  return (int)d;
+}
+
 static Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
   return guard(info, "setNumThreads", [&]() -> Napi::Value {
-    int n = info[0].As<Napi::Number>().Int32Value();
-    if (n < 1) throwRange("setNumThreads needs n >= 1");
+    int n = threadCount(info[0], "setNumThreads");
     at::set_num_threads(n);
     return info.Env().Undefined();
   });
@@ -67,8 +86,7 @@ static Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
 
 static Napi::Value SetNumInteropThreads(const Napi::CallbackInfo& info) {
   return guard(info, "setNumInteropThreads", [&]() -> Napi::Value {
-    int n = info[0].As<Napi::Number>().Int32Value();
-    if (n < 1) throwRange("setNumInteropThreads needs n >= 1");
+    int n = threadCount(info[0], "setNumInteropThreads");
     at::set_num_interop_threads(n);  // throws if work already started on the pool
     return info.Env().Undefined();
   });
@@ -125,10 +143,14 @@ static Napi::Value AutocastEnter(const Napi::CallbackInfo& info) {
 static Napi::Value AutocastExit(const Napi::CallbackInfo& info) {
   return guard(info, "autocast", [&]() -> Napi::Value {
     c10::DeviceType dev = deviceTypeArg(info[0]);
+    // Arguments are read before any state changes, so a bad call leaves the state as it was.
+    if (!info[1].IsBoolean()) throwType("autocastExit: expected the previous enabled flag");
+    bool prevEnabled = info[1].As<Napi::Boolean>().Value();
+    c10::ScalarType prevDtype = scalarTypeFrom(info[2]);
     // The cast cache lives as long as the outermost autocast region, like torch.autocast.__exit__.
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
-    compat::setAutocastEnabled(dev, info[1].As<Napi::Boolean>().Value());
-    compat::setAutocastDtype(dev, scalarTypeFrom(info[2]));
+    compat::setAutocastEnabled(dev, prevEnabled);
+    compat::setAutocastDtype(dev, prevDtype);
     return info.Env().Undefined();
   });
 }

@@ -4,6 +4,7 @@ import { argError } from './errors.js';
 import { Tensor, _wrap as wrap, handleOf } from './tensor.js';
 
 function withGradMode<T>(enabled: boolean, fn: () => T): T {
+  if (typeof fn !== 'function') throw argError('type', `${enabled ? 'enableGrad' : 'noGrad'}(fn): fn must be a function`);
   const prev = native.setGradEnabled(enabled) as boolean;
   try {
     const r = fn();
@@ -26,6 +27,7 @@ export function isGradEnabled(): boolean {
   return native.isGradEnabled() as boolean;
 }
 export function setGradEnabled(on: boolean): boolean {
+  if (typeof on !== 'boolean') throw argError('type', 'setGradEnabled: expected a boolean');
   return native.setGradEnabled(on) as boolean;
 }
 
@@ -36,17 +38,56 @@ export interface GradOptions {
   allowUnused?: boolean;
 }
 
+export interface BackwardOptions {
+  retainGraph?: boolean;
+  createGraph?: boolean;
+}
+
+// Argument checks happen here, in TypeScript, so that every misuse is a TypeError with a code
+// before anything reaches C++.
+function handles(x: unknown, what: string, allowNull: boolean): (number | null)[] {
+  const xs = Array.isArray(x) ? x : [x];
+  return xs.map((t) => (allowNull && (t === null || t === undefined) ? null : handleOf(t, what)));
+}
+
+function options<T extends object>(o: unknown, what: string, keys: readonly string[]): T {
+  if (o === undefined) return {} as T;
+  if (o === null || typeof o !== 'object' || Array.isArray(o)) throw argError('type', `${what}: options must be an object`);
+  for (const k of keys) {
+    const v = (o as Record<string, unknown>)[k];
+    if (v !== undefined && typeof v !== 'boolean') throw argError('type', `${what}: option ${k} must be a boolean`);
+  }
+  return o as T;
+}
+
+function optionalList(x: unknown, what: string): (number | null)[] | null {
+  if (x === undefined || x === null) return null;
+  if (!Array.isArray(x)) throw argError('type', `${what}: expected an array of Tensors (or null entries)`);
+  return handles(x, what, true);
+}
+
 /** d(outputs)/d(inputs), returned rather than accumulated. createGraph enables double backward. */
-export function grad(outputs: Tensor | Tensor[], inputs: Tensor | Tensor[], o: GradOptions = {}): (Tensor | null)[] {
-  const outs = Array.isArray(outputs) ? outputs : [outputs];
-  const ins = Array.isArray(inputs) ? inputs : [inputs];
-  const gos = o.gradOutputs ? o.gradOutputs.map((g) => (g === null ? null : handleOf(g, 'gradOutputs'))) : null;
-  const hs = native.grad(outs.map((t) => handleOf(t, 'outputs')), ins.map((t) => handleOf(t, 'inputs')), gos,
+export function grad(outputs: Tensor | Tensor[], inputs: Tensor | Tensor[], opts: GradOptions = {}): (Tensor | null)[] {
+  const o = options<GradOptions>(opts, 'autograd.grad', ['retainGraph', 'createGraph', 'allowUnused']);
+  const gos = optionalList(o.gradOutputs, 'autograd.grad gradOutputs');
+  const hs = native.grad(handles(outputs, 'autograd.grad outputs', false), handles(inputs, 'autograd.grad inputs', false), gos,
     o.retainGraph, o.createGraph ?? false, o.allowUnused ?? false) as (number | null)[];
   return hs.map((h) => (h === null ? null : wrap(h)));
 }
 
-/** Accumulates gradients of several outputs at once. */
-export function backward(tensors: Tensor[], grads?: (Tensor | null)[], o: { retainGraph?: boolean; createGraph?: boolean } = {}): void {
-  native.backward(tensors.map((t) => handleOf(t, 'tensors')), grads ? grads.map((g) => (g ? handleOf(g, 'grads') : null)) : null, o.retainGraph, o.createGraph ?? false);
+/** Accumulates gradients of several outputs at once (like torch.autograd.backward). */
+export function backward(tensors: Tensor | Tensor[], grads?: (Tensor | null)[] | null, opts: BackwardOptions = {}): void {
+  const o = options<BackwardOptions>(opts, 'autograd.backward', ['retainGraph', 'createGraph']);
+  native.backward(handles(tensors, 'autograd.backward tensors', false), optionalList(grads, 'autograd.backward grads'),
+    o.retainGraph, o.createGraph ?? false);
+}
+
+/**
+ * backward() on a worker thread, with the caller's grad mode and autocast state. Do not read or
+ * change the inputs' .grad until the promise settles. Errors (bad arguments included) reject.
+ */
+export async function backwardAsync(tensors: Tensor | Tensor[], grads?: (Tensor | null)[] | null, opts: BackwardOptions = {}): Promise<void> {
+  const o = options<BackwardOptions>(opts, 'autograd.backwardAsync', ['retainGraph', 'createGraph']);
+  await native.backwardAsync(handles(tensors, 'autograd.backwardAsync tensors', false),
+    optionalList(grads, 'autograd.backwardAsync grads'), o.retainGraph, o.createGraph ?? false);
 }

@@ -1,10 +1,13 @@
 /** ATen operators resolved once, by name and overload, to ids for the native dispatcher. */
 import { native } from './native.js';
+import { argError } from './errors.js';
 
 const cache = new Map<string, number>();
 
 /** Returns a function that yields the operator id, resolving it on first use. */
 export function op(name: string, overload = ''): () => number {
+  // checked here because the cache key below would turn a Symbol into an untyped TypeError
+  if (typeof name !== 'string' || typeof overload !== 'string') throw argError('type', 'operator name and overload must be strings');
   let id = -1;
   return () => {
     if (id >= 0) return id;

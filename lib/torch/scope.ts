@@ -10,6 +10,7 @@
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
 import { native } from './native.js';
+import { argError } from './errors.js';
 
 /** What a scope needs to know of a tensor (implemented by Tensor). */
 export interface Owned {
@@ -19,18 +20,29 @@ export interface Owned {
 
 class Scope {
   readonly tensors: Owned[] = [];
+  /** Set when the scope has freed its tensors: late async code must not add to it any more. */
+  closed = false;
   constructor(readonly parent: Scope | null) {}
 }
 
+// Sync scopes form a stack (syncTop) that is only non-null while a scope's fn runs synchronously, so
+// it is always null when a microtask or timer starts. Async scopes live in an AsyncLocalStorage
+// that follows each async function's own continuations, so concurrent scopeAsync calls never see
+// each other's scope. The store is only consulted while an async scope is open (it costs a lookup).
 let syncTop: Scope | null = null;
 let asyncScopes = 0;
 const asyncStore = new AsyncLocalStorage<Scope | null>();
 
 function currentScope(): Scope | null {
-  if (syncTop) return syncTop;
-  return asyncScopes > 0 ? (asyncStore.getStore() ?? null) : null;
+  let s = syncTop ?? (asyncScopes > 0 ? (asyncStore.getStore() ?? null) : null);
+  // Fire-and-forget work started inside a scope can outlive it: its tensors go to the nearest
+  // scope still open, or to the caller (GC backstop).
+  while (s && s.closed) s = s.parent;
+  return s;
 }
 
+// The GC backstop. Handles carry a generation (native/handles.cpp), so even if this callback ran
+// for a handle whose slot was since reused by a newer tensor, native.free would refuse it.
 const registry = new FinalizationRegistry<number>((h) => {
   native.free(h);
 });
@@ -63,15 +75,17 @@ function collectReturned(value: unknown, out: Set<Owned>, depth = 0): void {
 }
 
 function close(scope: Scope, result: unknown): void {
+  scope.closed = true;
   const returned = new Set<Owned>();
   collectReturned(result, returned);
   const handles: number[] = [];
   for (const t of scope.tensors) {
     if (t._h < 0) continue;
     if (returned.has(t) || t._kept) {
-      t._kept = false;
-      if (scope.parent && returned.has(t)) scope.parent.tensors.push(t);
+      const parent = openParent(scope);
+      if (parent && returned.has(t) && !t._kept) parent.tensors.push(t);
       else registry.register(t, t._h, t);
+      t._kept = false;
       continue;
     }
     handles.push(t._h);
@@ -80,11 +94,18 @@ function close(scope: Scope, result: unknown): void {
   if (handles.length) native.freeMany(handles);
 }
 
+function openParent(scope: Scope): Scope | null {
+  let p = scope.parent;
+  while (p && p.closed) p = p.parent;
+  return p;
+}
+
 /**
  * Runs fn; frees every tensor created inside except what fn returns (tensors in the returned
  * value, arrays, Maps or plain objects) and what keep() marks. Nestable.
  */
 export function scope<T>(fn: () => T): T {
+  if (typeof fn !== 'function') throw argError('type', 'torch.scope(fn): fn must be a function');
   const s = new Scope(currentScope());
   const prev = syncTop;
   syncTop = s;
@@ -92,7 +113,7 @@ export function scope<T>(fn: () => T): T {
   try {
     result = fn();
     if (result instanceof Promise) {
-      throw new TypeError('torch.scope(fn): fn returned a Promise; use torch.scopeAsync for async functions');
+      throw argError('type', 'torch.scope(fn): fn returned a Promise; use torch.scopeAsync for async functions');
     }
     return result;
   } finally {
@@ -101,21 +122,28 @@ export function scope<T>(fn: () => T): T {
   }
 }
 
-/** Like scope(), for async functions: tensors created across awaits inside fn belong to it. */
+/**
+ * Like scope(), for async functions: tensors created inside fn, across its awaits, belong to it.
+ * Concurrent scopeAsync calls each keep their own tensors.
+ */
 export async function scopeAsync<T>(fn: () => Promise<T>): Promise<T> {
+  if (typeof fn !== 'function') throw argError('type', 'torch.scopeAsync(fn): fn must be a function');
   const s = new Scope(currentScope());
   asyncScopes++;
   let result: T | undefined;
   try {
-    result = await asyncStore.run(s, async () => {
-      const prev = syncTop;
-      syncTop = null; // inside, the async store is the source of truth
-      try {
-        return await fn();
-      } finally {
-        syncTop = prev;
-      }
-    });
+    // The synchronous start of fn runs with syncTop cleared so that it, too, sees the async store;
+    // syncTop is restored as soon as fn returns its promise, because the caller (maybe inside a
+    // sync scope) continues right away.
+    const prev = syncTop;
+    syncTop = null;
+    let p: Promise<T>;
+    try {
+      p = asyncStore.run(s, fn);
+    } finally {
+      syncTop = prev;
+    }
+    result = await p;
     return result;
   } finally {
     asyncScopes--;

@@ -6,7 +6,9 @@ import { Tensor, _wrap as wrap } from './tensor.js';
 
 /** Seeds the CPU generator and every CUDA device's. */
 export function manualSeed(seed: number | bigint): void {
-  if (typeof seed === 'number' && (!Number.isInteger(seed) || seed < 0)) throw argError('range', 'manualSeed: seed must be a non-negative integer');
+  if (typeof seed === 'number' && (!Number.isSafeInteger(seed) || seed < 0)) throw argError('range', 'manualSeed: seed must be a non-negative safe integer (pass a BigInt for larger seeds)');
+  if (typeof seed === 'bigint' && (seed < 0n || seed >= 2n ** 64n)) throw argError('range', 'manualSeed: a BigInt seed must be in [0, 2^64)');
+  if (typeof seed !== 'number' && typeof seed !== 'bigint') throw argError('type', 'manualSeed: seed must be an integer');
   native.manualSeed(seed);
 }
 
@@ -30,8 +32,12 @@ export function setRngState(state: Uint8Array, device: Device = 'cpu'): void {
   }
 }
 
+// More threads than this is never useful and would make OpenMP start that many.
+const MAX_THREADS = 1024;
+
 export function setNumThreads(n: number): void {
-  if (!Number.isInteger(n) || n < 1) throw argError('range', 'setNumThreads: n must be a positive integer');
+  if (typeof n !== 'number') throw argError('type', 'setNumThreads: n must be an integer');
+  if (!Number.isInteger(n) || n < 1 || n > MAX_THREADS) throw argError('range', `setNumThreads: n must be an integer in [1, ${MAX_THREADS}]`);
   native.setNumThreads(n);
 }
 export function getNumThreads(): number {
@@ -39,7 +45,8 @@ export function getNumThreads(): number {
 }
 /** Must be called before any inter-op parallel work starts (libtorch's rule). */
 export function setNumInteropThreads(n: number): void {
-  if (!Number.isInteger(n) || n < 1) throw argError('range', 'setNumInteropThreads: n must be a positive integer');
+  if (typeof n !== 'number') throw argError('type', 'setNumInteropThreads: n must be an integer');
+  if (!Number.isInteger(n) || n < 1 || n > MAX_THREADS) throw argError('range', `setNumInteropThreads: n must be an integer in [1, ${MAX_THREADS}]`);
   native.setNumInteropThreads(n);
 }
 /** libtorch's description of its thread pools and BLAS/OpenMP backends. */
@@ -72,20 +79,20 @@ export interface AutocastOptions {
  * inside fn carry the state into their worker thread.
  */
 export function autocast<T>(o: AutocastOptions, fn: () => T): T {
+  if (o === null || typeof o !== 'object') throw argError('type', 'autocast(options, fn): options must be an object such as { dtype: \'bfloat16\' }');
+  if (typeof fn !== 'function') throw argError('type', 'autocast(options, fn): fn must be a function');
   const device = o.device ?? 'cpu';
+  if (device !== 'cpu' && device !== 'cuda') throw argError('range', `autocast: device must be 'cpu' or 'cuda', got ${String(device)}`, 'E_DEVICE');
   const dtype = o.dtype ?? (device === 'cpu' ? 'bfloat16' : 'float16');
   const prev = native.autocastEnter(device, dtypeCode(dtype), o.enabled ?? true) as [boolean, number];
   let r: T;
   try {
     r = fn();
-  } catch (e) {
+  } finally {
+    // Restored even when fn throws, so an exception never leaves autocast switched on.
     native.autocastExit(device, prev[0], prev[1]);
-    throw e;
   }
-  if (r instanceof Promise) {
-    throw (native.autocastExit(device, prev[0], prev[1]), argError('type', 'autocast(fn): fn must be synchronous; wrap the synchronous part'));
-  }
-  native.autocastExit(device, prev[0], prev[1]);
+  if (r instanceof Promise) throw argError('type', 'autocast(fn): fn must be synchronous; wrap the synchronous part');
   return r;
 }
 

@@ -651,6 +651,7 @@ export class Tensor {
   // ---- autograd -------------------------------------------------------------------------------------
   /** Accumulates gradients into the leaves. grad is needed for non-scalar tensors. */
   backward(grad?: Tensor | null, opts: { retainGraph?: boolean; createGraph?: boolean } = {}): void {
+    if (opts === null || typeof opts !== 'object') throw argError('type', 'backward: options must be an object');
     native.backward([this._h], grad ? [handleOf(grad, 'grad')] : null, opts.retainGraph, opts.createGraph ?? false);
   }
 }
