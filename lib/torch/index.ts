@@ -23,3 +23,13 @@ export {
 export { matmulAsync, linearAsync, conv2dAsync, cloneAsync, callOpAsync } from './async.js';
 export { hasOp, schemaOf } from './ops.js';
 export { addonPath, packageVersion } from './native.js';
+export * as optim from './optim/index.js';
+/** torch.jit: TorchScript modules (load, call, build, save). */
+export * as jit from './jit.js';
+import * as nnUtils from './nn_utils.js';
+/** torch.nn.utils (clipGradNorm_). If a fuller torch.nn namespace lands, it should re-export nn_utils as `utils`. */
+export const nn = { utils: nnUtils } as const;
+export {
+  load, loadAsync, save, saveAsync, loadSafetensors, openSafetensors, safetensorsHeader, SafetensorsFile,
+  type TensorRecord, type LoadOptions, type GetOptions, type SafetensorsTensorInfo,
+} from './serialization.js';
