@@ -1,0 +1,151 @@
+/**
+ * dF/dt along the noising path, the term of the transition target F_target = v_t − (t − r)·dF/dt
+ * (official TransitionSchedule.dde_derivative / jvp_derivative, tim/schedulers/transition.py):
+ *
+ *   d/dt F(x_t(t), t, r) = ∂F/∂x · v_t + ∂F/∂t,    x_t(t) = alpha(t)·x + sigma(t)·z,  r held fixed.
+ *
+ * Only the transition rows (index ≥ nDiffusion, where t ≠ r) need it: the diffusion rows get 0 and
+ * are not evaluated. Both estimators are constants of the loss (no gradient flows through them).
+ *
+ * - DDE (default): the central difference (F(x_{t+ε}, t+ε, r) − F(x_{t−ε}, t−ε, r)) / (2ε), both
+ *   points in one extra forward without autograd, x_{t±ε} rebuilt from x and z (no clamping of t ± ε).
+ * - JVP: the exact Jacobian-vector product with tangents (v_t, 1, 0) on (x_t, t, r). libtorch 1.13
+ *   has no forward-mode AD through TorchScript modules, so it is computed by double backward:
+ *   g(u) = (∂F/∂x)ᵀu, (∂F/∂t)ᵀu (linear in u, graph kept), then d/du ⟨g(u), (v, 1)⟩ = ∂F/∂x·v + ∂F/∂t.
+ *   About 3 forward-costs and the memory of a double-backward graph.
+ *
+ * Precision: under autocast the difference of two bfloat16 forwards divided by 2ε loses most of
+ * its digits (see docs/loss.md for the measured error), so by default both estimators run with
+ * autocast switched off (float32 weights stay float32). `precision: 'autocast'` keeps the caller's
+ * autocast state instead.
+ */
+import * as torch from '../torch/index.js';
+import { TorchError } from '../torch/errors.js';
+import type { Tensor } from '../torch/tensor.js';
+import type { Transport } from './transports/transport.js';
+
+/** One network evaluation on the network's time inputs (c_noise already applied). Must not mutate its arguments. */
+export type NetworkFn = (xT: Tensor, tInput: Tensor, rInput: Tensor, y: Tensor) => Tensor;
+
+/** 'float32': run the derivative's forwards with autocast off; 'autocast': as the caller has it. */
+export type DerivativePrecision = 'float32' | 'autocast';
+
+export interface DerivativeInputs {
+  network: NetworkFn;
+  transport: Transport;
+  /** clean data and noise (B, ...) */
+  x: Tensor;
+  z: Tensor;
+  /** x_t and v_t (B, ...): the JVP's primal and tangent (the DDE rebuilds x_{t±ε} from x and z) */
+  xT: Tensor;
+  vT: Tensor;
+  /** raw times (B,) */
+  t: Tensor;
+  r: Tensor;
+  /** conditioning (B, ...), sliced by rows like the rest */
+  y: Tensor;
+  /** rows < nDiffusion are diffusion rows: their derivative is 0 and is not computed */
+  nDiffusion: number;
+  precision?: DerivativePrecision;
+}
+
+export interface DerivativeResult {
+  /** (B, ...) like x; rows < nDiffusion are 0 */
+  dFdvdt: Tensor;
+  /** DDE only: the two model outputs at t ± ε for rows ≥ nDiffusion (null for JVP, or when every row is a diffusion row) */
+  fTPlusEps: Tensor | null;
+  fTMinusEps: Tensor | null;
+}
+
+/** Rows [n, B) of a batch tensor (a view). */
+export function transitionRows(v: Tensor, n: number): Tensor {
+  return v.narrow(0, n, v.shape[0]! - n);
+}
+
+/** Zeros for rows < n, then d: the official `_dF_dv_dt = zeros_like(x); _dF_dv_dt[n:] = d`. */
+export function padLeadingRows(d: Tensor, n: number): Tensor {
+  if (n === 0) return d.clone();
+  return torch.scope(() => torch.cat([torch.zeros([n, ...d.shape.slice(1)], { dtype: d.dtype, device: d.device }), d], 0));
+}
+
+/** The autocast device type of a tensor's device ('cuda:1' → 'cuda'). */
+function autocastDevice(t: Tensor): 'cpu' | 'cuda' {
+  return String(t.device).startsWith('cuda') ? 'cuda' : 'cpu';
+}
+
+/** Runs fn with autocast switched off on x's device when precision is 'float32' (and it is on). */
+export function withDerivativePrecision<T>(precision: DerivativePrecision, x: Tensor, fn: () => T): T {
+  const device = autocastDevice(x);
+  if (precision === 'autocast' || !torch.isAutocastEnabled(device)) return fn();
+  return torch.autocast({ device, enabled: false }, fn);
+}
+
+/** x_t = alpha(t)·x + sigma(t)·z for raw times t (B,). */
+export function interpolate(transport: Transport, x: Tensor, z: Tensor, t: Tensor): Tensor {
+  return torch.scope(() => {
+    const ip = transport.interpolant(t.view([t.shape[0]!, ...new Array<number>(x.dim - 1).fill(1)]));
+    return ip.alpha.mul(x).add(ip.sigma.mul(z));
+  });
+}
+
+/** The central difference of F along the path, rows ≥ nDiffusion, under noGrad (official dde_derivative). */
+export function ddeDerivative(inputs: DerivativeInputs, epsilon: number): DerivativeResult {
+  const { network, transport, x, z, t, r, y, nDiffusion } = inputs;
+  const B = x.shape[0]!;
+  if (nDiffusion >= B) return { dFdvdt: torch.zerosLike(x), fTPlusEps: null, fTMinusEps: null };
+  return torch.scope(() => torch.noGrad(() => withDerivativePrecision(inputs.precision ?? 'float32', x, () => {
+    const xs = transitionRows(x, nDiffusion), zs = transitionRows(z, nDiffusion);
+    const ts = transitionRows(t, nDiffusion), rs = transitionRows(r, nDiffusion), ys = transitionRows(y, nDiffusion);
+    // Both points in one forward of 2·(B − nDiffusion) rows: half the calls of the official two
+    // forwards (the per-call cost dominates small batches); rows are independent, so each output row
+    // is the same function of its inputs (agreement with the official outputs: docs/loss.md).
+    const tPlus = ts.add(epsilon), tMinus = ts.sub(epsilon);
+    const tBoth = torch.cat([tPlus, tMinus]);
+    const { tInput, rInput } = transport.modelTimes(tBoth, torch.cat([rs, rs]));
+    const xBoth = torch.cat([interpolate(transport, xs, zs, tPlus), interpolate(transport, xs, zs, tMinus)]);
+    const [fTPlusEps, fTMinusEps] = network(xBoth, tInput, rInput, torch.cat([ys, ys])).chunk(2) as [Tensor, Tensor];
+    // Each output is scaled by 1/(2ε) before the difference, as the official code does (float32 parity).
+    const invTwoEps = 1 / (2 * epsilon);
+    const d = fTPlusEps.mul(invTwoEps).sub(fTMinusEps.mul(invTwoEps));
+    return { dFdvdt: padLeadingRows(d, nDiffusion), fTPlusEps, fTMinusEps };
+  })));
+}
+
+/**
+ * The exact d/dt F(x_t, t, r) = J·(v_t, 1, 0) by double backward, rows ≥ nDiffusion (official
+ * jvp_derivative, which uses torch.func.jvp). Needs a twice-differentiable network: build the model
+ * with the math attention path (as the official code switches to 'vanilla_attn' for its JVP).
+ */
+export function jvpDerivative(inputs: DerivativeInputs): DerivativeResult {
+  const { network, transport, xT, vT, t, r, y, nDiffusion } = inputs;
+  const B = xT.shape[0]!;
+  if (nDiffusion >= B) return { dFdvdt: torch.zerosLike(xT), fTPlusEps: null, fTMinusEps: null };
+  return torch.scope(() => torch.enableGrad(() => withDerivativePrecision(inputs.precision ?? 'float32', xT, () => {
+    // Fresh leaves: the caller's tensors never get requires_grad set on them.
+    const xs = transitionRows(xT, nDiffusion).detach().clone().requiresGrad_();
+    const ts = transitionRows(t, nDiffusion).detach().clone().requiresGrad_();
+    const rs = transitionRows(r, nDiffusion).detach();
+    const vs = transitionRows(vT, nDiffusion).detach();
+    const { tInput, rInput } = transport.modelTimes(ts, rs);
+    const F = network(xs, tInput, rInput, transitionRows(y, nDiffusion));
+    const u = torch.zerosLike(F).requiresGrad_();
+    let jv: Tensor | null;
+    try {
+      const [gx, gt] = torch.autograd.grad([F], [xs, ts], { gradOutputs: [u], createGraph: true, allowUnused: true });
+      const outs: Tensor[] = [], tangents: Tensor[] = [];
+      if (gx) { outs.push(gx); tangents.push(vs); }
+      if (gt) { outs.push(gt); tangents.push(torch.onesLike(ts)); }
+      if (outs.length === 0) return { dFdvdt: torch.zerosLike(xT), fTPlusEps: null, fTMinusEps: null };
+      jv = torch.autograd.grad(outs, [u], { gradOutputs: tangents, allowUnused: true })[0] ?? null;
+    } catch (e) {
+      throw new TorchError(
+        `TransitionLoss jvp derivative: double backward through the network failed (${(e as Error).message}). ` +
+        "Build the model with the math attention path (TiM.create(config, { attention: 'math' })) or use derivativeType 'dde'.",
+        (e as { code?: string }).code ?? 'E_AUTOGRAD',
+      );
+    }
+    // F does not depend on x_t or t at all (only possible for a degenerate network): derivative 0.
+    const d = jv ? jv.detach() : torch.zerosLike(F).detach();
+    return { dFdvdt: padLeadingRows(d, nDiffusion), fTPlusEps: null, fTMinusEps: null };
+  })));
+}
