@@ -1,0 +1,97 @@
+/**
+ * A small command-line parser for the `tim` CLI: `--name value`, `--name=value`, boolean `--flag`,
+ * short aliases (`-h`), and `--` to end options. Anything it does not know is a UsageError, which
+ * the entry point reports with the command's help and exit code 2 (the usual "bad usage" status).
+ */
+
+export class UsageError extends Error {
+  readonly code = 'E_USAGE';
+  constructor(message: string, readonly command?: string) {
+    super(message);
+    this.name = 'UsageError';
+  }
+}
+
+export interface OptionSpec {
+  /** true: the option takes a value (`--config x`); false: a boolean flag. */
+  value: boolean;
+  short?: string;
+  /** Shown in the help text. */
+  help: string;
+  /** Placeholder of the value in the help text. */
+  arg?: string;
+}
+
+export interface CommandSpec {
+  name: string;
+  /** One line for the command list of `tim --help`. */
+  brief: string;
+  summary: string;
+  /** e.g. '<in> <out>' */
+  usage: string;
+  /** Number of positional arguments: exactly [min, max]. */
+  positionals: [number, number];
+  options: Record<string, OptionSpec>;
+  /** Extra help paragraphs. */
+  details?: string;
+}
+
+export interface Parsed {
+  positionals: string[];
+  options: Record<string, string | boolean>;
+}
+
+export function parseArgs(argv: string[], spec: CommandSpec): Parsed {
+  const positionals: string[] = [];
+  const options: Record<string, string | boolean> = {};
+  const byShort = new Map(Object.entries(spec.options).filter(([, o]) => o.short).map(([n, o]) => [o.short!, n]));
+  let onlyPositionals = false;
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (onlyPositionals || a === '-' || !a.startsWith('-')) {
+      positionals.push(a);
+      continue;
+    }
+    if (a === '--') {
+      onlyPositionals = true;
+      continue;
+    }
+    let name: string;
+    let inline: string | undefined;
+    if (a.startsWith('--')) {
+      const eq = a.indexOf('=');
+      name = eq >= 0 ? a.slice(2, eq) : a.slice(2);
+      inline = eq >= 0 ? a.slice(eq + 1) : undefined;
+    } else {
+      const n = byShort.get(a.slice(1));
+      if (!n) throw new UsageError(`unknown option '${a}'`, spec.name);
+      name = n;
+    }
+    const o = spec.options[name];
+    if (!o) throw new UsageError(`unknown option '--${name}'`, spec.name);
+    if (name in options) throw new UsageError(`option '--${name}' given twice`, spec.name);
+    if (o.value) {
+      const v = inline ?? argv[++i];
+      if (v === undefined || (inline === undefined && v.startsWith('--'))) throw new UsageError(`option '--${name}' needs a value`, spec.name);
+      options[name] = v;
+    } else {
+      if (inline !== undefined) throw new UsageError(`option '--${name}' takes no value`, spec.name);
+      options[name] = true;
+    }
+  }
+  if (options.help) return { positionals, options };
+  const [min, max] = spec.positionals;
+  if (positionals.length < min) throw new UsageError(`missing argument${min - positionals.length > 1 ? 's' : ''}: expected ${spec.usage}`, spec.name);
+  if (positionals.length > max) throw new UsageError(`unexpected argument '${positionals[max]}' (expected ${spec.usage})`, spec.name);
+  return { positionals, options };
+}
+
+export function commandHelp(prog: string, spec: CommandSpec): string {
+  const lines = [`Usage: ${prog} ${spec.name} ${spec.usage} [options]`, '', spec.summary];
+  if (spec.details) lines.push('', spec.details);
+  lines.push('', 'Options:');
+  const rows = Object.entries(spec.options).map(([n, o]) => [`${o.short ? `-${o.short}, ` : '    '}--${n}${o.value ? ` <${o.arg ?? 'value'}>` : ''}`, o.help] as const);
+  const w = Math.max(...rows.map(([l]) => l.length));
+  for (const [l, h] of rows) lines.push(`  ${l.padEnd(w)}  ${h}`);
+  return lines.join('\n');
+}
