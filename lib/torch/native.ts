@@ -4,62 +4,142 @@
  */
 import { createRequire } from 'node:module';
 import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TorchError } from './errors.js';
 
 const require = createRequire(import.meta.url);
 export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 
-// OMP_WAIT_POLICY=PASSIVE: idle OpenMP workers sleep instead of spinning, so OpenMP (libtorch) and
-// OpenBLAS's own pool stop stealing each other's cores (measured in bench/threads.ts).
+// ---- threading defaults (owned by bench/threads.ts; numbers and reasons in docs/benchmarks.md) ----
+// OpenMP (libgomp, libtorch's intra-op pool) and OpenBLAS read their settings once, when they load,
+// so these go into the environment before the addon loads. A value already set wins, and
+// TIM_TORCH_NO_ENV_DEFAULTS=1 turns this block (and the thread default below) off.
+//  - OMP_WAIT_POLICY=PASSIVE: idle OpenMP workers sleep instead of spinning. With 2 intra-op threads
+//    on a busy 2-core machine, spinning workers made a small transformer training step 10-30x slower.
+//  - OpenBLAS is left at its defaults (all cores; idle workers spin ~0.1 s after each call).
+//    OPENBLAS_NUM_THREADS=1 was faster on a loaded 2-core machine (11 of 16 noisy comparisons,
+//    median 24%) and stops that spinning, but it would make every matmul single-threaded on big
+//    machines. OPENBLAS_THREAD_TIMEOUT=4 (workers sleep at once) was slower with 1 intra-op thread:
+//    each BLAS call must then wake them. Both are documented knobs for small shared machines.
+//  - Intra-op threads: libtorch 1.13 here reports 1 thread by default; torch in Python uses the
+//    physical core count. The package sets the physical core count (of the CPUs this process may
+//    run on) at load, unless TIM_TORCH_NUM_THREADS=n says otherwise or OMP_NUM_THREADS /
+//    MKL_NUM_THREADS were set (libtorch then already follows them). setNumThreads() changes it later.
 const ENV_DEFAULTS: Record<string, string> = {
   OMP_WAIT_POLICY: 'PASSIVE',
 };
+const envDefaultsOff = (env: NodeJS.ProcessEnv): boolean =>
+  env.TIM_TORCH_NO_ENV_DEFAULTS !== undefined && env.TIM_TORCH_NO_ENV_DEFAULTS !== '0';
 for (const [k, v] of Object.entries(ENV_DEFAULTS)) {
-  if (process.env[k] === undefined && process.env.TIM_TORCH_NO_ENV_DEFAULTS === undefined) process.env[k] = v;
+  if (process.env[k] === undefined && !envDefaultsOff(process.env)) process.env[k] = v;
+}
+
+/** The intra-op thread count to set at load, or undefined to keep libtorch's own choice. */
+export function defaultNumThreads(env: NodeJS.ProcessEnv = process.env): number | undefined {
+  const forced = env.TIM_TORCH_NUM_THREADS;
+  if (forced !== undefined && forced !== '') {
+    const n = Number(forced);
+    if (!Number.isInteger(n) || n < 0) {
+      throw new TorchError(`TIM_TORCH_NUM_THREADS must be a non-negative integer (0: libtorch's default), got '${forced}'`, 'E_RANGE');
+    }
+    return n === 0 ? undefined : n;
+  }
+  if (envDefaultsOff(env) || env.OMP_NUM_THREADS || env.MKL_NUM_THREADS) return undefined;
+  const os = require('node:os') as typeof import('node:os');
+  const logical = os.availableParallelism();
+  let perCore = 1; // SMT siblings per core, from the first CPU's topology (Linux); e.g. "0,64" or "0-1"
+  try {
+    const list = readFileSync('/sys/devices/system/cpu/cpu0/topology/thread_siblings_list', 'utf8').trim();
+    let n = 0;
+    for (const range of list.split(',')) {
+      const [a, b] = range.split('-').map(Number);
+      n += b === undefined ? 1 : b - a! + 1;
+    }
+    if (Number.isInteger(n) && n >= 1) perCore = n;
+  } catch {
+    /* no sysfs topology: count logical CPUs */
+  }
+  return Math.max(1, Math.floor(logical / perCore));
 }
 
 /** The raw native binding (internal; use the typed API). */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type NativeBinding = any;
 
-function explain(err: unknown): string {
+/** The cause of a load failure, what it means and what to do, as one message. */
+function explain(err: unknown, file: string | undefined, forced: boolean): string {
   const msg = err instanceof Error ? err.message : String(err);
-  const lines = [`tim-torch: could not load the native addon.`, `  cause: ${msg.split('\n')[0]}`];
-  if (/libtorch|libc10|libtorch_cpu/.test(msg)) {
+  const lines = ['tim-torch: could not load the native addon.'];
+  if (file) lines.push(`  addon: ${file}${forced ? ' (from TIM_TORCH_ADDON)' : ''}`);
+  lines.push(`  cause: ${msg.split('\n')[0]}`);
+  const rebuild = '`npm rebuild tim-torch` (builds from source with cmake-js; needs cmake, g++ and libtorch)';
+  if (/one JS thread per process/.test(msg)) {
+    lines.push('  tim-torch can only be used from the main thread, not from worker_threads.');
+  } else if (forced && /Cannot find module/.test(msg)) {
     lines.push(
-      '  libtorch is missing or not the version the addon was built for.',
-      "  Fix: run 'sudo bash node_modules/tim-torch/scripts/setup.sh' (Debian: libtorch-dev 1.13) or set",
-      '  LIBTORCH / Torch_DIR to your libtorch and rebuild with `npm rebuild tim-torch`.',
+      '  TIM_TORCH_ADDON names a file that does not exist.',
+      "  Fix: correct the path, or unset TIM_TORCH_ADDON to use the package's own addon.",
     );
-  } else if (/GLIBC|GLIBCXX|CXXABI/.test(msg)) {
+  } else if (/undefined symbol/.test(msg)) {
+    // Seen when LD_LIBRARY_PATH puts another libtorch (or a stray libc10) ahead of the one the
+    // addon was linked with: the libraries load but do not fit together.
+    lines.push('  The addon and the libtorch libraries the dynamic loader found do not belong together.');
+    const ld = process.env.LD_LIBRARY_PATH;
+    if (ld) lines.push(`  LD_LIBRARY_PATH (${ld}) is searched before the addon's RUNPATH and may hold another libtorch.`);
     lines.push(
-      '  The prebuilt addon needs a newer C/C++ runtime than this system has.',
-      '  Fix: rebuild from source with `npm rebuild tim-torch` (needs cmake, g++ and libtorch).',
+      `  Fix: ${ld ? 'unset LD_LIBRARY_PATH, or ' : ''}build against the libtorch you want to use: set LIBTORCH and`,
+      `  run ${rebuild}.`,
+    );
+  } else if (/GLIBC_|GLIBCXX_|CXXABI_/.test(msg)) {
+    lines.push(
+      '  This addon was built on a system with a newer C/C++ runtime (glibc / libstdc++) than this one.',
+      `  Fix: ${rebuild}.`,
+    );
+  } else if (/cannot open shared object file/.test(msg) && /libtorch|libc10/.test(msg)) {
+    lines.push(
+      "  libtorch's shared libraries are not installed, or not the version the addon was built for.",
+      "  Fix: on Debian/Ubuntu run 'sudo bash node_modules/tim-torch/scripts/setup.sh' (libtorch 1.13); with",
+      `  another libtorch, set LIBTORCH to it and run ${rebuild}.`,
+    );
+  } else if (/cannot open shared object file/.test(msg)) {
+    lines.push(
+      '  A system library that libtorch or the addon needs is missing.',
+      "  Fix: on Debian/Ubuntu run 'sudo bash node_modules/tim-torch/scripts/setup.sh'; elsewhere install the",
+      '  library named above.',
+    );
+  } else if (/invalid ELF header|file too short|wrong ELF class|ELF load command/.test(msg)) {
+    lines.push(
+      '  The file is not a shared library for this platform (corrupt, truncated, or built for another one).',
+      forced ? '  Fix: point TIM_TORCH_ADDON at a tim_torch .node built here, or unset it.' : `  Fix: ${rebuild}.`,
     );
   } else if (/No native build was found|Cannot find module/.test(msg)) {
     lines.push(
-      '  No addon matches this platform and no build from source exists.',
-      '  Fix: install cmake and g++, then `npm rebuild tim-torch` (it runs cmake-js against your libtorch).',
-    );
-  } else if (/undefined symbol/.test(msg)) {
-    lines.push(
-      '  The addon was built against a different libtorch than the one now loaded.',
-      '  Fix: `npm rebuild tim-torch` so it compiles against the installed libtorch.',
+      `  No prebuilt addon matches ${process.platform}-${process.arch} and no build from source exists.`,
+      `  Fix: ${rebuild}.`,
     );
   }
   return lines.join('\n');
 }
 
-function load(): NativeBinding {
+/** TIM_TORCH_ADDON, made absolute: a relative path is meant from the working folder, and require()
+ * would otherwise look a bare relative name up in node_modules. */
+function forcedAddon(): string | undefined {
   const forced = process.env.TIM_TORCH_ADDON;
+  return forced ? resolve(forced) : undefined;
+}
+
+function load(): NativeBinding {
+  const forced = forcedAddon();
+  let file = forced;
   try {
-    if (forced) return require(forced);
-    const nodeGypBuild = require('node-gyp-build') as ((dir: string) => NativeBinding) & { resolve(dir: string): string };
-    return nodeGypBuild(packageRoot);
+    if (!forced) {
+      const nodeGypBuild = require('node-gyp-build') as { resolve(dir: string): string };
+      file = nodeGypBuild.resolve(packageRoot);
+    }
+    return require(file as string);
   } catch (err) {
-    const e = new TorchError(explain(err), 'E_LOAD');
+    const e = new TorchError(explain(err, file, forced !== undefined), 'E_LOAD');
     (e as Error & { cause?: unknown }).cause = err;
     throw e;
   }
@@ -67,10 +147,11 @@ function load(): NativeBinding {
 
 export const native: NativeBinding = load();
 native.setErrorClass(TorchError);
+{ const n = defaultNumThreads(); if (n !== undefined) native.setNumThreads(n); } // threading defaults, see above
 
 /** Where the loaded addon came from (build folder or prebuild). */
 export function addonPath(): string {
-  const forced = process.env.TIM_TORCH_ADDON;
+  const forced = forcedAddon();
   if (forced) return forced;
   const nodeGypBuild = require('node-gyp-build') as { resolve(dir: string): string };
   return nodeGypBuild.resolve(packageRoot);

@@ -16,6 +16,8 @@ import { argError } from './errors.js';
 export interface Owned {
   _h: number;
   _kept: boolean;
+  /** GC-backstop state: undefined = not the caller's, false = registration pending, true = registered */
+  _reg: boolean | undefined;
 }
 
 class Scope {
@@ -47,16 +49,47 @@ const registry = new FinalizationRegistry<number>((h) => {
   native.free(h);
 });
 
+// Tensors owned by the caller are registered with the GC backstop lazily, at the end of the current
+// job (a microtask) or once PENDING_MAX are waiting: a tensor disposed before then (the common
+// `const c = a.add(b); ...; c.dispose()`) never touches the FinalizationRegistry, whose register +
+// unregister cost ~300-700 ns a tensor (bench/perop.ts). Finalizers only run between event-loop
+// turns, so registering at the end of the job loses nothing.
+let pending: Owned[] = [];
+let flushQueued = false;
+const PENDING_MAX = 4096;
+
+function flushPending(): void {
+  flushQueued = false;
+  const batch = pending;
+  pending = [];
+  for (const t of batch) {
+    if (t._h >= 0 && t._reg === false) {
+      t._reg = true;
+      registry.register(t, t._h, t);
+    }
+  }
+}
+
+function registerLater(t: Owned): void {
+  t._reg = false;
+  if (pending.push(t) >= PENDING_MAX) flushPending();
+  else if (!flushQueued) {
+    flushQueued = true;
+    queueMicrotask(flushPending);
+  }
+}
+
 /** Called for every new tensor. */
 export function adopt(t: Owned): void {
   const s = currentScope();
   if (s) s.tensors.push(t);
-  else registry.register(t, t._h, t);
+  else registerLater(t);
 }
 
 /** Called when a tensor is disposed explicitly: the GC backstop must forget its handle. */
 export function forget(t: Owned): void {
-  registry.unregister(t);
+  if (t._reg) registry.unregister(t);
+  t._reg = undefined;
 }
 
 function collectReturned(value: unknown, out: Set<Owned>, depth = 0): void {
@@ -84,7 +117,7 @@ function close(scope: Scope, result: unknown): void {
     if (returned.has(t) || t._kept) {
       const parent = openParent(scope);
       if (parent && returned.has(t) && !t._kept) parent.tensors.push(t);
-      else registry.register(t, t._h, t);
+      else registerLater(t);
       t._kept = false;
       continue;
     }

@@ -110,6 +110,8 @@ export class Tensor {
   _h: number;
   /** @internal set by torch.keep() */
   _kept = false;
+  /** @internal GC-backstop registration state (scope.ts) */
+  _reg: boolean | undefined = undefined;
   private _shape: number[] | undefined;
   private _dtype: DType | undefined;
 
