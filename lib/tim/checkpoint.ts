@@ -1,0 +1,185 @@
+/**
+ * Training checkpoints on disk: `<out>/checkpoints/<step>/{model,ema,optimizer}.safetensors` and
+ * `state.json`. A checkpoint directory is complete or absent: its files are written into a hidden
+ * temporary directory beside it, flushed, and the directory is renamed into place (rename is atomic
+ * on one filesystem), then the parent is flushed. A run killed at any moment leaves at worst a
+ * `.tmp-*` directory, which the next run removes; `latest` only ever sees whole checkpoints.
+ */
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { basename, dirname, join, resolve } from 'node:path';
+import { TorchError, argError } from '../torch/errors.js';
+
+export const STATE_FILE = 'state.json';
+const STEP_DIR = /^\d+$/;
+
+/** `<out>/checkpoints`. */
+export function checkpointsDir(outDir: string): string {
+  return join(outDir, 'checkpoints');
+}
+
+/** Flushes a directory entry list (best effort: some filesystems refuse fsync on directories). */
+function fsyncDir(dir: string): void {
+  let fd: number | null = null;
+  try {
+    fd = openSync(dir, 'r');
+    fsyncSync(fd);
+  } catch {
+    // durability of the rename is best effort; atomicity does not depend on it
+  } finally {
+    if (fd !== null) closeSync(fd);
+  }
+}
+
+/** Writes a file and flushes it (the directory rename that publishes it comes later). */
+export function writeFileSynced(path: string, data: string | Uint8Array): void {
+  const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
+  const fd = openSync(path, 'w');
+  try {
+    let off = 0;
+    while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Writes a file atomically on its own: temp file in the same folder, fsync, rename, fsync folder. */
+export function writeFileAtomicSync(path: string, data: string | Uint8Array): void {
+  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+  try {
+    writeFileSynced(tmp, data);
+    renameSync(tmp, path);
+  } catch (e) {
+    rmSync(tmp, { force: true });
+    throw new TorchError(`cannot write '${path}': ${(e as Error).message}`, 'E_IO');
+  }
+  fsyncDir(dirname(path));
+}
+
+/** Complete checkpoints (numeric directories holding state.json), oldest first. */
+export function listCheckpoints(outDir: string): { step: number; dir: string }[] {
+  const root = checkpointsDir(outDir);
+  if (!existsSync(root)) return [];
+  return readdirSync(root)
+    .filter((n) => STEP_DIR.test(n) && existsSync(join(root, n, STATE_FILE)))
+    .map((n) => ({ step: Number(n), dir: join(root, n) }))
+    .sort((a, b) => a.step - b.step);
+}
+
+/** The highest complete checkpoint, or null. */
+export function latestCheckpoint(outDir: string): { step: number; dir: string } | null {
+  const all = listCheckpoints(outDir);
+  return all.length ? all[all.length - 1]! : null;
+}
+
+/**
+ * Where to resume from: 'latest' (null when there is none yet: a fresh start, as the official
+ * trainer), a step number of this run, or a checkpoint directory path (errors if it is not one).
+ */
+export function resolveResume(outDir: string, spec: string): { step: number; dir: string } | null {
+  if (spec === 'latest') return latestCheckpoint(outDir);
+  const dir = STEP_DIR.test(spec) ? join(checkpointsDir(outDir), String(Number(spec))) : resolve(spec);
+  if (!existsSync(join(dir, STATE_FILE))) {
+    throw new TorchError(`resume: '${dir}' is not a complete checkpoint (no ${STATE_FILE})`, 'E_IO');
+  }
+  const state = readCheckpointState(dir);
+  return { step: state.step, dir };
+}
+
+/** The JSON state of a checkpoint (step, RNG, data position, scheduler, ...). */
+export interface CheckpointState {
+  format: 'tim-torch.train';
+  version: 1;
+  step: number;
+  [key: string]: unknown;
+}
+
+export function readCheckpointState(dir: string): CheckpointState {
+  const path = join(dir, STATE_FILE);
+  let s: unknown;
+  try {
+    s = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (e) {
+    throw new TorchError(`cannot read checkpoint state '${path}': ${(e as Error).message}`, 'E_FORMAT');
+  }
+  const st = s as Partial<CheckpointState>;
+  if (!st || st.format !== 'tim-torch.train' || st.version !== 1 || !Number.isSafeInteger(st.step) || st.step! < 0) {
+    throw new TorchError(`'${path}' is not a tim-torch training state (format/version/step)`, 'E_FORMAT');
+  }
+  return st as CheckpointState;
+}
+
+/** Removes `.tmp-*` leftovers of a run killed while writing a checkpoint. */
+export function removeStaleTemps(outDir: string): string[] {
+  const root = checkpointsDir(outDir);
+  if (!existsSync(root)) return [];
+  const gone: string[] = [];
+  for (const n of readdirSync(root)) {
+    if (n.startsWith('.tmp-') || n.startsWith('.old-')) {
+      rmSync(join(root, n), { recursive: true, force: true });
+      gone.push(n);
+    }
+  }
+  return gone;
+}
+
+/**
+ * Writes checkpoint `step`: `writeFiles(tmpDir)` puts the tensor files into a temporary directory,
+ * then state.json is written last and flushed, the directory flushed and renamed to `<step>`.
+ * An existing `<step>` (a resumed run that went back in time) is replaced only after the new one
+ * is complete.
+ */
+export function writeCheckpoint(outDir: string, state: CheckpointState, writeFiles: (dir: string) => void): string {
+  if (!Number.isSafeInteger(state.step) || state.step < 0) throw argError('range', `writeCheckpoint: bad step ${state.step}`);
+  const root = checkpointsDir(outDir);
+  mkdirSync(root, { recursive: true });
+  const final = join(root, String(state.step));
+  const tmp = join(root, `.tmp-${state.step}-${process.pid}`);
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp);
+  try {
+    writeFiles(tmp);
+    writeFileSynced(join(tmp, STATE_FILE), JSON.stringify(state, null, 1) + '\n');
+    fsyncDir(tmp);
+    if (existsSync(final)) {
+      const old = join(root, `.old-${state.step}-${process.pid}`);
+      renameSync(final, old);
+      renameSync(tmp, final);
+      rmSync(old, { recursive: true, force: true });
+    } else {
+      renameSync(tmp, final);
+    }
+    fsyncDir(root);
+  } catch (e) {
+    rmSync(tmp, { recursive: true, force: true });
+    if (e instanceof TorchError) throw e;
+    throw new TorchError(`cannot write checkpoint ${state.step} in '${root}': ${(e as Error).message}`, 'E_IO');
+  }
+  return final;
+}
+
+/**
+ * Keeps the newest `keep` checkpoints (null: all), never deleting the steps in `protect` (official
+ * checkpoint_list), which do not count towards `keep`. Call after the newest checkpoint is complete, so a crash while
+ * pruning can never leave fewer than `keep` whole ones. Returns the removed steps.
+ */
+export function pruneCheckpoints(outDir: string, keep: number | null, protect: readonly number[] = []): number[] {
+  if (keep === null) return [];
+  const prunable = listCheckpoints(outDir).filter((c) => !protect.includes(c.step));
+  const removed: number[] = [];
+  for (const c of prunable.slice(0, Math.max(0, prunable.length - keep))) {
+    // Drop state.json first: a half-deleted directory then no longer counts as a checkpoint.
+    rmSync(join(c.dir, STATE_FILE), { force: true });
+    rmSync(c.dir, { recursive: true, force: true });
+    removed.push(c.step);
+  }
+  if (removed.length) fsyncDir(checkpointsDir(outDir));
+  return removed;
+}
+
+/** Total bytes of a checkpoint directory (for logs). */
+export function checkpointBytes(dir: string): number {
+  let n = 0;
+  for (const f of readdirSync(dir)) n += statSync(join(dir, f)).size;
+  return n;
+}

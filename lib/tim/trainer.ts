@@ -1,0 +1,538 @@
+/**
+ * The TiM trainer: the official projects/train/trainer_c2i.py loop over this package's pieces.
+ *
+ * One optimizer step (gradient_accumulation_steps micro-batches):
+ *   for each micro-batch:  z ~ N(0, I); labels dropped to the null class with class_dropout_prob
+ *                          (official: torch.rand(B) < p, drawn after the noise); the transition loss
+ *                          (its DDE forwards run without grad, in float32); (weighted + proj_coeff·proj)
+ *                          / accumulation → backward
+ *   then                   clip (max_grad_norm > 0) → optimizer.step → scheduler.step → zeroGrad
+ *                          → EMA update
+ * Each micro-batch runs inside torch.scope, so only the model, EMA and optimizer state outlive it.
+ *
+ * Reproducibility: the only random draws are the process RNG's (noise, dropout, times) and the
+ * data order (a pure function of seed and position). A checkpoint stores the RNG state, the
+ * loader position, the optimizer, scheduler and EMA, so a resumed run continues bit for bit
+ * (tested by killing a real process). Sample grids save and restore the RNG state around
+ * themselves and so change nothing in training.
+ */
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { stringify as toYaml } from 'yaml';
+import * as torch from '../torch/index.js';
+import { TorchError, argError } from '../torch/errors.js';
+import type { Tensor } from '../torch/tensor.js';
+import type { Device } from '../torch/dtype.js';
+import { AdamW, Adam, SGD, getScheduler, type LambdaLR, type Optimizer, type BaseHyper } from '../torch/optim/index.js';
+import type { ScriptModule } from '../torch/jit.js';
+import { TiM } from './model.js';
+import { EMA, cloneScriptModule } from './ema.js';
+import { TransitionLoss, type LossDict } from './loss.js';
+import type { Transport } from './transports/transport.js';
+import { DataLoader, type Dataset, type LoaderState } from './data/loader.js';
+import { sample, decodeLatents, type Decoder } from './sampler.js';
+import { makeGrid, savePng } from './image.js';
+import {
+  parseTrainConfig, readTrainConfig, effectiveLearningRate, transportFromOfficialConfig, optimizerOptions,
+  type TrainConfig, type MixedPrecision,
+} from './train_config.js';
+import { datasetFromConfig } from './train_data.js';
+import {
+  writeCheckpoint, pruneCheckpoints, resolveResume, readCheckpointState, removeStaleTemps, writeFileAtomicSync,
+  type CheckpointState,
+} from './checkpoint.js';
+import { MetricsLog, ProgressDisplay, RateMeter, progressLine, type StepMetrics, type StepLosses } from './progress.js';
+
+export interface TrainerOptions {
+  /** a TrainConfig, a parsed official-layout document, or the path of a YAML file */
+  config: TrainConfig | Record<string, unknown> | string;
+  /** run folder: checkpoints/, samples/, metrics.jsonl, config.yaml */
+  outDir: string;
+  /**
+   * stop after this step (default training.max_train_steps). The LR schedule still spans
+   * max_train_steps, so stopping early and resuming later is the same run.
+   */
+  maxSteps?: number;
+  /** 'latest' (fresh start when there is none), a step, a checkpoint folder, or null (fresh); default: training.resume_from_checkpoint */
+  resume?: string | null;
+  /** train on this dataset instead of the config's data block */
+  dataset?: Dataset;
+  /** default 'cuda' when available, else 'cpu' */
+  device?: Device;
+  /** overrides training.mixed_precision */
+  mixedPrecision?: MixedPrecision;
+  /** overrides training.seed */
+  seed?: number;
+  /** turns latents into images for the sample grids (a VAE decoder); without it latent models get a channel preview */
+  decoder?: Decoder;
+  /** messages and progress (default: stderr) */
+  write?: (s: string) => void;
+  /** rewrite the progress line in place (default: stderr is a terminal) */
+  tty?: boolean;
+  /** batches loaded ahead (default 1) */
+  prefetch?: number;
+}
+
+export interface TrainResult {
+  step: number;
+  /** the last logged metrics */
+  metrics: StepMetrics | null;
+  /** the checkpoint folder written at the end */
+  checkpoint: string | null;
+  /** steps per second over the run (this process) */
+  stepsPerSecond: number;
+}
+
+function base64(b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('base64');
+}
+
+function unbase64(s: unknown, what: string): Uint8Array {
+  if (typeof s !== 'string') throw new TorchError(`checkpoint state: ${what} is missing`, 'E_FORMAT');
+  return new Uint8Array(Buffer.from(s, 'base64'));
+}
+
+function makeOptimizer(name: string, params: Tensor[], lr: number, raw: Record<string, unknown>): Optimizer<BaseHyper> {
+  const o = { ...optimizerOptions(raw), lr };
+  try {
+    if (name === 'AdamW') return new AdamW(params, o as ConstructorParameters<typeof AdamW>[1]) as unknown as Optimizer<BaseHyper>;
+    if (name === 'Adam') return new Adam(params, o as ConstructorParameters<typeof Adam>[1]) as unknown as Optimizer<BaseHyper>;
+    return new SGD(params, o as ConstructorParameters<typeof SGD>[1]) as unknown as Optimizer<BaseHyper>;
+  } catch (e) {
+    throw new TorchError(`training config: training.optimizer.params: ${(e as Error).message}`, 'E_CONFIG');
+  }
+}
+
+/** Official transition_loss keys (snake_case) → TransitionLoss options. */
+function lossFromConfig(transport: Transport, cfg: Record<string, unknown>): TransitionLoss {
+  try {
+    return TransitionLoss.fromOfficialConfig(transport, cfg);
+  } catch (e) {
+    throw new TorchError(`training config: model.transition_loss: ${(e as Error).message}`, 'E_CONFIG');
+  }
+}
+
+/** Images in [-1, 1] for a grid: decoded latents, pixel samples as they are, or a preview of latent channels. */
+function toImages(x: Tensor, decoder: Decoder | undefined): Tensor {
+  return torch.scope(() => {
+    if (decoder) return decodeLatents(decoder, x).clamp(-1, 1);
+    const c = x.shape[1]!;
+    if (c === 1 || c === 3) return x.clamp(-1, 1);
+    // Latents without a decoder: the first three channels, each image scaled into [-1, 1].
+    const v = x.narrow(1, 0, Math.min(3, c));
+    const m = v.abs().amax([1, 2, 3], true).clamp(1e-6, Infinity);
+    return v.div(m);
+  });
+}
+
+export class Trainer {
+  readonly config: TrainConfig;
+  readonly outDir: string;
+  readonly maxSteps: number;
+  readonly device: Device;
+  readonly mixedPrecision: MixedPrecision;
+  readonly seed: number;
+  readonly model: TiM;
+  readonly ema: EMA | null;
+  readonly transport: Transport;
+  readonly loss: TransitionLoss;
+  readonly optimizer: Optimizer<BaseHyper>;
+  readonly scheduler: LambdaLR;
+  readonly loader: DataLoader;
+  readonly learningRate: number;
+  /** optimizer steps done */
+  step = 0;
+  /** the checkpoint this run resumed from, or null */
+  readonly resumedFrom: string | null;
+  private readonly params: Tensor[];
+  private readonly decoder: Decoder | undefined;
+  private readonly display: ProgressDisplay;
+  private readonly write: (s: string) => void;
+  private metrics: MetricsLog | null = null;
+  private closed = false;
+  private stopRequested = false;
+  private warmedUp = false;
+
+  private constructor(p: {
+    config: TrainConfig; outDir: string; maxSteps: number; device: Device; mixedPrecision: MixedPrecision; seed: number;
+    model: TiM; ema: EMA | null; transport: Transport; loss: TransitionLoss; optimizer: Optimizer<BaseHyper>; scheduler: LambdaLR;
+    loader: DataLoader; params: Tensor[]; learningRate: number; step: number; resumedFrom: string | null; decoder?: Decoder;
+    write: (s: string) => void; tty: boolean;
+  }) {
+    this.config = p.config;
+    this.outDir = p.outDir;
+    this.maxSteps = p.maxSteps;
+    this.device = p.device;
+    this.mixedPrecision = p.mixedPrecision;
+    this.seed = p.seed;
+    this.model = p.model;
+    this.ema = p.ema;
+    this.transport = p.transport;
+    this.loss = p.loss;
+    this.optimizer = p.optimizer;
+    this.scheduler = p.scheduler;
+    this.loader = p.loader;
+    this.params = p.params;
+    this.learningRate = p.learningRate;
+    this.step = p.step;
+    this.resumedFrom = p.resumedFrom;
+    this.decoder = p.decoder;
+    this.write = p.write;
+    this.display = new ProgressDisplay(p.write, p.tty);
+  }
+
+  /**
+   * Builds everything a run needs: seeds the RNG, creates the model (official init) and its EMA,
+   * the optimizer with the (scaled) learning rate and the schedule, the data loader, and restores a
+   * checkpoint when resuming.
+   */
+  static create(opts: TrainerOptions): Trainer {
+    if (!opts || typeof opts !== 'object') throw argError('type', 'Trainer.create: options {config, outDir} required');
+    const known = ['config', 'outDir', 'maxSteps', 'resume', 'dataset', 'device', 'mixedPrecision', 'seed', 'decoder', 'write', 'tty', 'prefetch'];
+    for (const k of Object.keys(opts)) if (!known.includes(k)) throw argError('type', `Trainer.create: unknown option '${k}' (known: ${known.join(', ')})`, 'E_OPTION');
+    const config = typeof opts.config === 'string' ? readTrainConfig(opts.config)
+      : isTrainConfig(opts.config) ? opts.config : parseTrainConfig(opts.config);
+    if (typeof opts.outDir !== 'string' || opts.outDir === '') throw argError('type', 'Trainer.create: outDir must be a non-empty string');
+    const t = config.training;
+    const maxSteps = opts.maxSteps ?? t.maxTrainSteps;
+    if (!Number.isSafeInteger(maxSteps) || maxSteps < 1) throw argError('range', `Trainer.create: maxSteps must be a positive integer, got ${maxSteps}`);
+    const device: Device = opts.device ?? (torch.cuda.isAvailable() ? 'cuda' : 'cpu');
+    const mixedPrecision = opts.mixedPrecision ?? t.mixedPrecision;
+    if (mixedPrecision !== 'no' && mixedPrecision !== 'bf16' && mixedPrecision !== 'fp16') {
+      throw argError('range', `Trainer.create: mixedPrecision must be no, bf16 or fp16, got ${String(mixedPrecision)}`);
+    }
+    if (mixedPrecision === 'fp16' && !String(device).startsWith('cuda')) {
+      throw new TorchError('training config: mixed_precision fp16 needs CUDA (CPU autocast is bfloat16 only); use bf16 or no', 'E_CONFIG');
+    }
+    const seed = opts.seed ?? t.seed;
+    if (!Number.isSafeInteger(seed) || seed < 0) throw argError('range', `Trainer.create: seed must be a non-negative integer, got ${seed}`);
+    const write = opts.write ?? ((s: string) => process.stderr.write(s));
+    const outDir = opts.outDir;
+
+    const resumeSpec = opts.resume === undefined ? t.resumeFromCheckpoint : opts.resume;
+    mkdirSync(outDir, { recursive: true });
+    removeStaleTemps(outDir);
+    const resume = resumeSpec ? resolveResume(outDir, resumeSpec) : null;
+    const state = resume ? readCheckpointState(resume.dir) : null;
+    if (state && JSON.stringify(state.network) !== JSON.stringify(config.network)) {
+      throw new TorchError(`resume: checkpoint '${resume!.dir}' was trained with another network config`, 'E_CONFIG');
+    }
+
+    const dataset = opts.dataset ?? datasetFromConfig(config);
+    const transport = transportFromOfficialConfig(config.transport);
+    const loss = lossFromConfig(transport, config.transitionLoss);
+
+    // official: set_seed(args.seed) before the model is built, so the initialization is seeded too
+    torch.manualSeed(seed);
+    const owned: { dispose(): void }[] = [];
+    try {
+      const model = TiM.create(config.network, { device, init: 'official' });
+      owned.push(model);
+      model.train();
+      const ema = config.useEma ? new EMA(model, { decay: config.emaDecay }) : null;
+      if (ema) owned.push(ema);
+      const params = torch.keep(model.parameters());
+      owned.push({ dispose: () => params.forEach((p) => p.dispose()) });
+      const learningRate = effectiveLearningRate(config);
+      const optimizer = makeOptimizer(t.optimizer.name, params, learningRate, t.optimizer.params);
+      owned.push(optimizer);
+      const scheduler = getScheduler(t.lrScheduler, optimizer, { numWarmupSteps: t.lrWarmupSteps, numTrainingSteps: t.maxTrainSteps });
+
+      let step = 0;
+      let loaderState: LoaderState | undefined;
+      if (resume && state) {
+        torch.scope(() => {
+          const m = torch.loadSafetensors(join(resume.dir, 'model.safetensors'));
+          model.loadStateDict(m.tensors);
+          if (ema) ema.module.loadStateDict(torch.loadSafetensors(join(resume.dir, 'ema.safetensors')).tensors);
+        });
+        optimizer.loadState(join(resume.dir, 'optimizer.safetensors'));
+        scheduler.loadStateDict(state.scheduler as Parameters<LambdaLR['loadStateDict']>[0]);
+        const rng = state.rng as Record<string, unknown> | undefined;
+        torch.setRngState(unbase64(rng?.cpu, 'rng.cpu'));
+        if (String(device).startsWith('cuda') && rng?.cuda !== undefined) torch.setRngState(unbase64(rng.cuda, 'rng.cuda'), device);
+        loaderState = state.data as LoaderState;
+        step = state.step;
+      }
+      const loader = new DataLoader(dataset, {
+        batchSize: config.data.batchSize, seed, device, prefetch: opts.prefetch ?? 1, ...(loaderState ? { state: loaderState } : {}),
+      });
+      const trainer = new Trainer({
+        config, outDir, maxSteps, device, mixedPrecision, seed, model, ema, transport, loss, optimizer, scheduler, loader, params,
+        learningRate, step, resumedFrom: resume?.dir ?? null, decoder: opts.decoder, write,
+        tty: opts.tty ?? Boolean(process.stderr.isTTY),
+      });
+      return trainer;
+    } catch (e) {
+      for (const o of owned.reverse()) o.dispose();
+      throw e;
+    }
+  }
+
+  /** Micro-batches per optimizer step. */
+  get accumulation(): number {
+    return this.config.training.gradientAccumulationSteps;
+  }
+
+  /** Runs fn under the configured autocast (bf16 on CPU/CUDA, fp16 on CUDA) or as it is. */
+  private autocast<T>(fn: () => T): T {
+    if (this.mixedPrecision === 'no') return fn();
+    const dev = String(this.device).startsWith('cuda') ? 'cuda' : 'cpu';
+    return torch.autocast({ device: dev, dtype: this.mixedPrecision === 'bf16' ? 'bfloat16' : 'float16' }, fn);
+  }
+
+  /**
+   * One optimizer step over `gradient_accumulation_steps` micro-batches. Returns the step's
+   * metrics (loss terms averaged over the micro-batches, the lr it used, the gradient norm).
+   */
+  async trainStep(): Promise<StepLosses> {
+    this.alive();
+    if (!this.warmedUp) this.warmUp();
+    const accum = this.accumulation;
+    const sums = { w: 0, d: 0, p: 0 };
+    for (let k = 0; k < accum; k++) {
+      const batch = await this.loader.next();
+      try {
+        torch.scope(() => {
+          const d = this.microStep(batch.x, batch.y, accum);
+          sums.w += d.weightedLoss / accum;
+          sums.d += d.denoisingLoss / accum;
+          sums.p += d.projLoss / accum;
+        });
+      } finally {
+        batch.x.dispose();
+        batch.y.dispose();
+      }
+    }
+    const lr = this.optimizer.paramGroups[0]!.lr;
+    const maxNorm = this.config.training.maxGradNorm;
+    const gradNorm = maxNorm > 0 ? torch.nn.utils.clipGradNorm_(this.params, maxNorm) : null;
+    this.optimizer.step();
+    this.scheduler.step();
+    this.optimizer.zeroGrad({ setToNone: true });
+    if (this.ema) this.ema.update(this.model);
+    this.step++;
+    return {
+      step: this.step, loss: sums.w + this.config.projCoeff * sums.p, loss_weighted: sums.w, loss_denoising: sums.d,
+      loss_projector: sums.p, lr, grad_norm: gradNorm,
+    };
+  }
+
+  /** One micro-batch: noise, label dropout, the loss, backward of (weighted + proj_coeff·proj) / accum. */
+  private microStep(x: Tensor, y: Tensor, accum: number): LossDict {
+    const net = this.config.network;
+    const p = net.classDropoutProb;
+    const B = x.shape[0]!;
+    const z = torch.randnLike(x);
+    const yNull = torch.fullLike(y, net.numClasses);
+    // official order: noise first, then the dropout coin
+    const yIn = p > 0 ? torch.where(torch.rand([B], { device: x.device }).lt(p), yNull, y) : y;
+    const out = this.autocast(() => this.loss.compute({
+      model: this.model, x, z, y: yIn, useDirLoss: true,
+      ...(this.transport.enhanceTarget ? { emaModel: this.ema ? this.ema.module : this.model, yEma: y, yNull } : {}),
+    }));
+    out.weightedLoss.add(out.projLoss.mul(this.config.projCoeff)).div(accum).backward();
+    return TransitionLoss.lossDict(out);
+  }
+
+  /**
+   * Two throwaway micro-batches (random data, RNG saved and restored, gradients dropped) before the
+   * first real step of a process. TorchScript's profiling executor runs a method's first calls on
+   * a profiling graph and later ones on an optimized graph whose backward rounds differently; a
+   * process that resumed at step k would otherwise compute step k+1 on first-call graphs while the
+   * uninterrupted run is long past them. Warmed up, every real step of every process runs on the
+   * same graphs, which is what makes resume bit-exact.
+   */
+  private warmUp(): void {
+    this.warmedUp = true;
+    const saved = torch.getRngState();
+    try {
+      torch.scope(() => {
+        const [c, h, w] = this.loader.dataset.sampleShape;
+        const B = this.config.data.batchSize;
+        for (let i = 0; i < 2; i++) {
+          torch.scope(() => {
+            const x = torch.randn([B, c, h, w], { device: this.device });
+            const y = torch.randint(0, this.config.network.numClasses, [B], { device: this.device });
+            this.microStep(x, y, 1);
+          });
+        }
+      });
+    } finally {
+      this.optimizer.zeroGrad({ setToNone: true });
+      torch.setRngState(saved);
+    }
+  }
+
+  /** The whole state a resume needs, as checkpoint `<out>/checkpoints/<step>`; prunes old ones. */
+  saveCheckpoint(): string {
+    this.alive();
+    const t = this.config.training;
+    const rng: Record<string, string> = { cpu: base64(torch.getRngState()) };
+    if (String(this.device).startsWith('cuda')) rng.cuda = base64(torch.getRngState(this.device));
+    const state: CheckpointState = {
+      format: 'tim-torch.train', version: 1, step: this.step,
+      rng, data: this.loader.state, scheduler: this.scheduler.stateDict(), seed: this.seed,
+      lr: this.optimizer.paramGroups[0]!.lr, mixedPrecision: this.mixedPrecision, network: this.config.network,
+      keep: t.checkpointList.includes(this.step),
+    };
+    const dir = writeCheckpoint(this.outDir, state, (tmp) => {
+      this.model.save(join(tmp, 'model.safetensors'));
+      if (this.ema) {
+        const sd = this.ema.stateDict();
+        try {
+          torch.save(sd, join(tmp, 'ema.safetensors'), this.model.safetensorsMetadata());
+        } finally {
+          for (const v of Object.values(sd)) v.dispose();
+        }
+      }
+      this.optimizer.saveState(join(tmp, 'optimizer.safetensors'), { scheduler: JSON.stringify(this.scheduler.stateDict()) });
+    });
+    // the new checkpoint is the newest, so keeping the newest K never removes it
+    pruneCheckpoints(this.outDir, t.checkpointsTotalLimit, t.checkpointList);
+    return dir;
+  }
+
+  /**
+   * Sample grids of the EMA (or the model): a few classes, one PNG per configured step count, from
+   * fixed noise (the same every time, so grids of different steps compare). The training RNG is
+   * saved and restored around it. Returns the files written.
+   */
+  sampleGrids(): string[] {
+    this.alive();
+    const t = this.config.training;
+    const net = this.config.network;
+    const classes = t.sampleClasses ?? Array.from({ length: Math.min(8, net.numClasses) }, (_, i) => Math.floor((i * net.numClasses) / Math.min(8, net.numClasses)));
+    const dir = join(this.outDir, 'samples');
+    mkdirSync(dir, { recursive: true });
+    // A throwaway copy: sampling calls the network with other shapes and in eval mode, which would
+    // change the TorchScript executor state (and so the rounding) of the module training uses.
+    const module: ScriptModule = cloneScriptModule(this.ema ? this.ema.module : this.model.module);
+    const saved = torch.getRngState();
+    const files: string[] = [];
+    try {
+      module.train(false);
+      torch.manualSeed(this.seed + 1_000_003);
+      torch.noGrad(() => torch.scope(() => {
+        const n = classes.length;
+        const z = torch.randn([n, net.inChannels, net.inputSize, net.inputSize], { device: this.device });
+        const y = torch.tensor(classes, { dtype: 'int64', device: this.device });
+        const model = { forward: (a: Tensor, b: Tensor, c: Tensor, d: Tensor) => module.forward<Tensor>(a, b, c, d) };
+        for (const steps of t.sampleNumSteps) {
+          torch.scope(() => {
+            const x = sample(model, this.transport, { z, y, numSteps: steps, cfgScale: t.sampleCfgScale });
+            const grid = makeGrid(toImages(x, this.decoder), { nrow: n, padValue: -1 });
+            const path = join(dir, `${String(this.step).padStart(7, '0')}_steps${steps}.png`);
+            savePng(path, grid);
+            files.push(path);
+          });
+        }
+      }));
+    } finally {
+      module.dispose();
+      torch.setRngState(saved);
+    }
+    return files;
+  }
+
+  /**
+   * Trains until maxSteps: progress line and metrics.jsonl every log_steps, sample grids every
+   * sample_steps (validation_steps), checkpoints every checkpointing_steps and at the end.
+   */
+  async train(): Promise<TrainResult> {
+    this.alive();
+    const t = this.config.training;
+    mkdirSync(this.outDir, { recursive: true });
+    const cfgPath = join(this.outDir, 'config.yaml');
+    if (!existsSync(cfgPath) || !this.resumedFrom) writeFileAtomicSync(cfgPath, toYaml(this.config.raw));
+    this.metrics = new MetricsLog(join(this.outDir, 'metrics.jsonl'), this.resumedFrom ? this.step : null);
+    const meter = new RateMeter();
+    meter.tick();
+    const t0 = performance.now();
+    const startStep = this.step;
+    let last: StepMetrics | null = null;
+    let lastTick = performance.now();
+    let lastLoggedStep = this.step;
+    let checkpoint: string | null = null;
+    let checkpointStep = -1;
+    this.display.message(
+      `tim train: ${this.model.numParameters().toLocaleString('en-US')} parameters, ${this.loader.dataset.name} (${this.loader.dataset.length} samples), ` +
+      `batch ${this.config.data.batchSize}×${this.accumulation}, lr ${this.learningRate.toExponential(3)}, ${this.mixedPrecision === 'no' ? 'float32' : this.mixedPrecision}, ${this.device}` +
+      (this.resumedFrom ? `, resumed at step ${this.step} from ${this.resumedFrom}` : '') +
+      (this.config.ignored.length ? `\n  unused official keys: ${this.config.ignored.join(', ')}` : ''),
+    );
+    try {
+      while (this.step < this.maxSteps) {
+        // A prefetched batch resolves in a microtask, so a run could go from step to step without
+        // the event loop ever turning: signals (SIGINT → requestStop), timers and I/O callbacks
+        // would wait for the end of training. One macrotask turn per step lets them in.
+        await new Promise<void>((r) => setImmediate(r));
+        if (this.stopRequested) {
+          if (checkpointStep !== this.step) {
+            checkpoint = this.saveCheckpoint();
+            this.display.message(`checkpoint: ${checkpoint}`);
+          }
+          break;
+        }
+        const m = await this.trainStep();
+        meter.tick();
+        const s = this.step;
+        if (s % t.logSteps === 0 || s === this.maxSteps) {
+          const now = performance.now();
+          const itS = ((s - lastLoggedStep) * 1000) / Math.max(1e-9, now - lastTick);
+          lastTick = now;
+          lastLoggedStep = s;
+          last = { ...m, it_s: itS, sps: itS * this.config.data.batchSize * this.accumulation };
+          this.metrics.add(last);
+          this.metrics.flush();
+          const rate = meter.rate;
+          this.display.update(progressLine(last, this.maxSteps, rate > 0 ? (this.maxSteps - s) / rate : NaN));
+        }
+        if (t.sampleSteps > 0 && s % t.sampleSteps === 0) {
+          const files = this.sampleGrids();
+          this.display.message(`samples: ${files.join(', ')}`);
+        }
+        if (s % t.checkpointingSteps === 0 || t.checkpointList.includes(s) || s === this.maxSteps) {
+          checkpoint = this.saveCheckpoint();
+          checkpointStep = s;
+          this.display.message(`checkpoint: ${checkpoint}`);
+        }
+      }
+    } finally {
+      this.display.end();
+      this.metrics.close();
+      this.metrics = null;
+    }
+    const secs = (performance.now() - t0) / 1000;
+    return { step: this.step, metrics: last, checkpoint, stepsPerSecond: secs > 0 ? (this.step - startStep) / secs : 0 };
+  }
+
+  /** Asks train() to stop after the step in progress, with a checkpoint (e.g. on SIGINT). */
+  requestStop(): void {
+    this.stopRequested = true;
+  }
+
+  /** Stops the loader and frees the model, EMA, optimizer state and parameter handles. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.loader.close();
+    this.metrics?.close();
+    this.optimizer.dispose();
+    for (const p of this.params) p.dispose();
+    this.ema?.dispose();
+    this.model.dispose();
+  }
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+
+  private alive(): void {
+    if (this.closed) throw new TorchError('Trainer was closed', 'E_DISPOSED');
+  }
+}
+
+function isTrainConfig(v: unknown): v is TrainConfig {
+  return v !== null && typeof v === 'object' && 'training' in v && 'network' in v && 'raw' in v && 'ignored' in v;
+}
+
