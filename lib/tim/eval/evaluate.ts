@@ -1,0 +1,398 @@
+/**
+ * The evaluation driver behind `tim eval`: for class-conditional MNIST samples it reports
+ *
+ * - FD: the Fréchet distance between the samples' features and the real MNIST test digits'
+ *   (or given reference statistics), on the features of the project's own classifier or of any
+ *   TorchScript feature extractor (Inception-v3 for real FID);
+ * - the real-vs-real floor: the same FD for real training digits (as many as the samples, at most
+ *   8,000) against the reference, i.e. what a perfect generator of N samples would score;
+ * - class accuracy: how often the classifier recognizes the requested label, overall and per class.
+ *
+ * Features and statistics are streamed batch by batch (FeatureMoments), so memory stays flat in N.
+ * Reference statistics of the MNIST test set are cached next to the classifier, keyed by a hash of
+ * the extractor's file and preprocessing, and recomputed when either changes.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import * as torch from '../../torch/index.js';
+import type { Tensor } from '../../torch/index.js';
+import { TorchError, argError } from '../../torch/errors.js';
+import { native } from '../../torch/native.js';
+import { op } from '../../torch/ops.js';
+import { _wrap as wrap } from '../../torch/tensor.js';
+import { FeatureMoments, frechetDistance, loadStats, saveStats, disposeStats, type FeatureStats } from './frechet.js';
+import { NUM_CLASSES, defaultCacheDir, ensureClassifier, ensureClassifierAsync, mnistTensors, type ClassifierInfo, type EnsureClassifierOptions } from './classifier.js';
+
+export type InputRange = '-1,1' | '0,1' | '0,255';
+
+/** How images in [-1, 1] are prepared for a custom feature extractor. */
+export interface Preprocess {
+  /** Bilinear resize to resize x resize pixels (Inception-v3: 299). */
+  resize?: number;
+  /** 3: repeat a gray channel three times (Inception expects RGB). */
+  channels?: 1 | 3;
+  /** The value range the extractor expects (default '-1,1', what the samples are in). */
+  range?: InputRange;
+}
+
+export interface EvaluateOptions extends Preprocess {
+  /** Classifier / reference-stats cache folder (default $TIM_CACHE_DIR or runs/cache). */
+  cacheDir?: string;
+  /** Reference statistics (safetensors mu, sigma) instead of the MNIST test set's. */
+  refStats?: string;
+  /** A TorchScript module mapping images (N, C, H, W) to features (N, D) (or (N, D, 1, 1)). */
+  features?: string;
+  /** Compute the real-vs-real floor (default true). */
+  floor?: boolean;
+  batchSize?: number;
+  /** Which training digits the floor uses (default 0). */
+  seed?: number;
+  /** Progress lines (training the classifier, computing reference stats). */
+  log?: (line: string) => void;
+}
+
+export interface ClassAccuracy {
+  label: number;
+  n: number;
+  accuracy: number;
+}
+
+export interface EvalResult {
+  samples: string;
+  n: number;
+  /** 'mnist-classifier' or the custom extractor's path. */
+  featureExtractor: string;
+  featureDim: number;
+  /** Fréchet distance of the samples to the reference. */
+  fd: number;
+  /** FD of real training digits (matched N) to the same reference; null when not computed. */
+  floor: { fd: number; n: number } | null;
+  reference: { source: string; n: number };
+  /** Share of samples the classifier labels as requested; null without labels or for non-MNIST-shaped images. */
+  classAccuracy: number | null;
+  perClass: ClassAccuracy[];
+  classifier: { path: string; testAccuracy: number; trained: boolean; trainSeconds: number };
+  seconds: number;
+}
+
+/** Samples as read from a file: images (N, C, H, W) float32 in [-1, 1], labels (N) int64 or null. */
+export interface Samples {
+  images: Tensor;
+  labels: Tensor | null;
+}
+
+const UPSAMPLE_BILINEAR = op('aten::upsample_bilinear2d', 'vec');
+const INT_DTYPES = new Set(['int64', 'int32', 'int16', 'int8', 'uint8']);
+
+/**
+ * Checked copies of samples: `images` (N, C, H, W) floating point, finite, clamped to [-1, 1] (as
+ * the PNG writer does) as float32; `labels` (N) integers in [0, 10) as int64, or null. `where`
+ * names the source in errors.
+ */
+export function prepareSamples(images: Tensor, labels: Tensor | null | undefined, where = 'samples'): Samples {
+  if (!(images instanceof torch.Tensor)) throw new TorchError(`${where}: expected a tensor 'images' (N, 1, 32, 32) float32 in [-1, 1]`, 'E_FORMAT');
+  if (images.dim !== 4 || images.shape[0] === 0) throw new TorchError(`${where}: 'images' must be (N, C, H, W) with N > 0, got [${images.shape.join(', ')}]`, 'E_SHAPE');
+  if (!(images.dtype.startsWith('float') || images.dtype === 'bfloat16')) throw new TorchError(`${where}: 'images' must be floating point (float32 in [-1, 1]), got ${images.dtype}`, 'E_DTYPE');
+  const n = images.shape[0]!;
+  if (labels) {
+    if (!INT_DTYPES.has(labels.dtype)) throw new TorchError(`${where}: 'labels' must be integers (int64), got ${labels.dtype}`, 'E_DTYPE');
+    if (labels.dim !== 1 || labels.shape[0] !== n) throw new TorchError(`${where}: 'labels' must be (N) = (${n}) like 'images', got [${labels.shape.join(', ')}]`, 'E_SHAPE');
+    const [lo, hi] = torch.scope(() => [labels.min().item(), labels.max().item()]);
+    if (lo < 0 || hi >= NUM_CLASSES) throw new TorchError(`${where}: 'labels' must be in [0, ${NUM_CLASSES}), got values in [${lo}, ${hi}]`, 'E_VALUE');
+  }
+  const finite = torch.scope(() => images.isfinite().allTrue());
+  if (!finite) throw new TorchError(`${where}: 'images' has NaN or infinite values`, 'E_VALUE');
+  return torch.scope(() => ({
+    // clone: the result is always the caller's own, even when no conversion was needed
+    images: images.float().clamp(-1, 1).contiguous(),
+    labels: labels ? labels.long().clone() : null,
+  }));
+}
+
+/** Reads a samples file: safetensors with `images` and optionally `labels` (see prepareSamples). */
+export function readSamples(path: string): Samples {
+  if (typeof path !== 'string' || !existsSync(path)) throw new TorchError(`samples: no file at ${String(path)}`, 'E_IO');
+  const { tensors } = torch.loadSafetensors(path);
+  try {
+    if (!tensors.images) {
+      const found = Object.keys(tensors);
+      throw new TorchError(`samples ${path}: expected a tensor 'images' (N, 1, 32, 32) float32 in [-1, 1] and 'labels' (N) int64; found ${found.length ? found.map((k) => `'${k}'`).join(', ') : 'no tensors'}`, 'E_FORMAT');
+    }
+    return prepareSamples(tensors.images, tensors.labels, `samples ${path}`);
+  } finally {
+    for (const t of Object.values(tensors)) t.dispose();
+  }
+}
+
+/** Images in [-1, 1] prepared as a custom extractor expects: resized, channel-repeated, rescaled. */
+export function preprocess(x: Tensor, p: Preprocess): Tensor {
+  return torch.scope(() => {
+    let h = x;
+    if (p.resize !== undefined && (h.shape[2] !== p.resize || h.shape[3] !== p.resize)) {
+      h = wrap(native.call(UPSAMPLE_BILINEAR(), h._h, [p.resize, p.resize], false, null));
+    }
+    if (p.channels === 3 && h.shape[1] === 1) h = h.repeat(1, 3, 1, 1);
+    const range = p.range ?? '-1,1';
+    if (range === '0,1') h = h.add(1).mul(0.5);
+    else if (range === '0,255') h = h.add(1).mul(127.5);
+    return h;
+  });
+}
+
+/** A feature extractor: features (B, D) of a batch; our classifier also gives logits. */
+interface Extractor {
+  name: string;
+  run(batch: Tensor): { features: Tensor; logits?: Tensor };
+  /** Identifies the extractor and preprocessing for the reference-stats cache. */
+  fingerprint: string;
+}
+
+function fileHash(path: string): string {
+  return createHash('sha256').update(readFileSync(path)).digest('hex');
+}
+
+function classifierExtractor(c: ClassifierInfo): Extractor {
+  return {
+    name: 'mnist-classifier',
+    fingerprint: `mnist-classifier:${fileHash(c.path)}`,
+    run: (batch) => {
+      const [logits, features] = c.module.call<[Tensor, Tensor]>('logits_and_features', batch);
+      return { features, logits };
+    },
+  };
+}
+
+function customExtractor(path: string, p: Preprocess): { extractor: Extractor; module: torch.jit.ScriptModule } {
+  if (!existsSync(path)) throw new TorchError(`feature extractor: no file at ${path}`, 'E_IO');
+  const module = torch.jit.load(path, { device: 'cpu' }).eval();
+  const extractor: Extractor = {
+    name: path,
+    fingerprint: `custom:${fileHash(path)}:${JSON.stringify({ resize: p.resize ?? null, channels: p.channels ?? 1, range: p.range ?? '-1,1' })}`,
+    run: (batch) => {
+      const out: unknown = module.forward(preprocess(batch, p));
+      if (!(out instanceof torch.Tensor)) throw new TorchError(`feature extractor ${path}: forward must return a Tensor (N, D), got ${Array.isArray(out) ? 'a tuple/list' : typeof out}`, 'E_FORMAT');
+      // Inception-style extractors return pooled maps (N, D, 1, 1): flatten them.
+      const f = out.dim === 4 && out.shape[2] === 1 && out.shape[3] === 1 ? out.flatten(1) : out;
+      if (f.dim !== 2 || f.shape[0] !== batch.shape[0]) {
+        throw new TorchError(`feature extractor ${path}: expected features (${batch.shape[0]}, D), got [${out.shape.join(', ')}]`, 'E_SHAPE');
+      }
+      return { features: f };
+    },
+  };
+  return { extractor, module };
+}
+
+interface PassResult {
+  stats: FeatureStats;
+  /** Per class: [count, correct], when logits and labels are both there. */
+  perClass: [number, number][] | null;
+}
+
+/** One pass over images in batches under no-grad: feature moments and (with logits) per-class hits. */
+function extractPass(ex: Extractor, images: Tensor, labels: Tensor | null, batchSize: number): PassResult {
+  const n = images.shape[0]!;
+  const moments = new FeatureMoments();
+  let perClass: [number, number][] | null = null;
+  try {
+    torch.noGrad(() => {
+      for (let s = 0; s < n; s += batchSize) {
+        torch.scope(() => {
+          const len = Math.min(batchSize, n - s);
+          const { features, logits } = ex.run(images.narrow(0, s, len));
+          moments.add(features);
+          if (logits && labels) {
+            const want = labels.narrow(0, s, len).toTypedArray() as BigInt64Array;
+            const got = logits.argmax(1).toTypedArray() as BigInt64Array;
+            perClass ??= Array.from({ length: NUM_CLASSES }, () => [0, 0] as [number, number]);
+            for (let i = 0; i < len; i++) {
+              const c = perClass[Number(want[i])]!;
+              c[0]++;
+              if (got[i] === want[i]) c[1]++;
+            }
+          }
+        });
+      }
+    });
+    return { stats: moments.stats(), perClass };
+  } finally {
+    moments.dispose();
+  }
+}
+
+/** Class accuracy and per-class accuracy from [count, correct] pairs. */
+export function accuracyFromCounts(perClass: [number, number][]): { overall: number; perClass: ClassAccuracy[] } {
+  let n = 0, c = 0;
+  const rows: ClassAccuracy[] = [];
+  perClass.forEach(([cn, cc], label) => {
+    n += cn;
+    c += cc;
+    if (cn > 0) rows.push({ label, n: cn, accuracy: cc / cn });
+  });
+  return { overall: n ? c / n : NaN, perClass: rows };
+}
+
+/** A fixed, seeded subset of `k` training digits (for the floor). */
+function trainSubset(k: number, seed: number): Tensor {
+  return torch.scope(() => {
+    const { images, labels } = mnistTensors('train');
+    labels.dispose();
+    const rng = torch.getRngState();
+    torch.manualSeed(seed);
+    const idx = torch.randperm(images.shape[0]!).narrow(0, 0, Math.min(k, images.shape[0]!));
+    torch.setRngState(rng);
+    return images.indexSelect(0, idx);
+  });
+}
+
+/** Reference stats of the 1,756 MNIST test digits under an extractor, cached by fingerprint. */
+function mnistTestStats(ex: Extractor, cacheDir: string, batchSize: number, log: (s: string) => void): FeatureStats {
+  const key = createHash('sha256').update(ex.fingerprint).digest('hex').slice(0, 16);
+  const path = join(cacheDir, `mnist-test-stats-${key}.safetensors`);
+  if (existsSync(path)) {
+    const s = loadStats(path);
+    if (s.metadata.fingerprint === ex.fingerprint) return { mu: s.mu, sigma: s.sigma, n: s.n };
+    disposeStats(s);
+  }
+  log(`computing reference statistics of the MNIST test digits (${ex.name})`);
+  const { images, labels } = mnistTensors('test');
+  try {
+    const { stats } = extractPass(ex, images, null, batchSize);
+    mkdirSync(cacheDir, { recursive: true });
+    saveStats(path, stats, { fingerprint: ex.fingerprint, source: 'mnist:test' });
+    return stats;
+  } finally {
+    images.dispose();
+    labels.dispose();
+  }
+}
+
+function checkOptions(o: EvaluateOptions): void {
+  if (o.resize !== undefined && !(Number.isInteger(o.resize) && o.resize >= 8 && o.resize <= 1024)) throw argError('range', `evaluate: resize must be an integer in [8, 1024], got ${o.resize}`);
+  if (o.channels !== undefined && o.channels !== 1 && o.channels !== 3) throw argError('range', `evaluate: channels must be 1 or 3, got ${o.channels}`);
+  if (o.range !== undefined && !['-1,1', '0,1', '0,255'].includes(o.range)) throw argError('range', `evaluate: range must be '-1,1', '0,1' or '0,255', got ${o.range}`);
+  if (o.batchSize !== undefined && !(Number.isInteger(o.batchSize) && o.batchSize > 0)) throw argError('range', `evaluate: batchSize must be a positive integer, got ${o.batchSize}`);
+  if ((o.resize !== undefined || o.channels !== undefined || o.range !== undefined) && o.features === undefined) {
+    throw argError('range', 'evaluate: resize / channels / range apply to a custom feature extractor (features); the MNIST classifier takes the images as they are');
+  }
+}
+
+/**
+ * Evaluates samples (a safetensors path, or tensors) against real MNIST: FD, the real-vs-real
+ * floor, class accuracy. Trains and caches the classifier on first use (one to a few minutes of
+ * CPU, blocking: evaluateSamplesAsync keeps the event loop running meanwhile).
+ */
+export function evaluateSamples(samples: string | Samples, o: EvaluateOptions = {}): EvalResult {
+  const classifierOptions = checkInputs(o);
+  return evaluateWith(samples, o, ensureClassifier(classifierOptions));
+}
+
+/** evaluateSamples that trains the classifier (first use only) without blocking the event loop. */
+export async function evaluateSamplesAsync(samples: string | Samples, o: EvaluateOptions = {}): Promise<EvalResult> {
+  const classifierOptions = checkInputs(o);
+  return evaluateWith(samples, o, await ensureClassifierAsync(classifierOptions));
+}
+
+/** Options and file checks done before the classifier (maybe a minute of training) is needed. */
+function checkInputs(o: EvaluateOptions): EnsureClassifierOptions {
+  checkOptions(o);
+  for (const [what, f] of [['feature extractor', o.features], ['reference stats', o.refStats]] as const) {
+    if (f !== undefined && !existsSync(f)) throw new TorchError(`${what}: no file at ${resolve(f)}`, 'E_IO');
+  }
+  const log = o.log ?? (() => {});
+  return {
+    cacheDir: resolve(o.cacheDir ?? defaultCacheDir()),
+    onEpoch: (e) => log(`training the MNIST classifier: epoch ${e.epoch}, loss ${e.loss.toFixed(4)} (${e.seconds.toFixed(1)} s)`),
+  };
+}
+
+/** The evaluation proper, with the classifier at hand (disposed here). */
+function evaluateWith(samples: string | Samples, o: EvaluateOptions, cls: ClassifierInfo): EvalResult {
+  const t0 = Date.now();
+  const log = o.log ?? (() => {});
+  const batchSize = o.batchSize ?? 250;
+  const cacheDir = resolve(o.cacheDir ?? defaultCacheDir());
+  const owned: { dispose(): void }[] = [cls.module];
+  let s: Samples | null = null;
+  try {
+    const given = typeof samples !== 'string';
+    s = given ? prepareSamples(samples.images, samples.labels) : readSamples(samples);
+    const n = s.images.shape[0]!;
+    const mnistShaped = s.images.shape[1] === 1 && s.images.shape[2] === 32 && s.images.shape[3] === 32;
+    const ours = classifierExtractor(cls);
+    let ex = ours;
+    if (o.features !== undefined) {
+      const c = customExtractor(resolve(o.features), o);
+      owned.push(c.module);
+      ex = c.extractor;
+    } else if (!mnistShaped) {
+      throw new TorchError(`samples: the MNIST classifier needs images (N, 1, 32, 32), got [${s.images.shape.join(', ')}]; pass a feature extractor for other shapes`, 'E_SHAPE');
+    }
+
+    // Accuracy needs our classifier; FD needs the chosen extractor (the same pass when it is ours).
+    let perClass: [number, number][] | null = null;
+    const pass = extractPass(ex, s.images, ex === ours ? s.labels : null, batchSize);
+    owned.push({ dispose: () => disposeStats(pass.stats) });
+    perClass = pass.perClass;
+    if (ex !== ours && mnistShaped && s.labels) {
+      const p2 = extractPass(ours, s.images, s.labels, batchSize);
+      disposeStats(p2.stats);
+      perClass = p2.perClass;
+    }
+
+    const ref = o.refStats !== undefined ? loadStats(resolve(o.refStats)) : mnistTestStats(ex, cacheDir, batchSize, log);
+    owned.push({ dispose: () => disposeStats(ref) });
+    const fd = frechetDistance(pass.stats, ref);
+
+    let floor: EvalResult['floor'] = null;
+    if (o.floor ?? true) {
+      const real = trainSubset(n, o.seed ?? 0);
+      try {
+        const realPass = extractPass(ex, real, null, batchSize);
+        floor = { fd: frechetDistance(realPass.stats, ref), n: real.shape[0]! };
+        disposeStats(realPass.stats);
+      } finally {
+        real.dispose();
+      }
+    }
+
+    const acc = perClass ? accuracyFromCounts(perClass) : null;
+    return {
+      samples: typeof samples === 'string' ? samples : '(tensors)',
+      n,
+      featureExtractor: ex.name,
+      featureDim: pass.stats.mu.shape[0]!,
+      fd,
+      floor,
+      reference: { source: o.refStats !== undefined ? o.refStats : 'mnist:test', n: ref.n },
+      classAccuracy: acc ? acc.overall : null,
+      perClass: acc ? acc.perClass : [],
+      classifier: { path: cls.path, testAccuracy: cls.testAccuracy, trained: cls.trained, trainSeconds: cls.trainSeconds },
+      seconds: (Date.now() - t0) / 1000,
+    };
+  } finally {
+    for (const d of owned.reverse()) d.dispose();
+    s?.images.dispose();
+    s?.labels?.dispose();
+  }
+}
+
+/** The result as a text table. */
+export function formatEval(r: EvalResult): string {
+  const pct = (v: number): string => `${(100 * v).toFixed(2)}%`;
+  const lines = [
+    `samples            ${r.samples} (${r.n} images)`,
+    `features           ${r.featureExtractor} (${r.featureDim}-d)`,
+    `reference          ${r.reference.source}${r.reference.n ? ` (${r.reference.n} images)` : ''}`,
+    `FD                 ${r.fd.toFixed(4)}`,
+    `real-vs-real floor ${r.floor ? `${r.floor.fd.toFixed(4)} (${r.floor.n} real training digits)` : '-'}`,
+    `class accuracy     ${r.classAccuracy === null ? '- (no labels, or not 1x32x32 images)' : pct(r.classAccuracy)}`,
+    `classifier         ${r.classifier.path}: held-out accuracy ${pct(r.classifier.testAccuracy)}${r.classifier.trained ? ` (trained now, ${r.classifier.trainSeconds.toFixed(1)} s)` : ' (cached)'}`,
+  ];
+  if (r.perClass.length) {
+    lines.push('', '  class      n  accuracy');
+    for (const c of r.perClass) lines.push(`  ${String(c.label).padStart(5)}  ${String(c.n).padStart(5)}  ${pct(c.accuracy).padStart(8)}`);
+  }
+  lines.push('', `(${r.seconds.toFixed(1)} s)`);
+  return lines.join('\n');
+}
