@@ -20,6 +20,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerState(env, exports);
   registerJit(env, exports);
   registerSafetensors(env, exports);
+  registerDistributed(env, exports);
   return exports;
 }
 }  // namespace tim

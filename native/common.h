@@ -69,5 +69,6 @@ void registerAutograd(Napi::Env env, Napi::Object exports);
 void registerState(Napi::Env env, Napi::Object exports);
 void registerJit(Napi::Env env, Napi::Object exports);
 void registerSafetensors(Napi::Env env, Napi::Object exports);
+void registerDistributed(Napi::Env env, Napi::Object exports);
 
 }  // namespace tim

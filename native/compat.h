@@ -9,6 +9,14 @@
 #define TIM_TORCH_AT_LEAST(maj, min) \
   (TORCH_VERSION_MAJOR > (maj) || (TORCH_VERSION_MAJOR == (maj) && TORCH_VERSION_MINOR >= (min)))
 
+// c10d (native/distributed.cpp): 2.0 split the ProcessGroup front end from the per-device Backend
+// that ProcessGroupGloo / ProcessGroupNCCL derive from; collectives are called on that class.
+#if TIM_TORCH_AT_LEAST(2, 0)
+#define TIM_C10D_BACKEND ::c10d::Backend
+#else
+#define TIM_C10D_BACKEND ::c10d::ProcessGroup
+#endif
+
 namespace tim::compat {
 
 // Autocast state: 2.4 made it per device type (set_autocast_enabled(device, on)); before, CPU and

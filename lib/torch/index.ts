@@ -26,6 +26,8 @@ export { addonPath, packageVersion } from './native.js';
 export * as optim from './optim/index.js';
 /** torch.jit: TorchScript modules (load, call, build, save). */
 export * as jit from './jit.js';
+/** torch.distributed: c10d process groups (TCPStore + Gloo/NCCL), see docs/distributed.md. */
+export * as distributed from './distributed.js';
 import * as nnUtils from './nn_utils.js';
 /** torch.nn.utils (clipGradNorm_). If a fuller torch.nn namespace lands, it should re-export nn_utils as `utils`. */
 export const nn = { utils: nnUtils } as const;
