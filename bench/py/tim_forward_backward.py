@@ -10,7 +10,6 @@ step], "cpu": [process CPU time per step]};
 """
 import json
 import os
-import struct
 import sys
 import time
 
@@ -20,21 +19,9 @@ cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
 sys.path.insert(0, os.path.join(cfg["repo"], "test", "fixtures"))
 from tim_reference import TiM  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from safetensors_io import st_read  # noqa: E402
 
-
-def st_read(path):
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        h = json.loads(f.read(n))
-        data = f.read()
-    res = {}
-    for k, v in h.items():
-        if k == "__metadata__":
-            continue
-        a, b = v["data_offsets"]
-        dt = {"F32": torch.float32, "I64": torch.int64}[v["dtype"]]
-        res[k] = torch.frombuffer(bytearray(data[a:b]), dtype=dt).reshape(v["shape"]).clone()
-    return res
 
 
 model = TiM(**cfg["params"])

@@ -95,3 +95,18 @@ export function commandHelp(prog: string, spec: CommandSpec): string {
   for (const [l, h] of rows) lines.push(`  ${l.padEnd(w)}  ${h}`);
   return lines.join('\n');
 }
+
+/**
+ * An integer flag: undefined when absent, else a whole number >= min (and <= max when given);
+ * anything else is a UsageError for `command`.
+ */
+export function intOption(p: Parsed, name: string, command: string, min: number, max?: number): number | undefined {
+  const v = p.options[name];
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (typeof v !== 'string' || !/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < min || (max !== undefined && n > max)) {
+    const range = max === undefined ? `>= ${min}` : `in [${min}, ${max}]`;
+    throw new UsageError(`--${name} must be an integer ${range}, got '${String(v)}'`, command);
+  }
+  return n;
+}

@@ -8,7 +8,7 @@
 import { setNumThreads } from '../torch/state.js';
 import { runDemo, type DemoSize } from '../tim/demo.js';
 import type { MixedPrecision } from '../tim/train_config.js';
-import { UsageError, type CommandSpec, type Parsed } from './args.js';
+import { UsageError, intOption, type CommandSpec, type Parsed } from './args.js';
 
 export const DEMO: CommandSpec = {
   name: 'demo',
@@ -38,15 +38,6 @@ export const DEMO: CommandSpec = {
   },
 };
 
-function intOption(p: Parsed, name: string, min: number): number | undefined {
-  const v = p.options[name];
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (typeof v !== 'string' || !/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < min) {
-    throw new UsageError(`--${name} must be an integer >= ${min}, got '${String(v)}'`, 'demo');
-  }
-  return n;
-}
 
 export async function runDemoCommand(p: Parsed, print: (s: string) => void): Promise<number> {
   const budget = p.options['budget-min'];
@@ -57,10 +48,10 @@ export async function runDemoCommand(p: Parsed, print: (s: string) => void): Pro
   }
   const out = p.options.out;
   if (out !== undefined && (typeof out !== 'string' || out === '')) throw new UsageError('--out needs a folder', 'demo');
-  const steps = intOption(p, 'steps', 1);
-  const perClass = intOption(p, 'per-class', 1);
-  const seed = intOption(p, 'seed', 0);
-  const threads = intOption(p, 'threads', 1);
+  const steps = intOption(p, 'steps', 'demo', 1);
+  const perClass = intOption(p, 'per-class', 'demo', 1);
+  const seed = intOption(p, 'seed', 'demo', 0);
+  const threads = intOption(p, 'threads', 'demo', 1);
   let nfes: number[] | undefined;
   if (p.options.nfe !== undefined) {
     const s = String(p.options.nfe);

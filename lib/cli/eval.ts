@@ -3,7 +3,7 @@
  * of class-conditional MNIST samples (lib/tim/eval/evaluate.ts; docs/eval.md).
  */
 import { evaluateSamplesAsync, formatEval, type EvaluateOptions, type InputRange } from '../tim/eval/evaluate.js';
-import { UsageError, type CommandSpec, type Parsed } from './args.js';
+import { UsageError, intOption, type CommandSpec, type Parsed } from './args.js';
 
 export const EVAL: CommandSpec = {
   name: 'eval',
@@ -31,25 +31,18 @@ export const EVAL: CommandSpec = {
   },
 };
 
-function intOption(p: Parsed, name: string, min: number, max: number): number | undefined {
-  const v = p.options[name];
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (typeof v !== 'string' || !/^\d+$/.test(v) || n < min || n > max) throw new UsageError(`--${name} must be an integer in [${min}, ${max}], got '${String(v)}'`, 'eval');
-  return n;
-}
 
 /** The command line as evaluateSamples options; every malformed flag is a UsageError (exit 2). */
 export function evalOptions(p: Parsed): { samples: string; options: EvaluateOptions } {
   const samples = p.options.samples;
   if (typeof samples !== 'string') throw new UsageError('--samples <file> is required', 'eval');
   const str = (k: string): string | undefined => p.options[k] as string | undefined;
-  const channels = intOption(p, 'channels', 1, 3);
+  const channels = intOption(p, 'channels', 'eval', 1, 3);
   if (channels === 2) throw new UsageError("--channels must be 1 or 3, got '2'", 'eval');
   const range = str('range');
   if (range !== undefined && !['-1,1', '0,1', '0,255'].includes(range)) throw new UsageError(`--range must be -1,1, 0,1 or 0,255, got '${range}'`, 'eval');
   const features = str('features');
-  const resize = intOption(p, 'resize', 8, 1024);
+  const resize = intOption(p, 'resize', 'eval', 8, 1024);
   if (features === undefined && (resize !== undefined || channels !== undefined || range !== undefined)) {
     throw new UsageError('--resize, --channels and --range prepare images for --features; the MNIST classifier takes them as they are', 'eval');
   }
@@ -60,7 +53,7 @@ export function evalOptions(p: Parsed): { samples: string; options: EvaluateOpti
     channels: channels as 1 | 3 | undefined,
     range: range as InputRange | undefined,
     cacheDir: str('cache'),
-    batchSize: intOption(p, 'batch-size', 1, 100_000),
+    batchSize: intOption(p, 'batch-size', 'eval', 1, 100_000),
     floor: !p.options['no-floor'],
   };
   // undefined entries would read as "given" to checks that test `!== undefined` on presence only

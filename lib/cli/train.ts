@@ -7,7 +7,7 @@
 import { setNumThreads } from '../torch/state.js';
 import { Trainer } from '../tim/trainer.js';
 import type { MixedPrecision } from '../tim/train_config.js';
-import { UsageError, type CommandSpec, type Parsed } from './args.js';
+import { UsageError, intOption, type CommandSpec, type Parsed } from './args.js';
 
 export const TRAIN: CommandSpec = {
   name: 'train',
@@ -35,24 +35,15 @@ export const TRAIN: CommandSpec = {
   },
 };
 
-function intOption(p: Parsed, name: string, min: number): number | undefined {
-  const v = p.options[name];
-  if (v === undefined) return undefined;
-  const n = Number(v);
-  if (typeof v !== 'string' || !/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < min) {
-    throw new UsageError(`--${name} must be an integer >= ${min}, got '${String(v)}'`, 'train');
-  }
-  return n;
-}
 
 export async function runTrain(p: Parsed, print: (s: string) => void): Promise<number> {
   const config = p.options.config;
   const out = p.options.out;
   if (typeof config !== 'string') throw new UsageError('--config <yaml> is required', 'train');
   if (typeof out !== 'string') throw new UsageError('--out <dir> is required', 'train');
-  const maxSteps = intOption(p, 'max-steps', 1);
-  const seed = intOption(p, 'seed', 0);
-  const threads = intOption(p, 'threads', 1);
+  const maxSteps = intOption(p, 'max-steps', 'train', 1);
+  const seed = intOption(p, 'seed', 'train', 0);
+  const threads = intOption(p, 'threads', 'train', 1);
   const precision = p.options.precision;
   if (precision !== undefined && precision !== 'no' && precision !== 'bf16' && precision !== 'fp16') {
     throw new UsageError(`--precision must be no, bf16 or fp16, got '${String(precision)}'`, 'train');

@@ -12,7 +12,7 @@ import { native } from './native.js';
 import { argError } from './errors.js';
 import { op } from './ops.js';
 import { Tensor, _wrap as wrap, handleOf } from './tensor.js';
-import { type Conv2dOptions } from './functional.js';
+import { pair, type Conv2dOptions } from './functional.js';
 
 const O = { matmul: op('aten::matmul'), conv2d: op('aten::conv2d'), linear: op('aten::linear'), clone: op('aten::clone') };
 
@@ -27,7 +27,6 @@ export function linearAsync(input: Tensor, weight: Tensor, bias?: Tensor | null)
   return one(() => native.callAsync(O.linear(), handleOf(input, 'linearAsync input'), handleOf(weight, 'linearAsync weight'),
     bias ? handleOf(bias, 'linearAsync bias') : null));
 }
-const pair = (v: number | [number, number] | undefined, d: number): number[] => (v === undefined ? [d, d] : typeof v === 'number' ? [v, v] : v);
 export function conv2dAsync(input: Tensor, weight: Tensor, bias?: Tensor | null, o: Conv2dOptions = {}): Promise<Tensor> {
   return one(() => native.callAsync(O.conv2d(), handleOf(input, 'conv2dAsync input'), handleOf(weight, 'conv2dAsync weight'),
     bias ? handleOf(bias, 'conv2dAsync bias') : null, pair(o.stride, 1), pair(o.padding, 0), pair(o.dilation, 1), o.groups ?? 1));

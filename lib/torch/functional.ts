@@ -61,7 +61,8 @@ export interface Conv2dOptions {
   dilation?: number | [number, number];
   groups?: number;
 }
-const pair = (v: number | [number, number] | undefined, d: number): number[] => (v === undefined ? [d, d] : typeof v === 'number' ? [v, v] : v);
+/** A 2-D size argument: one number for both dims, or [h, w]; undefined takes the default. */
+export const pair = (v: number | [number, number] | undefined, d: number): number[] => (v === undefined ? [d, d] : typeof v === 'number' ? [v, v] : v);
 export function conv2d(input: Tensor, weight: Tensor, bias?: Tensor | null, o: Conv2dOptions = {}): Tensor {
   return wrap(native.call(O.conv2d(), handleOf(input, 'conv2d input'), handleOf(weight, 'conv2d weight'), bias ? handleOf(bias, 'conv2d bias') : null,
     pair(o.stride, 1), pair(o.padding, 0), pair(o.dilation, 1), o.groups ?? 1));
