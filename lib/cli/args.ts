@@ -110,3 +110,55 @@ export function intOption(p: Parsed, name: string, command: string, min: number,
   }
   return n;
 }
+
+/**
+ * A comma-separated list of whole numbers, each >= min (and <= max when given), without repeats
+ * (a repeated step count or class would only redo work and overwrite its own files): undefined
+ * when absent; anything else is a UsageError for `command`.
+ */
+export function intListOption(p: Parsed, name: string, command: string, min: number, max?: number): number[] | undefined {
+  const v = p.options[name];
+  if (v === undefined) return undefined;
+  const items = typeof v === 'string' ? v.split(',') : [];
+  const nums = items.map(Number);
+  const ok = items.length > 0 && items.every((s, i) => /^\d+$/.test(s) && Number.isSafeInteger(nums[i]) && nums[i]! >= min && (max === undefined || nums[i]! <= max));
+  if (!ok) {
+    const range = max === undefined ? `>= ${min}` : `in [${min}, ${max}]`;
+    throw new UsageError(`--${name} must be a comma-separated list of integers ${range}, got '${String(v)}'`, command);
+  }
+  const dup = nums.find((n, i) => nums.indexOf(n) !== i);
+  if (dup !== undefined) throw new UsageError(`--${name} lists ${dup} twice, got '${String(v)}'`, command);
+  return nums;
+}
+
+const DECIMAL = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
+
+/**
+ * A decimal number (finite; `1e-3` and `.5` are fine), >= min and <= max when given: undefined when
+ * absent, else the number; anything else is a UsageError for `command`.
+ */
+export function numberOption(p: Parsed, name: string, command: string, min?: number, max?: number): number | undefined {
+  const v = p.options[name];
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (typeof v !== 'string' || !DECIMAL.test(v) || !Number.isFinite(n) || (min !== undefined && n < min) || (max !== undefined && n > max)) {
+    const range = min !== undefined && max !== undefined ? ` in [${min}, ${max}]` : min !== undefined ? ` >= ${min}` : max !== undefined ? ` <= ${max}` : '';
+    throw new UsageError(`--${name} must be a number${range}, got '${String(v)}'`, command);
+  }
+  return n;
+}
+
+/**
+ * A comma-separated list of exactly `count` decimal numbers (e.g. an interval `lo,hi`): undefined
+ * when absent; anything else is a UsageError for `command`.
+ */
+export function numberListOption(p: Parsed, name: string, command: string, count: number, arg = `${count} numbers`): number[] | undefined {
+  const v = p.options[name];
+  if (v === undefined) return undefined;
+  const items = typeof v === 'string' ? v.split(',') : [];
+  const nums = items.map(Number);
+  if (items.length !== count || !items.every((s, i) => DECIMAL.test(s) && Number.isFinite(nums[i]))) {
+    throw new UsageError(`--${name} must be ${arg} separated by a comma, got '${String(v)}'`, command);
+  }
+  return nums;
+}

@@ -8,7 +8,7 @@
 import { setNumThreads } from '../torch/state.js';
 import { runDemo, type DemoSize } from '../tim/demo.js';
 import type { MixedPrecision } from '../tim/train_config.js';
-import { UsageError, intOption, type CommandSpec, type Parsed } from './args.js';
+import { UsageError, intListOption, intOption, type CommandSpec, type Parsed } from './args.js';
 
 export const DEMO: CommandSpec = {
   name: 'demo',
@@ -52,12 +52,7 @@ export async function runDemoCommand(p: Parsed, print: (s: string) => void): Pro
   const perClass = intOption(p, 'per-class', 'demo', 1);
   const seed = intOption(p, 'seed', 'demo', 0);
   const threads = intOption(p, 'threads', 'demo', 1);
-  let nfes: number[] | undefined;
-  if (p.options.nfe !== undefined) {
-    const s = String(p.options.nfe);
-    if (!/^\d+(,\d+)*$/.test(s) || s.split(',').some((v) => Number(v) < 1)) throw new UsageError(`--nfe must be a comma-separated list of integers >= 1, got '${s}'`, 'demo');
-    nfes = s.split(',').map(Number);
-  }
+  const nfes = intListOption(p, 'nfe', 'demo', 1);
   const size = p.options.size;
   if (size !== undefined && size !== 'demo' && size !== 'tiny') throw new UsageError(`--size must be demo or tiny, got '${String(size)}'`, 'demo');
   const precision = p.options.precision;

@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 /**
- * The `tim` command line: `tim info`, `tim convert` (more subcommands come with training and
- * sampling). Exit status: 0 success, 1 failure while running (unreadable file, shape mismatch...),
- * 2 bad usage (unknown command or option, missing argument), with a message on stderr.
+ * The `tim` command line: `tim info`, `convert`, `train`, `sample`, `eval`, `demo`. Exit status:
+ * 0 success, 1 failure while running (unreadable file, shape mismatch...), 2 bad usage (unknown
+ * command or option, missing argument), with a message on stderr.
  */
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -12,6 +12,7 @@ import { CONVERT, runConvert } from './convert.js';
 import { TRAIN, runTrain } from './train.js';
 import { EVAL, runEval } from './eval.js';
 import { DEMO, runDemoCommand } from './demo.js';
+import { SAMPLE, runSample } from './sample.js';
 
 const PROG = 'tim';
 // A command may be async (train); main() then returns its Promise.
@@ -19,19 +20,21 @@ const COMMANDS: Record<string, { spec: CommandSpec; run: (p: Parsed, print: (s: 
   info: { spec: INFO, run: runInfo },
   convert: { spec: CONVERT, run: runConvert },
   train: { spec: TRAIN, run: runTrain },
+  sample: { spec: SAMPLE, run: runSample },
   eval: { spec: EVAL, run: runEval },
   demo: { spec: DEMO, run: runDemoCommand },
 };
 
 function mainHelp(): string {
   const w = Math.max(...Object.keys(COMMANDS).map((n) => n.length));
+  const u = Math.max(16, ...Object.values(COMMANDS).map(({ spec }) => spec.usage.length));
   return [
     `Usage: ${PROG} <command> [options]`,
     '',
     'Transition Models (TiM) on libtorch.',
     '',
     'Commands:',
-    ...Object.values(COMMANDS).map(({ spec }) => `  ${spec.name.padEnd(w)}  ${spec.usage.padEnd(16)} ${spec.brief}`),
+    ...Object.values(COMMANDS).map(({ spec }) => `  ${spec.name.padEnd(w)}  ${spec.usage.padEnd(u)}  ${spec.brief}`),
     '',
     `Run '${PROG} <command> --help' for a command's options.`,
   ].join('\n');

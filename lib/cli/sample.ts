@@ -1,0 +1,497 @@
+/**
+ * `tim sample --ckpt <file|checkpoint|run> [--config <yaml>] --steps 1,2,4,8 --out <dir>`: samples a
+ * class-conditional TiM at several step counts in one call (lib/tim/sampler.ts), writing a PNG per
+ * image, a grid per step count and a samples file `tim eval --samples` reads (docs/sampler.md).
+ *
+ *   <out>/nfe-<N>/<class>-<i>.png   image i of that class (i zero-padded), N = each --steps value
+ *   <out>/grid-nfe<N>.png           a row per class: its first min(n, 16) images
+ *   <out>/nfe-<N>.safetensors       images float32 (count, C, H, W) in [-1, 1], labels int64, class-major
+ *
+ * Image i of class c starts from noise seeded by (--seed, c, i) alone, so the same seed gives the
+ * same images whatever the step count, the batch size, or which other classes are asked for: grids
+ * of different step counts compare cell by cell.
+ */
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import * as torch from '../torch/index.js';
+import type { Tensor } from '../torch/tensor.js';
+import { TorchError } from '../torch/errors.js';
+import type { Device } from '../torch/dtype.js';
+import type { ScriptModule } from '../torch/jit.js';
+import { TiM, configFromValue } from '../tim/model.js';
+import type { TiMConfig } from '../tim/network/index.js';
+import { sample, decodeLatents } from '../tim/sampler.js';
+import { transportFromOfficialConfig } from '../tim/train_config.js';
+import type { Transport } from '../tim/transports/transport.js';
+import { STATE_FILE, latestCheckpoint, readCheckpointState } from '../tim/checkpoint.js';
+import { makeGrid, savePng } from '../tim/image.js';
+import { ProgressDisplay, formatDuration } from '../tim/progress.js';
+import {
+  UsageError, intListOption, intOption, numberListOption, numberOption, type CommandSpec, type Parsed,
+} from './args.js';
+
+export const SAMPLE: CommandSpec = {
+  name: 'sample',
+  brief: 'sample a TiM at several step counts: PNGs, grids, samples files',
+  summary: 'Sample a class-conditional Transition Model with the any-step sampler at each of several step counts, from the same noise, writing a PNG per image, a grid per step count and a samples file for `tim eval`.',
+  usage: '--ckpt <path> --out <dir>',
+  positionals: [0, 0],
+  details: [
+    'Files under --out, for each step count N of --steps (image i of class c; i zero-padded):',
+    '  nfe-<N>/<c>-<i>.png      one PNG per image',
+    '  grid-nfe<N>.png          a row per class (--class order): its first min(n, 16) images',
+    '  nfe-<N>.safetensors      images float32 (count, C, H, W) in [-1, 1], labels int64 (count), class-major;',
+    '                           what `tim eval --samples` reads (metadata: the sampling settings)',
+    '--ckpt is a weights file (.safetensors, .pt, .bin), a checkpoint folder <run>/checkpoints/<step> (its',
+    'ema.safetensors unless --weights model) or a run folder (its newest checkpoint). --config defaults to the',
+    'run folder\'s config.yaml. Image i of class c starts from noise seeded by (--seed, c, i) alone: the same',
+    'for every step count and batch size. Latent models (in_channels other than 1 and 3) need --decoder.',
+    'See docs/sampler.md.',
+  ].join('\n'),
+  options: {
+    ckpt: { value: true, arg: 'path', help: 'weights file, checkpoint folder <run>/checkpoints/<step>, or run folder (newest checkpoint)' },
+    config: { value: true, arg: 'yaml', help: 'official-layout config (model.network, model.transport); default <run>/config.yaml' },
+    weights: { value: true, arg: 'ema|model', help: 'which weights of a checkpoint folder (default ema when present)' },
+    out: { value: true, arg: 'dir', help: 'output folder (created if missing; files of the same names are replaced)' },
+    class: { value: true, arg: 'list', help: 'class labels, comma-separated (default: every class)' },
+    steps: { value: true, arg: 'list', help: 'sampler step counts (NFE), comma-separated (default 1,2,4,8)' },
+    n: { value: true, arg: 'N', help: 'images per class (default 16)' },
+    cfg: { value: true, arg: 'scale', help: 'classifier-free guidance scale, 1 = none (default 1)' },
+    'cfg-interval': { value: true, arg: 'lo,hi', help: 'guidance applies for lo·t_max < t < hi·t_max (default 0,1)' },
+    stochasticity: { value: true, arg: 's', help: 'stochasticity ratio of the OT-FM step (default 0: deterministic)' },
+    'sample-type': { value: true, arg: 'transition|diffusion', help: 'r = t_next (transition, default) or r = t (diffusion)' },
+    't-max': { value: true, arg: 't', help: 'start of the time grid (default: the transport\'s T_max)' },
+    't-min': { value: true, arg: 't', help: 'end of the time grid (default: the transport\'s T_min)' },
+    seed: { value: true, arg: 'N', help: 'noise seed (default 0)' },
+    batch: { value: true, arg: 'N', help: 'images per sampler call (default 64; guidance doubles the network batch)' },
+    decoder: { value: true, arg: 'model.pt', help: 'TorchScript decoder latents -> images in [-1, 1] (required for latent models)' },
+    'latent-std': { value: true, arg: 'x', help: 'the decoder sees latents·x + mean (SD-VAE: 5.4945 = 1/0.18215; default 1)' },
+    'latent-mean': { value: true, arg: 'x', help: 'see --latent-std (default 0)' },
+    'no-safetensors': { value: false, help: 'write PNGs and grids only (no nfe-<N>.safetensors, which holds every image in memory)' },
+    device: { value: true, arg: 'cpu|cuda', help: 'default: cuda when available' },
+    threads: { value: true, arg: 'N', help: 'intra-op CPU threads (default: libtorch\'s)' },
+    help: { value: false, short: 'h', help: 'show this help' },
+  },
+};
+
+/** Columns of a grid: the first this many images of each class. */
+const GRID_COLUMNS = 16;
+
+/** The command line, checked: everything that does not need the model. */
+export interface SampleSettings {
+  ckpt: string;
+  config: string | null;
+  weights: 'ema' | 'model' | null;
+  out: string;
+  /** null: every class of the model */
+  classes: number[] | null;
+  steps: number[];
+  n: number;
+  cfg: number;
+  cfgInterval: [number, number];
+  stochasticity: number;
+  sampleType: 'transition' | 'diffusion';
+  tMax: number | null;
+  tMin: number | null;
+  seed: number;
+  batch: number;
+  decoder: string | null;
+  latentStd: number | null;
+  latentMean: number | null;
+  safetensors: boolean;
+  device: Device | null;
+  threads: number | null;
+}
+
+/** Parses and checks the flags; every malformed one is a UsageError (exit 2) naming it. */
+export function sampleSettings(p: Parsed): SampleSettings {
+  const C = 'sample';
+  const str = (k: string): string | null => {
+    const v = p.options[k];
+    if (v === undefined) return null;
+    if (typeof v !== 'string' || v === '') throw new UsageError(`--${k} needs a value`, C);
+    return v;
+  };
+  const ckpt = str('ckpt');
+  if (ckpt === null) throw new UsageError('--ckpt <path> is required (a weights file, a checkpoint folder or a run folder)', C);
+  const out = str('out');
+  if (out === null) throw new UsageError('--out <dir> is required', C);
+  const weights = str('weights');
+  if (weights !== null && weights !== 'ema' && weights !== 'model') throw new UsageError(`--weights must be ema or model, got '${weights}'`, C);
+  const sampleType = str('sample-type') ?? 'transition';
+  if (sampleType !== 'transition' && sampleType !== 'diffusion' && sampleType !== 'ddiffusion') {
+    throw new UsageError(`--sample-type must be transition or diffusion, got '${sampleType}'`, C);
+  }
+  const interval = numberListOption(p, 'cfg-interval', C, 2, 'two numbers lo,hi') ?? [0, 1];
+  const [lo, hi] = interval as [number, number];
+  if (!(lo >= 0 && hi <= 1 && lo <= hi)) throw new UsageError(`--cfg-interval must be lo,hi with 0 <= lo <= hi <= 1, got '${String(p.options['cfg-interval'])}'`, C);
+  const tMax = numberOption(p, 't-max', C) ?? null;
+  const tMin = numberOption(p, 't-min', C) ?? null;
+  if (tMax !== null && tMin !== null && !(tMax > tMin)) throw new UsageError(`--t-max (${tMax}) must be greater than --t-min (${tMin})`, C);
+  const decoder = str('decoder');
+  const latentStd = numberOption(p, 'latent-std', C) ?? null;
+  const latentMean = numberOption(p, 'latent-mean', C) ?? null;
+  if (decoder === null && (latentStd !== null || latentMean !== null)) throw new UsageError('--latent-std and --latent-mean scale the input of --decoder; pass --decoder', C);
+  const device = str('device');
+  if (device !== null && !/^(cpu|cuda(:\d+)?)$/.test(device)) throw new UsageError(`--device must be cpu or cuda[:i], got '${device}'`, C);
+  return {
+    ckpt,
+    config: str('config'),
+    weights,
+    out,
+    classes: intListOption(p, 'class', C, 0) ?? null,
+    steps: intListOption(p, 'steps', C, 1, 10_000) ?? [1, 2, 4, 8],
+    n: intOption(p, 'n', C, 1, 1_000_000) ?? 16,
+    cfg: numberOption(p, 'cfg', C, 1) ?? 1,
+    cfgInterval: [lo, hi],
+    stochasticity: numberOption(p, 'stochasticity', C, 0) ?? 0,
+    sampleType: sampleType === 'transition' ? 'transition' : 'diffusion',
+    tMax,
+    tMin,
+    seed: intOption(p, 'seed', C, 0) ?? 0,
+    batch: intOption(p, 'batch', C, 1) ?? 64,
+    decoder,
+    latentStd,
+    latentMean,
+    safetensors: !p.options['no-safetensors'],
+    device: device as Device | null,
+    threads: intOption(p, 'threads', C, 1) ?? null,
+  };
+}
+
+// ---- what --ckpt names -------------------------------------------------------------------------
+
+export interface CheckpointSource {
+  /** the weights file to load */
+  weights: string;
+  /** 'ema' / 'model' when taken from a checkpoint folder, else null */
+  which: 'ema' | 'model' | null;
+  /** the checkpoint folder and its step, when known */
+  checkpoint: string | null;
+  step: number | null;
+  /** the run folder (holding checkpoints/ and config.yaml), when the weights are inside one */
+  run: string | null;
+}
+
+/** The run folder above a checkpoint folder <run>/checkpoints/<step>, or null. */
+function runOf(checkpointDir: string): string | null {
+  const parent = dirname(checkpointDir);
+  return basename(parent) === 'checkpoints' ? dirname(parent) : null;
+}
+
+function isCheckpointDir(dir: string): boolean {
+  return [STATE_FILE, 'ema.safetensors', 'model.safetensors'].some((f) => existsSync(join(dir, f)));
+}
+
+function stepOf(dir: string): number | null {
+  try {
+    return readCheckpointState(dir).step;
+  } catch {
+    // a folder of weights without a training state still samples; only the step is unknown
+    return /^\d+$/.test(basename(dir)) ? Number(basename(dir)) : null;
+  }
+}
+
+/**
+ * The weights `--ckpt` names: a file as it is; a checkpoint folder's ema.safetensors (or
+ * model.safetensors when there is no EMA, or as `weights` says); a run folder's newest complete
+ * checkpoint. A missing path or file is a TorchError (E_IO) naming it.
+ */
+export function resolveCheckpoint(path: string, weights: 'ema' | 'model' | null = null): CheckpointSource {
+  let st;
+  try {
+    st = statSync(path);
+  } catch {
+    throw new TorchError(`--ckpt '${path}': no such file or folder`, 'E_IO');
+  }
+  if (st.isFile()) {
+    if (weights !== null) throw new UsageError(`--weights picks the file of a checkpoint folder; '${path}' is a file`, 'sample');
+    const dir = dirname(path);
+    const inCheckpoint = isCheckpointDir(dir) && runOf(dir) !== null;
+    return { weights: path, which: null, checkpoint: inCheckpoint ? dir : null, step: inCheckpoint ? stepOf(dir) : null, run: inCheckpoint ? runOf(dir) : null };
+  }
+  if (!st.isDirectory()) throw new TorchError(`--ckpt '${path}' is neither a file nor a folder`, 'E_IO');
+  let dir = path;
+  if (existsSync(join(path, 'checkpoints'))) {
+    const latest = latestCheckpoint(path);
+    if (!latest) throw new TorchError(`--ckpt '${path}': the run folder has no complete checkpoint under ${join(path, 'checkpoints')}`, 'E_IO');
+    dir = latest.dir;
+  } else if (!isCheckpointDir(path)) {
+    const hint = existsSync(join(path, 'train', 'checkpoints')) ? ` (the run folder may be ${join(path, 'train')})` : '';
+    throw new TorchError(`--ckpt '${path}' is a folder but neither a run folder (checkpoints/) nor a checkpoint folder ({ema,model}.safetensors)${hint}`, 'E_IO');
+  }
+  const which = weights ?? (existsSync(join(dir, 'ema.safetensors')) ? 'ema' : 'model');
+  const file = join(dir, `${which}.safetensors`);
+  if (!existsSync(file)) throw new TorchError(`--ckpt '${path}': no ${which} weights, '${file}' does not exist`, 'E_IO');
+  return { weights: file, which, checkpoint: dir, step: stepOf(dir), run: runOf(dir) };
+}
+
+// ---- the config ---------------------------------------------------------------------------------
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return v !== null && typeof v === 'object' && !Array.isArray(v);
+}
+
+/**
+ * The network and the transport of an official-layout config (model.network, model.transport; the
+ * data and training sections are not read). A missing model.transport is OT-FM, as for the trainer.
+ */
+export function readSampleConfig(path: string): { network: TiMConfig; transport: Transport } {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new TorchError(`cannot read config '${path}': ${(e as Error).message}`, 'E_IO');
+  }
+  let doc: unknown;
+  try {
+    doc = parseYaml(text); // JSON is YAML too
+  } catch (e) {
+    throw new TorchError(`config '${path}' is not valid YAML: ${(e as Error).message}`, 'E_FORMAT');
+  }
+  const model = isRecord(doc) && isRecord(doc.model) ? doc.model : null;
+  if (!model || !isRecord(model.network)) {
+    throw new TorchError(`config '${path}' has no model.network: tim sample reads the official layout (model.network {target, params}, model.transport {target, params})`, 'E_CONFIG');
+  }
+  const tr = model.transport ?? {};
+  if (!isRecord(tr)) throw new TorchError(`config '${path}': model.transport must be a mapping {target, params}`, 'E_CONFIG');
+  try {
+    const network = configFromValue({ model: { network: model.network } });
+    const transport = transportFromOfficialConfig({
+      target: typeof tr.target === 'string' ? tr.target : 'tim.schedulers.transports.OT_FM',
+      params: isRecord(tr.params) ? tr.params : {},
+    });
+    return { network, transport };
+  } catch (e) {
+    (e as Error).message = `config '${path}': ${(e as Error).message}`;
+    throw e;
+  }
+}
+
+// ---- noise ------------------------------------------------------------------------------------------
+
+const M64 = (1n << 64n) - 1n;
+
+/** SplitMix64's finalizer: a well-spread 64-bit value for each input (Steele, Lea & Flood 2014). */
+function splitmix64(x: bigint): bigint {
+  let z = (x + 0x9e3779b97f4a7c15n) & M64;
+  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & M64;
+  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & M64;
+  return z ^ (z >> 31n);
+}
+
+/** The RNG seed of image `index` of class `label` under `seed` (a 64-bit value for torch.manualSeed). */
+export function imageSeed(seed: number, label: number, index: number): bigint {
+  return splitmix64(splitmix64(splitmix64(BigInt(seed)) ^ BigInt(label)) ^ BigInt(index));
+}
+
+/**
+ * The starting noise of a batch of images: for each, torch.manualSeed(imageSeed(seed, label, index)),
+ * then z = randn(shape) and, when `numSteps` > 0, the per-step draws eps = randn([numSteps, ...shape])
+ * (used by the steps that are stochastic). Returns z (B, ...shape) and eps (numSteps, B, ...shape) or
+ * null. Moves the global CPU generator (the caller saves and restores it).
+ */
+export function imageNoise(seed: number, labels: readonly number[], indices: readonly number[], shape: readonly number[], numSteps = 0): { z: Tensor; eps: Tensor | null } {
+  return torch.scope(() => {
+    const zs: Tensor[] = [];
+    const eps: Tensor[] = [];
+    for (let k = 0; k < labels.length; k++) {
+      torch.manualSeed(imageSeed(seed, labels[k]!, indices[k]!));
+      zs.push(torch.randn([...shape]));
+      if (numSteps > 0) eps.push(torch.randn([numSteps, ...shape]));
+    }
+    return { z: torch.stack(zs, 0), eps: numSteps > 0 ? torch.stack(eps, 1) : null };
+  });
+}
+
+// ---- the command --------------------------------------------------------------------------------
+
+export interface NfeOutput {
+  nfe: number;
+  images: string;
+  grid: string;
+  samples: string | null;
+  seconds: number;
+}
+
+/**
+ * The command: checks the flags, finds the weights and the config, loads the model (and decoder)
+ * and samples each step count. Progress goes to `write` (default stderr, one line rewritten in place
+ * on a terminal); a JSON summary to `print`. Returns the exit status.
+ */
+export async function runSample(p: Parsed, print: (s: string) => void, write?: (s: string) => void): Promise<number> {
+  const s = sampleSettings(p);
+  const C = 'sample';
+  // What the flags name must exist before anything is loaded (exit 1, naming the file).
+  const src = resolveCheckpoint(s.ckpt, s.weights);
+  const runConfig = src.run !== null && existsSync(join(src.run, 'config.yaml')) ? join(src.run, 'config.yaml') : null;
+  const configPath = s.config ?? runConfig;
+  if (configPath === null) {
+    throw new TorchError(
+      `no config for '${src.weights}': pass --config <yaml> (the official layout: model.network and model.transport)` +
+      (src.run !== null ? `; the run folder '${src.run}' has no config.yaml` : '; the weights are not inside a run folder whose config.yaml could be used'),
+      'E_CONFIG',
+    );
+  }
+  if (!existsSync(configPath)) throw new TorchError(`--config '${configPath}': no such file`, 'E_IO');
+  if (s.decoder !== null && !existsSync(s.decoder)) throw new TorchError(`--decoder '${s.decoder}': no such file`, 'E_IO');
+  const { network, transport } = readSampleConfig(configPath);
+
+  if (network.variant !== 'c2i') throw new TorchError(`tim sample samples class-conditional (C2I) models; the config '${configPath}' is a ${network.variant.toUpperCase()} model`, 'E_CONFIG');
+  // Flags that are wrong for this model are usage errors too.
+  const classes = s.classes ?? Array.from({ length: network.numClasses }, (_, i) => i);
+  const bad = classes.find((c) => c >= network.numClasses);
+  if (bad !== undefined) throw new UsageError(`--class ${bad} is out of range: the model has ${network.numClasses} classes (0 to ${network.numClasses - 1})`, C);
+  if (s.decoder === null && network.inChannels !== 1 && network.inChannels !== 3) {
+    throw new UsageError(`--decoder <model.pt> is required: the model samples ${network.inChannels}-channel latents (in_channels ${network.inChannels}), not images; pass a TorchScript decoder (latents -> images in [-1, 1])`, C);
+  }
+  const tMax = s.tMax ?? transport.tMax;
+  const tMin = s.tMin ?? transport.tMin;
+  if (!(tMax > tMin)) throw new UsageError(`the time grid must run from --t-max down to --t-min, got t_max ${tMax}, t_min ${tMin} (transport ${transport.name}: ${transport.tMax} to ${transport.tMin})`, C);
+
+  if (s.threads !== null) torch.setNumThreads(s.threads);
+  const device: Device = s.device ?? (torch.cuda.isAvailable() ? 'cuda' : 'cpu');
+
+  let model: TiM;
+  try {
+    model = TiM.load(src.weights, { config: network, device });
+  } catch (e) {
+    (e as Error).message = `cannot load '${src.weights}' with the network of '${configPath}': ${(e as Error).message}`;
+    throw e;
+  }
+  let decoder: ScriptModule | null = null;
+  const display = new ProgressDisplay(write ?? ((x) => process.stderr.write(x)), write === undefined && Boolean(process.stderr.isTTY));
+  const saved = torch.getRngState();
+  const results: NfeOutput[] = [];
+  try {
+    if (s.decoder !== null) decoder = torch.jit.load(s.decoder, { device });
+    // only now that everything loaded, so a failed start leaves no empty output folder behind
+    try {
+      mkdirSync(s.out, { recursive: true });
+    } catch (e) {
+      throw new TorchError(`--out '${s.out}': cannot create the folder: ${(e as Error).message}`, 'E_IO');
+    }
+    display.message(
+      `tim sample: ${src.weights}${src.which ? ` (${src.which}${src.step !== null ? `, step ${src.step}` : ''})` : ''}, config ${configPath}, ` +
+      `${model.numParameters().toLocaleString('en-US')} parameters, ${device}; ${classes.length} class${classes.length === 1 ? '' : 'es'} × ${s.n}, steps ${s.steps.join(',')}` +
+      (s.cfg > 1 ? `, cfg ${s.cfg} on (${s.cfgInterval.join(', ')})` : '') + (s.stochasticity > 0 ? `, stochasticity ${s.stochasticity}` : ''),
+    );
+    if (s.stochasticity > 0 && transport.name !== 'OTFM') display.message(`tim sample: note: --stochasticity applies to the OT-FM step only; ${transport.name} steps are deterministic`);
+    const job: SweepJob = { s, model, transport, decoder, classes, tMax, tMin, device, src, display };
+    for (const nfe of s.steps) results.push(await sampleAtSteps(job, nfe));
+  } finally {
+    display.end();
+    torch.setRngState(saved);
+    decoder?.dispose();
+    model.dispose();
+  }
+  print(JSON.stringify({
+    ckpt: src.weights, weights: src.which, step: src.step, config: configPath, device, classes, n: s.n, seed: s.seed, out: s.out,
+    nfe: results.map((r) => ({ ...r, seconds: Number(r.seconds.toFixed(3)) })),
+  }));
+  return 0;
+}
+
+interface SweepJob {
+  s: SampleSettings;
+  model: TiM;
+  transport: Transport;
+  decoder: ScriptModule | null;
+  classes: number[];
+  tMax: number;
+  tMin: number;
+  device: Device;
+  src: CheckpointSource;
+  display: ProgressDisplay;
+}
+
+/** Every image at one step count: PNGs as batches finish, then the grid and the samples file. */
+async function sampleAtSteps(job: SweepJob, nfe: number): Promise<NfeOutput> {
+  const { s, model, transport, decoder, classes, device, display } = job;
+  const net = model.config;
+  const shape = [net.inChannels, net.inputSize, net.inputSize];
+  // class-major: the first n images are of classes[0], the next n of classes[1], ...
+  const labels = classes.flatMap((c) => new Array<number>(s.n).fill(c));
+  const indices = classes.flatMap(() => Array.from({ length: s.n }, (_, i) => i));
+  const total = labels.length;
+  const width = String(s.n - 1).length;
+  const cols = Math.min(s.n, GRID_COLUMNS);
+  const dir = join(s.out, `nfe-${nfe}`);
+  mkdirSync(dir, { recursive: true });
+  const parts: Tensor[] = [];
+  const cells: Tensor[] = [];
+  const t0 = performance.now();
+  try {
+    for (let start = 0; start < total; start += s.batch) {
+      const len = Math.min(s.batch, total - start);
+      const batchLabels = labels.slice(start, start + len);
+      const batchIdx = indices.slice(start, start + len);
+      const images = torch.noGrad(() => torch.scope(() => {
+        const { z, eps } = imageNoise(s.seed, batchLabels, batchIdx, shape, s.stochasticity > 0 ? nfe : 0);
+        const x = sample(model, transport, {
+          z: z.to(device), y: torch.tensor(batchLabels, { dtype: 'int64', device }), numSteps: nfe,
+          cfgScale: s.cfg, cfgLow: s.cfgInterval[0], cfgHigh: s.cfgInterval[1], stochasticityRatio: s.stochasticity,
+          sampleType: s.sampleType, tMax: job.tMax, tMin: job.tMin, ...(eps ? { noise: eps.to(device) } : {}),
+        });
+        const im = decoder ? decodeLatents(decoder, x, { mean: s.latentMean ?? 0, std: s.latentStd ?? 1 }) : x;
+        return im.to({ device: 'cpu', dtype: 'float32' }).clamp(-1, 1).contiguous();
+      }));
+      try {
+        const sh = images.shape;
+        if (sh.length !== 4 || sh[0] !== len || sh[1]! < 1 || sh[1]! > 4) {
+          throw new TorchError(`${decoder ? 'the decoder' : 'the sampler'} returned [${sh.join(', ')}]; expected images (${len}, C, H, W) with 1 to 4 channels`, 'E_SHAPE');
+        }
+        for (let k = 0; k < len; k++) {
+          const i = batchIdx[k]!;
+          torch.scope(() => savePng(join(dir, `${batchLabels[k]}-${String(i).padStart(width, '0')}.png`), images.select(0, k)));
+          if (i < cols) cells.push(torch.scope(() => images.select(0, k).clone()));
+        }
+      } catch (e) {
+        images.dispose();
+        throw e;
+      }
+      if (s.safetensors) parts.push(images);
+      else images.dispose();
+      const done = start + len;
+      const rate = (done * 1000) / Math.max(1, performance.now() - t0);
+      display.update(`tim sample: nfe ${nfe}  ${done}/${total} images [${Math.floor((100 * done) / total)}%]  ${rate.toFixed(1)} img/s  ETA ${formatDuration(rate > 0 ? (total - done) / rate : NaN)}`);
+      // a turn of the event loop per batch: signals, timers and an in-process caller's I/O get in
+      await new Promise<void>((r) => setImmediate(r));
+    }
+    const grid = join(s.out, `grid-nfe${nfe}.png`);
+    torch.scope(() => savePng(grid, makeGrid(cells, { nrow: cols, padValue: -1 })));
+    let samples: string | null = null;
+    if (s.safetensors) {
+      samples = join(s.out, `nfe-${nfe}.safetensors`);
+      const file = samples;
+      torch.scope(() => torch.save({ images: torch.cat(parts, 0), labels: torch.tensor(labels, { dtype: 'int64' }) }, file, metadataOf(job, nfe)));
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    display.message(`tim sample: nfe ${nfe}: ${total} images in ${seconds.toFixed(1)} s -> ${dir}/, ${grid}${samples ? `, ${samples}` : ''}`);
+    return { nfe, images: dir, grid, samples, seconds };
+  } finally {
+    for (const t of [...parts, ...cells]) t.dispose();
+  }
+}
+
+/** The settings a samples file came from (strings: safetensors metadata); nothing time- or host-dependent. */
+function metadataOf(job: SweepJob, nfe: number): Record<string, string> {
+  const { s, src } = job;
+  return {
+    format: 'tim-torch.samples',
+    ckpt: src.weights,
+    ...(src.step !== null ? { step: String(src.step) } : {}),
+    nfe: String(nfe),
+    seed: String(s.seed),
+    classes: job.classes.join(','),
+    n: String(s.n),
+    cfg: String(s.cfg),
+    cfg_interval: s.cfgInterval.join(','),
+    stochasticity: String(s.stochasticity),
+    sample_type: s.sampleType,
+    t_max: String(job.tMax),
+    t_min: String(job.tMin),
+    transport: job.transport.name,
+  };
+}
