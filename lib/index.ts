@@ -26,6 +26,8 @@ export * as data from './tim/data/index.js';
 export { encodePng, decodePng, savePng, makeGrid, decodeImageHost, type GridOptions, type HostImage } from './tim/image.js';
 /** Training (official trainer_c2i.py over an official-layout YAML): `Trainer.create({ config, outDir }).train()`; docs/training.md. */
 export { Trainer, type TrainerOptions, type TrainResult } from './tim/trainer.js';
+/** Data-parallel training over torch.distributed (the Trainer's `distributed` option, `tim train --nproc`); docs/distributed.md. */
+export { DataParallel, type DataParallelOptions } from './tim/data_parallel.js';
 export { readTrainConfig, parseTrainConfig, effectiveLearningRate, transportFromOfficialConfig, type TrainConfig, type MixedPrecision } from './tim/train_config.js';
 export { listCheckpoints, latestCheckpoint, type CheckpointState } from './tim/checkpoint.js';
 export { type StepMetrics, type StepLosses } from './tim/progress.js';

@@ -11,4 +11,5 @@ export * as schedule from './schedule.js';
 export * as data from './data/index.js';
 export { encodePng, decodePng, savePng, makeGrid, type GridOptions } from './image.js';
 export { Trainer, type TrainerOptions, type TrainResult } from './trainer.js';
+export { DataParallel, planBuckets, BUCKET_BYTES, type DataParallelOptions } from './data_parallel.js';
 export { readTrainConfig, parseTrainConfig, effectiveLearningRate, transportFromOfficialConfig, type TrainConfig, type TrainingSection, type DataSection, type MixedPrecision } from './train_config.js';

@@ -12,7 +12,7 @@
  *              allow_tf32, ...: recognised, unused)
  *
  * Keys this package adds (all optional, all under `training`): seed, log_steps, sample_steps,
- * sample_classes, sample_num_steps, sample_cfg_scale. Unknown keys are errors (a typo must not
+ * sample_classes, sample_num_steps, sample_cfg_scale, dist_timeout. Unknown keys are errors (a typo must not
  * silently train something else); recognised-but-unused official keys are listed in `ignored`.
  */
 import { readFileSync } from 'node:fs';
@@ -57,13 +57,22 @@ export interface TrainingSection {
   seed: number;
   /** progress/metrics every this many steps (default 1) */
   logSteps: number;
+  /**
+   * seconds a rank waits for its peers (process group start, every collective) before failing with
+   * E_DIST (ours; null: env TIM_DIST_TIMEOUT_MS, else 300). Must exceed rank 0's longest pause
+   * (checkpoint writes, sample grids), during which the others wait.
+   */
+  distTimeout: number | null;
 }
 
 export interface DataSection {
   dataType: string;
   /** data.dataset as written (snake_case keys) */
   dataset: Record<string, unknown>;
-  /** per micro-batch (official data.dataloader.batch_size) */
+  /**
+   * per micro-batch and process (official data.dataloader.batch_size, per device): the global batch of
+   * an optimizer step is batchSize · processes · gradient_accumulation_steps
+   */
   batchSize: number;
 }
 
@@ -90,7 +99,7 @@ const TRAINING_KEYS = [
   'learning_rate_base_batch_size', 'scale_lr', 'lr_scheduler', 'lr_warmup_steps', 'gradient_accumulation_steps', 'optimizer',
   'max_grad_norm', 'mixed_precision', 'validation_steps', 'checkpoint_list',
   // ours
-  'seed', 'log_steps', 'sample_steps', 'sample_classes', 'sample_num_steps', 'sample_cfg_scale',
+  'seed', 'log_steps', 'sample_steps', 'sample_classes', 'sample_num_steps', 'sample_cfg_scale', 'dist_timeout',
 ];
 const TRAINING_IGNORED = ['tracker', 'tracker_project_name', 'tracker_kwargs', 'allow_tf32', 'proportion_empty_prompts', 'fsdp_config'];
 const SCHEDULERS: readonly SchedulerName[] = ['linear', 'cosine', 'cosine_with_restarts', 'polynomial', 'constant', 'constant_with_warmup'];
@@ -254,7 +263,11 @@ export function parseTrainConfig(doc: unknown): TrainConfig {
     sampleCfgScale: num(t, 'sample_cfg_scale', 'training', 1),
     seed: int(t, 'seed', 'training', 0, 0),
     logSteps: int(t, 'log_steps', 'training', 1, 1),
+    distTimeout: t.dist_timeout === undefined || t.dist_timeout === null ? null : num(t, 'dist_timeout', 'training'),
   };
+  if (trainingSection.distTimeout !== null && !(trainingSection.distTimeout > 0 && trainingSection.distTimeout * 1000 <= 2 ** 31 - 1)) {
+    throw cfgError(`training.dist_timeout must be a number of seconds in (0, 2147483], got ${trainingSection.distTimeout}`);
+  }
   if (trainingSection.learningRate <= 0) throw cfgError(`training.learning_rate must be > 0, got ${trainingSection.learningRate}`);
 
   return {

@@ -15,12 +15,22 @@
  * loader position, the optimizer, scheduler and EMA, so a resumed run continues bit for bit
  * (tested by killing a real process). Sample grids save and restore the RNG state around
  * themselves and so change nothing in training.
+ *
+ * Data parallel (several processes, lib/tim/data_parallel.ts; docs/distributed.md): every rank
+ * holds the whole model and reads its own shard of the global stream (batch_size per process, as
+ * the official trainer: the global batch is batch_size · processes · accumulation). Each rank draws
+ * the randomness of the whole global micro-batch from the same generator and keeps its own rows, so
+ * every sample gets the noise, times and dropout coin it would get on one process: N processes at
+ * batch B/N train the same run as one at B, and a checkpoint (RNG state, global data position)
+ * resumes with any number of processes. Gradients are averaged by bucketed all-reduce before the
+ * clip, so optimizer, schedule and EMA stay identical on every rank; rank 0 alone writes.
  */
 import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { stringify as toYaml } from 'yaml';
 import * as torch from '../torch/index.js';
 import { TorchError, argError } from '../torch/errors.js';
+import * as dist from '../torch/distributed.js';
 import type { Tensor } from '../torch/tensor.js';
 import type { Device } from '../torch/dtype.js';
 import { AdamW, Adam, SGD, getScheduler, type LambdaLR, type Optimizer, type BaseHyper } from '../torch/optim/index.js';
@@ -38,9 +48,10 @@ import {
 } from './train_config.js';
 import { datasetFromConfig } from './train_data.js';
 import {
-  writeCheckpoint, pruneCheckpoints, resolveResume, readCheckpointState, removeStaleTemps, writeFileAtomicSync,
+  writeCheckpoint, pruneCheckpoints, resolveResume, readCheckpointState, removeStaleTemps, writeFileAtomicSync, checkpointsDir,
   type CheckpointState,
 } from './checkpoint.js';
+import { DataParallel, type DataParallelOptions } from './data_parallel.js';
 import { MetricsLog, ProgressDisplay, RateMeter, progressLine, type StepMetrics, type StepLosses } from './progress.js';
 
 export interface TrainerOptions {
@@ -71,6 +82,39 @@ export interface TrainerOptions {
   tty?: boolean;
   /** batches loaded ahead (default 1) */
   prefetch?: number;
+  /**
+   * Data-parallel training over torch.distributed. Default: on when the env says this process is
+   * one of several (WORLD_SIZE > 1, as set by `tim train --nproc` or torchrun), or when the caller
+   * already initialized torch.distributed. true: join from the env even with one process; false:
+   * never; an object: init options (rank, worldSize, masterAddr, masterPort, timeoutMs, backend,
+   * bucketBytes), the env filling the rest. timeoutMs defaults to training.dist_timeout.
+   */
+  distributed?: boolean | DataParallelOptions;
+}
+
+/** How this process takes part in data-parallel training (null: alone). */
+interface DistributedPlan {
+  rank: number;
+  worldSize: number;
+  localRank: number;
+  init: DataParallelOptions;
+}
+
+function distributedPlan(opt: TrainerOptions['distributed'], timeoutS: number | null): DistributedPlan | null {
+  if (opt === false) return null;
+  if (opt !== undefined && opt !== true && (opt === null || typeof opt !== 'object')) {
+    throw argError('type', 'Trainer.create: distributed must be a boolean or an options object');
+  }
+  const init: DataParallelOptions = typeof opt === 'object' ? { ...opt } : {};
+  if (init.timeoutMs === undefined && timeoutS !== null) init.timeoutMs = Math.round(timeoutS * 1000);
+  if (dist.isInitialized()) return { rank: dist.rank(), worldSize: dist.worldSize(), localRank: dist.localRank(), init };
+  if (opt === undefined) {
+    // automatic: only when a launcher said this process is one of several
+    const ws = (init.env ?? process.env).WORLD_SIZE;
+    if (ws === undefined || ws.trim() === '' || Number(ws) <= 1) return null;
+  }
+  const r = dist.resolveInitOptions(init); // validates the env now (E_DIST), before any model is built
+  return { rank: r.rank, worldSize: r.worldSize, localRank: r.localRank, init };
 }
 
 export interface TrainResult {
@@ -140,6 +184,9 @@ export class Trainer {
   readonly scheduler: LambdaLR;
   readonly loader: DataLoader;
   readonly learningRate: number;
+  /** this process's rank and the number of processes (0 and 1 when not data parallel) */
+  readonly rank: number;
+  readonly worldSize: number;
   /** optimizer steps done */
   step = 0;
   /** the checkpoint this run resumed from, or null */
@@ -151,13 +198,19 @@ export class Trainer {
   private metrics: MetricsLog | null = null;
   private closed = false;
   private stopRequested = false;
+  /** data parallel: a stop all ranks agreed on at the last step (any rank's request counts) */
+  private stopAgreed = false;
   private warmedUp = false;
+  private readonly distPlan: DistributedPlan | null;
+  private dp: DataParallel | null = null;
+  /** a step or collective threw: close() then does no collective (the peers may be gone) */
+  private failed = false;
 
   private constructor(p: {
     config: TrainConfig; outDir: string; maxSteps: number; device: Device; mixedPrecision: MixedPrecision; seed: number;
     model: TiM; ema: EMA | null; transport: Transport; loss: TransitionLoss; optimizer: Optimizer<BaseHyper>; scheduler: LambdaLR;
     loader: DataLoader; params: Tensor[]; learningRate: number; step: number; resumedFrom: string | null; decoder?: Decoder;
-    write: (s: string) => void; tty: boolean;
+    write: (s: string) => void; tty: boolean; distPlan: DistributedPlan | null;
   }) {
     this.config = p.config;
     this.outDir = p.outDir;
@@ -177,8 +230,12 @@ export class Trainer {
     this.step = p.step;
     this.resumedFrom = p.resumedFrom;
     this.decoder = p.decoder;
-    this.write = p.write;
-    this.display = new ProgressDisplay(p.write, p.tty);
+    this.distPlan = p.distPlan;
+    this.rank = p.distPlan?.rank ?? 0;
+    this.worldSize = p.distPlan?.worldSize ?? 1;
+    // Only rank 0 reports (progress, messages); the others would repeat it N times.
+    this.write = this.rank === 0 ? p.write : () => {};
+    this.display = new ProgressDisplay(this.write, p.tty);
   }
 
   /**
@@ -188,7 +245,7 @@ export class Trainer {
    */
   static create(opts: TrainerOptions): Trainer {
     if (!opts || typeof opts !== 'object') throw argError('type', 'Trainer.create: options {config, outDir} required');
-    const known = ['config', 'outDir', 'maxSteps', 'resume', 'dataset', 'device', 'mixedPrecision', 'seed', 'decoder', 'write', 'tty', 'prefetch'];
+    const known = ['config', 'outDir', 'maxSteps', 'resume', 'dataset', 'device', 'mixedPrecision', 'seed', 'decoder', 'write', 'tty', 'prefetch', 'distributed'];
     for (const k of Object.keys(opts)) if (!known.includes(k)) throw argError('type', `Trainer.create: unknown option '${k}' (known: ${known.join(', ')})`, 'E_OPTION');
     const config = typeof opts.config === 'string' ? readTrainConfig(opts.config)
       : isTrainConfig(opts.config) ? opts.config : parseTrainConfig(opts.config);
@@ -196,7 +253,13 @@ export class Trainer {
     const t = config.training;
     const maxSteps = opts.maxSteps ?? t.maxTrainSteps;
     if (!Number.isSafeInteger(maxSteps) || maxSteps < 1) throw argError('range', `Trainer.create: maxSteps must be a positive integer, got ${maxSteps}`);
-    const device: Device = opts.device ?? (torch.cuda.isAvailable() ? 'cuda' : 'cpu');
+    const distPlan = distributedPlan(opts.distributed, t.distTimeout);
+    let device: Device = opts.device ?? (torch.cuda.isAvailable() ? 'cuda' : 'cpu');
+    // One process per GPU: a plain 'cuda' means this rank's own device.
+    if (distPlan && device === 'cuda') device = `cuda:${distPlan.localRank}`;
+    if (distPlan && distPlan.init.backend === undefined) {
+      distPlan.init.backend = String(device).startsWith('cuda') && dist.isAvailable('nccl') ? 'nccl' : 'gloo';
+    }
     const mixedPrecision = opts.mixedPrecision ?? t.mixedPrecision;
     if (mixedPrecision !== 'no' && mixedPrecision !== 'bf16' && mixedPrecision !== 'fp16') {
       throw argError('range', `Trainer.create: mixedPrecision must be no, bf16 or fp16, got ${String(mixedPrecision)}`);
@@ -233,7 +296,7 @@ export class Trainer {
       if (ema) owned.push(ema);
       const params = torch.keep(model.parameters());
       owned.push({ dispose: () => params.forEach((p) => p.dispose()) });
-      const learningRate = effectiveLearningRate(config);
+      const learningRate = effectiveLearningRate(config, distPlan?.worldSize ?? 1);
       const optimizer = makeOptimizer(t.optimizer.name, params, learningRate, t.optimizer.params);
       owned.push(optimizer);
       const scheduler = getScheduler(t.lrScheduler, optimizer, { numWarmupSteps: t.lrWarmupSteps, numTrainingSteps: t.maxTrainSteps });
@@ -251,16 +314,19 @@ export class Trainer {
         const rng = state.rng as Record<string, unknown> | undefined;
         torch.setRngState(unbase64(rng?.cpu, 'rng.cpu'));
         if (String(device).startsWith('cuda') && rng?.cuda !== undefined) torch.setRngState(unbase64(rng.cuda, 'rng.cuda'), device);
-        loaderState = state.data as LoaderState;
+        // the global stream position: independent of the number of processes that wrote it
+        const d = state.data as Partial<LoaderState> | undefined;
+        loaderState = { epoch: d?.epoch as number, index: d?.index as number, seed: d?.seed as number };
         step = state.step;
       }
       const loader = new DataLoader(dataset, {
-        batchSize: config.data.batchSize, seed, device, prefetch: opts.prefetch ?? 1, ...(loaderState ? { state: loaderState } : {}),
+        batchSize: config.data.batchSize, seed, device, prefetch: opts.prefetch ?? 1,
+        rank: distPlan?.rank ?? 0, worldSize: distPlan?.worldSize ?? 1, ...(loaderState ? { globalState: loaderState } : {}),
       });
       const trainer = new Trainer({
         config, outDir, maxSteps, device, mixedPrecision, seed, model, ema, transport, loss, optimizer, scheduler, loader, params,
         learningRate, step, resumedFrom: resume?.dir ?? null, decoder: opts.decoder, write,
-        tty: opts.tty ?? Boolean(process.stderr.isTTY),
+        tty: opts.tty ?? Boolean(process.stderr.isTTY), distPlan,
       });
       return trainer;
     } catch (e) {
@@ -272,6 +338,49 @@ export class Trainer {
   /** Micro-batches per optimizer step. */
   get accumulation(): number {
     return this.config.training.gradientAccumulationSteps;
+  }
+
+  /** Samples per optimizer step over all processes: batch_size · processes · accumulation. */
+  get globalBatchSize(): number {
+    return this.config.data.batchSize * this.worldSize * this.accumulation;
+  }
+
+  /** The data-parallel group once connected (null when training alone or before connect()). */
+  get dataParallel(): DataParallel | null {
+    return this.dp;
+  }
+
+  /**
+   * Data parallel: joins the process group, checks that every rank stands at the same step and data
+   * position (resumed from the same checkpoint), and copies rank 0's parameters and buffers (model
+   * and EMA) into every rank. train() and trainStep() call it; once is enough, later calls return.
+   */
+  async connect(): Promise<void> {
+    this.alive();
+    if (this.dp || !this.distPlan) return;
+    const plan = this.distPlan;
+    const dp = await DataParallel.join(plan.init);
+    this.dp = dp;
+    try {
+      if (dp.rank !== this.rank || dp.worldSize !== this.worldSize) {
+        throw new TorchError(`data parallel: joined as rank ${dp.rank} of ${dp.worldSize}, but the data were sharded for rank ${this.rank} of ${this.worldSize}`, 'E_DIST');
+      }
+      const where = await dp.allGatherNumbers([this.step, this.loader.globalSamples], 'data parallel start: step check');
+      const odd = where.findIndex((w) => w[0] !== where[0]![0] || w[1] !== where[0]![1]);
+      if (odd >= 0) {
+        throw new TorchError(
+          `data parallel start: rank 0 is at step ${where[0]![0]} (sample ${where[0]![1]}) but rank ${odd} at step ${where[odd]![0]} (sample ${where[odd]![1]}): ` +
+          'the ranks resumed from different checkpoints (do they share the run folder?)', 'E_DIST');
+      }
+      await torch.scopeAsync(async () => {
+        const tensors = Object.values(this.model.stateDict());
+        if (this.ema) tensors.push(...Object.values(this.ema.module.stateDict()));
+        await dp.broadcast(tensors, 'data parallel start: broadcast of rank 0\'s weights');
+      });
+    } catch (e) {
+      this.failed = true;
+      throw e;
+    }
   }
 
   /** Runs fn under the configured autocast (bf16 on CPU/CUDA, fp16 on CUDA) or as it is. */
@@ -287,6 +396,16 @@ export class Trainer {
    */
   async trainStep(): Promise<StepLosses> {
     this.alive();
+    try {
+      await this.connect();
+      return await this.runStep();
+    } catch (e) {
+      this.failed = true;
+      throw e;
+    }
+  }
+
+  private async runStep(): Promise<StepLosses> {
     if (!this.warmedUp) this.warmUp();
     const accum = this.accumulation;
     const sums = { w: 0, d: 0, p: 0 };
@@ -294,7 +413,7 @@ export class Trainer {
       const batch = await this.loader.next();
       try {
         torch.scope(() => {
-          const d = this.microStep(batch.x, batch.y, accum);
+          const d = this.microStep(batch.x, batch.y, batch.rows, accum);
           sums.w += d.weightedLoss / accum;
           sums.d += d.denoisingLoss / accum;
           sums.p += d.projLoss / accum;
@@ -304,6 +423,8 @@ export class Trainer {
         batch.y.dispose();
       }
     }
+    if (this.dp) await this.syncStep(sums);
+    else this.stopAgreed = this.stopRequested;
     const lr = this.optimizer.paramGroups[0]!.lr;
     const maxNorm = this.config.training.maxGradNorm;
     const gradNorm = maxNorm > 0 ? torch.nn.utils.clipGradNorm_(this.params, maxNorm) : null;
@@ -318,17 +439,64 @@ export class Trainer {
     };
   }
 
-  /** One micro-batch: noise, label dropout, the loss, backward of (weighted + proj_coeff·proj) / accum. */
-  private microStep(x: Tensor, y: Tensor, accum: number): LossDict {
+  /**
+   * Data parallel, after the micro-batches: the step's loss terms (the logged loss is the mean over
+   * all ranks), the stop flag (any rank's request stops all, at the same step) and the number of
+   * gradients (all ranks must have the same) summed in one small all-reduce; then the gradients
+   * averaged in buckets. Every rank then clips and steps on the same gradients.
+   */
+  private async syncStep(sums: { w: number; d: number; p: number }): Promise<void> {
+    const dp = this.dp!;
+    const ws = this.worldSize;
+    const next = this.step + 1;
+    const grads = torch.scope(() => this.params.reduce((n, p) => n + (p.grad ? 1 : 0), 0));
+    const [w, d, p, stop, count] = await dp.allReduceSum(
+      [sums.w, sums.d, sums.p, this.stopRequested ? 1 : 0, grads], `step ${next}: metrics all-reduce`);
+    if (count !== grads * ws) {
+      throw new TorchError(`step ${next}: the ranks disagree on which parameters have gradients (${grads} here, ${count} over ${ws} ranks)`, 'E_DIST');
+    }
+    sums.w = w! / ws;
+    sums.d = d! / ws;
+    sums.p = p! / ws;
+    this.stopAgreed = stop! > 0;
+    await dp.allReduceGradients(this.params, `step ${next}: gradient all-reduce`);
+  }
+
+  /**
+   * One micro-batch: noise, label dropout, the loss, backward of (weighted + proj_coeff·proj) / accum.
+   * `rows`: this rank's rows of the global micro-batch (DataLoader Batch.rows).
+   */
+  private microStep(x: Tensor, y: Tensor, rows: Int32Array | null, accum: number): LossDict {
     const net = this.config.network;
     const p = net.classDropoutProb;
     const B = x.shape[0]!;
-    const z = torch.randnLike(x);
+    const ws = this.worldSize;
+    let z: Tensor, u: Tensor | null;
+    let times: { t?: Tensor; r?: Tensor; nDiffusion?: number } = {};
+    if (ws === 1) {
+      z = torch.randnLike(x);
+      // official order: noise first, then the dropout coin (the times are drawn in the loss)
+      u = p > 0 ? torch.rand([B], { device: x.device }) : null;
+    } else {
+      // The whole global micro-batch's draws, in the same order and shapes as one process with
+      // batch ws·B would make them, from a generator that is in the same state on every rank; this
+      // rank keeps its own rows. Costs ws× the (small) noise draw; buys equality with one process.
+      if (!rows || rows.length !== B) throw new TorchError('data parallel: the batch carries no global rows (Batch.rows)', 'E_STATE');
+      const Bg = B * ws;
+      const idx = torch.tensor(Array.from(rows), { dtype: 'int64', device: x.device });
+      z = torch.randn([Bg, ...x.shape.slice(1)], { dtype: x.dtype, device: x.device }).indexSelect(0, idx);
+      u = p > 0 ? torch.rand([Bg], { device: x.device }).indexSelect(0, idx) : null;
+      const g = this.loss.sampleTimes(Bg, { dtype: x.dtype, device: x.device });
+      // The global batch's diffusion rows (r = t) lead it; rows ascend, so this rank's diffusion rows
+      // lead its batch too, as the loss expects. Consistency rows carry r = T_min in r itself.
+      let nDiffusion = 0;
+      for (const r of rows) if (r < g.nDiffusion) nDiffusion++;
+      times = { t: g.t.indexSelect(0, idx), r: g.r.indexSelect(0, idx), nDiffusion };
+    }
     const yNull = torch.fullLike(y, net.numClasses);
-    // official order: noise first, then the dropout coin
-    const yIn = p > 0 ? torch.where(torch.rand([B], { device: x.device }).lt(p), yNull, y) : y;
+    const yIn = u ? torch.where(u.lt(p), yNull, y) : y;
     const out = this.autocast(() => this.loss.compute({
-      model: this.model, x, z, y: yIn, useDirLoss: true,
+      model: this.model, x, z, y: yIn, useDirLoss: true, ...times,
       ...(this.transport.enhanceTarget ? { emaModel: this.ema ? this.ema.module : this.model, yEma: y, yNull } : {}),
     }));
     out.weightedLoss.add(out.projLoss.mul(this.config.projCoeff)).div(accum).backward();
@@ -350,11 +518,15 @@ export class Trainer {
       torch.scope(() => {
         const [c, h, w] = this.loader.dataset.sampleShape;
         const B = this.config.data.batchSize;
+        // the rows the real steps will have (fixed for a run: ranks advance by worldSize·B samples)
+        const ws = this.worldSize;
+        const first = (((this.rank - (this.loader.globalSamples % ws)) % ws) + ws) % ws;
+        const rows = Int32Array.from({ length: B }, (_, k) => first + ws * k);
         for (let i = 0; i < 2; i++) {
           torch.scope(() => {
             const x = torch.randn([B, c, h, w], { device: this.device });
             const y = torch.randint(0, this.config.network.numClasses, [B], { device: this.device });
-            this.microStep(x, y, 1);
+            this.microStep(x, y, rows, 1);
           });
         }
       });
@@ -364,17 +536,28 @@ export class Trainer {
     }
   }
 
-  /** The whole state a resume needs, as checkpoint `<out>/checkpoints/<step>`; prunes old ones. */
+  /**
+   * The whole state a resume needs, as checkpoint `<out>/checkpoints/<step>`; prunes old ones.
+   * Data parallel: only rank 0 writes (the others return the folder it writes); train() checks
+   * the ranks are in sync before and holds them at a barrier after.
+   *
+   * The data position is the global stream's ({epoch, index} of the epoch's permutation, and
+   * `samples` consumed in all), the RNG state is the one every rank shares: both are the same for
+   * any number of processes, so a run saved with N processes resumes with M.
+   */
   saveCheckpoint(): string {
     this.alive();
+    if (this.rank !== 0) return join(checkpointsDir(this.outDir), String(this.step));
     const t = this.config.training;
     const rng: Record<string, string> = { cpu: base64(torch.getRngState()) };
     if (String(this.device).startsWith('cuda')) rng.cuda = base64(torch.getRngState(this.device));
     const state: CheckpointState = {
       format: 'tim-torch.train', version: 1, step: this.step,
-      rng, data: this.loader.state, scheduler: this.scheduler.stateDict(), seed: this.seed,
+      rng, data: { ...this.loader.globalState, samples: this.loader.globalSamples },
+      scheduler: this.scheduler.stateDict(), seed: this.seed,
       lr: this.optimizer.paramGroups[0]!.lr, mixedPrecision: this.mixedPrecision, network: this.config.network,
       keep: t.checkpointList.includes(this.step),
+      worldSize: this.worldSize, globalBatchSize: this.globalBatchSize,
     };
     const dir = writeCheckpoint(this.outDir, state, (tmp) => {
       this.model.save(join(tmp, 'model.safetensors'));
@@ -441,11 +624,37 @@ export class Trainer {
    */
   async train(): Promise<TrainResult> {
     this.alive();
+    try {
+      await this.connect();
+      return await this.trainLoop();
+    } catch (e) {
+      this.failed = true;
+      throw e;
+    }
+  }
+
+  /** Checkpoint at this step: in sync check, rank 0 writes, every rank waits for it. */
+  private async checkpointAll(): Promise<string> {
+    if (this.dp) {
+      const dp = this.dp;
+      await torch.scopeAsync(async () => {
+        const tensors = [...this.params, ...(this.ema ? this.ema.module.parameters() : [])];
+        await dp.checkInSync(tensors, `step ${this.step}: weights check before the checkpoint`);
+      });
+    }
+    const dir = this.saveCheckpoint();
+    if (this.dp) await this.dp.barrier(`step ${this.step}: barrier after rank 0's checkpoint`);
+    return dir;
+  }
+
+  private async trainLoop(): Promise<TrainResult> {
     const t = this.config.training;
+    const main = this.rank === 0;
     mkdirSync(this.outDir, { recursive: true });
     const cfgPath = join(this.outDir, 'config.yaml');
-    if (!existsSync(cfgPath) || !this.resumedFrom) writeFileAtomicSync(cfgPath, toYaml(this.config.raw));
-    this.metrics = new MetricsLog(join(this.outDir, 'metrics.jsonl'), this.resumedFrom ? this.step : null);
+    if (main && (!existsSync(cfgPath) || !this.resumedFrom)) writeFileAtomicSync(cfgPath, toYaml(this.config.raw));
+    // rank 0 alone logs; the others keep no file open
+    this.metrics = main ? new MetricsLog(join(this.outDir, 'metrics.jsonl'), this.resumedFrom ? this.step : null) : null;
     const meter = new RateMeter();
     meter.tick();
     const t0 = performance.now();
@@ -455,10 +664,20 @@ export class Trainer {
     let lastLoggedStep = this.step;
     let checkpoint: string | null = null;
     let checkpointStep = -1;
+    const ws = this.worldSize;
+    const baseLr = this.scheduler.baseLrs[0]!;
     this.display.message(
       `tim train: ${this.model.numParameters().toLocaleString('en-US')} parameters, ${this.loader.dataset.name} (${this.loader.dataset.length} samples), ` +
-      `batch ${this.config.data.batchSize}×${this.accumulation}, lr ${this.learningRate.toExponential(3)}, ${this.mixedPrecision === 'no' ? 'float32' : this.mixedPrecision}, ${this.device}` +
+      (ws > 1
+        ? `${ws} processes (${this.dp!.backend}), global batch ${this.globalBatchSize} = ${this.config.data.batchSize}×${ws}×${this.accumulation}`
+        : `batch ${this.config.data.batchSize}×${this.accumulation}`) +
+      `, lr ${this.learningRate.toExponential(3)}, ${this.mixedPrecision === 'no' ? 'float32' : this.mixedPrecision}, ${this.device}` +
       (this.resumedFrom ? `, resumed at step ${this.step} from ${this.resumedFrom}` : '') +
+      // a resume keeps the checkpoint's schedule (as accelerate's load_state), also when scale_lr
+      // with another number of processes would now give another learning rate
+      (this.resumedFrom && Math.abs(baseLr - this.learningRate) > 1e-12 * this.learningRate
+        ? `\n  note: the checkpoint's learning rate ${baseLr.toExponential(3)} is kept (scale_lr with this global batch would give ${this.learningRate.toExponential(3)})`
+        : '') +
       (this.config.ignored.length ? `\n  unused official keys: ${this.config.ignored.join(', ')}` : ''),
     );
     try {
@@ -467,14 +686,15 @@ export class Trainer {
         // the event loop ever turning: signals (SIGINT → requestStop), timers and I/O callbacks
         // would wait for the end of training. One macrotask turn per step lets them in.
         await new Promise<void>((r) => setImmediate(r));
-        if (this.stopRequested) {
+        // (data parallel: a stop all ranks agreed on in the last step, so they all stop here)
+        if (this.dp ? this.stopAgreed : this.stopRequested) {
           if (checkpointStep !== this.step) {
-            checkpoint = this.saveCheckpoint();
+            checkpoint = await this.checkpointAll();
             this.display.message(`checkpoint: ${checkpoint}`);
           }
           break;
         }
-        const m = await this.trainStep();
+        const m = await this.runStep();
         meter.tick();
         const s = this.step;
         if (s % t.logSteps === 0 || s === this.maxSteps) {
@@ -482,25 +702,26 @@ export class Trainer {
           const itS = ((s - lastLoggedStep) * 1000) / Math.max(1e-9, now - lastTick);
           lastTick = now;
           lastLoggedStep = s;
-          last = { ...m, it_s: itS, sps: itS * this.config.data.batchSize * this.accumulation };
-          this.metrics.add(last);
-          this.metrics.flush();
+          last = { ...m, it_s: itS, sps: itS * this.globalBatchSize };
+          this.metrics?.add(last);
+          this.metrics?.flush();
           const rate = meter.rate;
           this.display.update(progressLine(last, this.maxSteps, rate > 0 ? (this.maxSteps - s) / rate : NaN));
         }
-        if (t.sampleSteps > 0 && s % t.sampleSteps === 0) {
+        // rank 0 alone samples; the others go on and wait for it in the next step's all-reduce
+        if (main && t.sampleSteps > 0 && s % t.sampleSteps === 0) {
           const files = this.sampleGrids();
           this.display.message(`samples: ${files.join(', ')}`);
         }
         if (s % t.checkpointingSteps === 0 || t.checkpointList.includes(s) || s === this.maxSteps) {
-          checkpoint = this.saveCheckpoint();
+          checkpoint = await this.checkpointAll();
           checkpointStep = s;
           this.display.message(`checkpoint: ${checkpoint}`);
         }
       }
     } finally {
       this.display.end();
-      this.metrics.close();
+      this.metrics?.close();
       this.metrics = null;
     }
     const secs = (performance.now() - t0) / 1000;
@@ -512,16 +733,28 @@ export class Trainer {
     this.stopRequested = true;
   }
 
-  /** Stops the loader and frees the model, EMA, optimizer state and parameter handles. */
+  /**
+   * Stops the loader and frees the model, EMA, optimizer state and parameter handles. Data parallel:
+   * after a normal end, waits for every rank and leaves the group; after a failure it does no
+   * collective (the peers may be gone or elsewhere) and the process is expected to exit.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    await this.loader.close();
-    this.metrics?.close();
-    this.optimizer.dispose();
-    for (const p of this.params) p.dispose();
-    this.ema?.dispose();
-    this.model.dispose();
+    try {
+      if (this.dp && !this.failed) {
+        // rank 0 hosts the store: nobody leaves before all got here
+        await this.dp.barrier('close: barrier');
+        await this.dp.destroy();
+      }
+    } finally {
+      await this.loader.close();
+      this.metrics?.close();
+      this.optimizer.dispose();
+      for (const p of this.params) p.dispose();
+      this.ema?.dispose();
+      this.model.dispose();
+    }
   }
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();

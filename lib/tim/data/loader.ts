@@ -9,6 +9,10 @@
  *     ckpt.data = loader.state;                 // {epoch, index, seed}: resume continues here
  *   }
  *
+ * Several ranks read the global stream of epochs dealt round-robin; `loader.globalState` is where
+ * that global stream stands (the same for every rank, and independent of the number of ranks), and
+ * `options.globalState` starts a rank there, so a run saved with N ranks resumes with M.
+ *
  * Loading happens on host memory only (file reads, decoding): no tensor is made until next()
  * hands a batch over, so batches belong to the caller's scope like any other tensor it makes.
  */
@@ -35,7 +39,11 @@ export interface Dataset {
   load(index: number, out: Float32Array, u: number): Promise<number>;
 }
 
-/** Where a loader stands: the next sample it will read is `index` of this rank's slice of `epoch`. */
+/**
+ * Where a loader stands: the next sample it will read is `index` of this rank's slice of `epoch`.
+ * As a global state (`loader.globalState`, `options.globalState`): the next sample of the global
+ * stream is element `index` of epoch `epoch`'s permutation — what a 1-rank loader's state says.
+ */
 export interface LoaderState {
   epoch: number;
   index: number;
@@ -63,8 +71,13 @@ export interface LoaderOptions {
   prefetch?: number;
   /** Where batches go (default 'cpu'). */
   device?: Device;
-  /** Continue from a state saved by `loader.state`. */
+  /** Continue from a state saved by `loader.state` (this rank's own position). */
   state?: LoaderState;
+  /**
+   * Continue from a position of the global stream (`loader.globalState` of a run with any number of
+   * ranks): this rank starts at its first sample at or after it. Needs crossEpochs (or worldSize 1).
+   */
+  globalState?: LoaderState;
 }
 
 export interface Batch {
@@ -76,6 +89,12 @@ export interface Batch {
   indices: Int32Array;
   /** The loader state right after this batch (what a checkpoint taken now must store). */
   state: LoaderState;
+  /**
+   * Rows of this batch's samples in the global batch (the worldSize·B samples all ranks read in
+   * this step, in global stream order): sample k is row rows[k]. 0..B-1 on one rank. Null when the
+   * global position is unknown (a rank-local `state` with worldSize > 1, or crossEpochs false).
+   */
+  rows: Int32Array | null;
 }
 
 /** Time spent loading versus time next() had to wait: overlap = 1 - waitMs / loadMs. */
@@ -87,11 +106,16 @@ export interface LoaderStats {
   waitMs: number;
 }
 
+interface Pos { epoch: number; index: number }
+
 interface Plan {
   indices: Int32Array;
   /** Epoch of each sample (a batch can span two epochs). */
   epochs: Int32Array;
-  after: { epoch: number; index: number };
+  after: Pos;
+  /** The global stream's position after this batch (null: unknown), and this batch's global rows. */
+  globalAfter: Pos | null;
+  rows: Int32Array | null;
 }
 
 interface HostBatch {
@@ -125,9 +149,12 @@ export class DataLoader implements AsyncDisposable {
   private readonly order: ShardedOrder;
   private readonly sampleNumel: number;
   /** Position after the last batch handed out. */
-  private cursor: { epoch: number; index: number };
+  private cursor: Pos;
   /** Position after the last batch scheduled for loading. */
-  private planned: { epoch: number; index: number };
+  private planned: Pos;
+  /** The same two in the global stream (null: unknown, see Batch.rows). */
+  private globalCursor: Pos | null;
+  private globalPlanned: Pos | null;
   private pending: Pending[] = [];
   private closed = false;
   private readonly _stats: LoaderStats = { batches: 0, loadMs: 0, waitMs: 0 };
@@ -148,19 +175,24 @@ export class DataLoader implements AsyncDisposable {
     this.crossEpochs = o.crossEpochs ?? true;
     this.device = o.device ?? 'cpu';
     if (o.seed !== undefined) checkSeed(o.seed, 'DataLoader');
-    if (o.state !== undefined) {
-      const s = o.state as Partial<LoaderState> | null;
-      if (!s || typeof s !== 'object') throw argError('type', 'DataLoader: state must be an object {epoch, index, seed}', 'E_STATE');
+    if (o.state !== undefined && o.globalState !== undefined) {
+      throw argError('type', 'DataLoader: give state or globalState, not both', 'E_STATE');
+    }
+    const given = o.state ?? o.globalState;
+    const what = o.state !== undefined ? 'state' : 'globalState';
+    if (given !== undefined) {
+      const s = given as Partial<LoaderState> | null;
+      if (!s || typeof s !== 'object') throw argError('type', `DataLoader: ${what} must be an object {epoch, index, seed}`, 'E_STATE');
       for (const k of ['epoch', 'index', 'seed'] as const) {
         if (typeof s[k] !== 'number' || !Number.isSafeInteger(s[k]) || s[k]! < 0) {
-          throw argError('type', `DataLoader: state.${k} must be a non-negative integer, got ${String(s[k])}`, 'E_STATE');
+          throw argError('type', `DataLoader: ${what}.${k} must be a non-negative integer, got ${String(s[k])}`, 'E_STATE');
         }
       }
       if (o.seed !== undefined && o.seed !== s.seed) {
-        throw argError('range', `DataLoader: the state was saved with seed ${s.seed} but the options ask for seed ${o.seed}`, 'E_STATE');
+        throw argError('range', `DataLoader: the ${what} was saved with seed ${s.seed} but the options ask for seed ${o.seed}`, 'E_STATE');
       }
     }
-    this.seed = o.state?.seed ?? o.seed ?? 0;
+    this.seed = given?.seed ?? o.seed ?? 0;
     const n = dataset.length;
     if (n < this.worldSize) throw argError('range', `DataLoader: ${dataset.name} has ${n} samples, fewer than worldSize ${this.worldSize}`, 'E_DATA');
     this.order = new ShardedOrder(n, { seed: this.seed, rank: this.rank, worldSize: this.worldSize, shuffle: this.shuffle });
@@ -169,18 +201,71 @@ export class DataLoader implements AsyncDisposable {
     }
     const [c, h, w] = dataset.sampleShape;
     this.sampleNumel = c * h * w;
-    const start = o.state ? { epoch: o.state.epoch, index: o.state.index } : { epoch: 0, index: 0 };
+    // With one rank the global stream is this rank's; with several it is known only when the batches
+    // cross epochs (drop_last per rank breaks the round-robin) and the start was a global position.
+    const globalKnown = this.worldSize === 1 || (this.crossEpochs && o.state === undefined);
+    if (o.globalState !== undefined && !globalKnown) {
+      throw argError('range', 'DataLoader: globalState needs crossEpochs: true when worldSize > 1', 'E_STATE');
+    }
+    let start: Pos = { epoch: 0, index: 0 };
+    if (o.state) start = { epoch: o.state.epoch, index: o.state.index };
+    if (o.globalState) {
+      if (o.globalState.index > n) {
+        throw argError('range', `DataLoader: globalState index ${o.globalState.index} is past the end of epoch ${o.globalState.epoch} (${n} samples)`, 'E_STATE');
+      }
+      start = this.localStart(o.globalState);
+    }
     const limit = this.crossEpochs ? this.order.slice(start.epoch).length : this.order.minSliceLength;
     if (start.index > limit) {
       throw argError('range', `DataLoader: state index ${start.index} is past the end of epoch ${start.epoch} (${limit} samples on rank ${this.rank} of ${this.worldSize})`, 'E_STATE');
     }
     this.cursor = this.normalize(start);
     this.planned = { ...this.cursor };
+    // (start is a global position here: o.state is excluded unless worldSize is 1, where both agree)
+    this.globalCursor = !globalKnown ? null : this.worldSize === 1 ? { ...this.cursor } : this.normalizeGlobal(o.globalState ?? { epoch: 0, index: 0 });
+    this.globalPlanned = this.globalCursor && { ...this.globalCursor };
+  }
+
+  /**
+   * Where this rank starts so that, from global position g on, the ranks read the global stream dealt
+   * round-robin: its first sample at or after g. Sample p of epoch e's permutation belongs to rank
+   * (p - offs_e) mod worldSize (the official sampler's rotation), so this rank's slice of epoch e
+   * holds positions start + worldSize·i with start = (rank + offs_e) % worldSize.
+   */
+  private localStart(g: Pos): Pos {
+    const ws = this.worldSize;
+    const start = (this.rank + this.order.offset(g.epoch)) % ws;
+    return { epoch: g.epoch, index: g.index <= start ? 0 : Math.ceil((g.index - start) / ws) };
+  }
+
+  private normalizeGlobal(p: Pos): Pos {
+    const n = this.dataset.length;
+    return { epoch: p.epoch + Math.floor(p.index / n), index: p.index % n };
   }
 
   /** The position after the last batch returned by next(); save it to resume there. */
   get state(): LoaderState {
     return { epoch: this.cursor.epoch, index: this.cursor.index, seed: this.seed };
+  }
+
+  /**
+   * Where the global stream stands after the last batch (every rank in lockstep has consumed the
+   * same number of batches): the same on every rank and for any number of ranks, so a checkpoint
+   * that stores it resumes with another worldSize (options.globalState). Equals `state` on one rank.
+   * Throws E_STATE when unknown (started from a rank-local state with worldSize > 1, or crossEpochs
+   * false with worldSize > 1).
+   */
+  get globalState(): LoaderState {
+    if (!this.globalCursor) {
+      throw argError('range', 'DataLoader: the global position is unknown (a rank-local state with worldSize > 1, or crossEpochs false)', 'E_STATE');
+    }
+    return { epoch: this.globalCursor.epoch, index: this.globalCursor.index, seed: this.seed };
+  }
+
+  /** Global samples consumed so far (epoch · N + index of globalState). */
+  get globalSamples(): number {
+    const g = this.globalState;
+    return g.epoch * this.dataset.length + g.index;
   }
 
   get stats(): LoaderStats {
@@ -209,6 +294,7 @@ export class DataLoader implements AsyncDisposable {
       const rest = this.pending;
       this.pending = [];
       this.planned = { ...this.cursor };
+      this.globalPlanned = this.globalCursor && { ...this.globalCursor };
       await Promise.allSettled(rest.map((r) => r.promise));
       throw e;
     }
@@ -217,6 +303,7 @@ export class DataLoader implements AsyncDisposable {
     this._stats.batches++;
     if (this.closed) throw argError('type', 'DataLoader: closed while next() was waiting', 'E_CLOSED');
     this.cursor = p.plan.after;
+    this.globalCursor = p.plan.globalAfter;
     const [c, h, w] = this.dataset.sampleShape;
     const b = p.plan.indices.length;
     // Zero-copy: the tensors keep the freshly filled host buffers alive.
@@ -228,7 +315,7 @@ export class DataLoader implements AsyncDisposable {
       y.dispose();
       [x, y] = [xd, yd];
     }
-    return { x, y, indices: p.plan.indices, state: this.state };
+    return { x, y, indices: p.plan.indices, state: this.state, rows: p.plan.rows };
   }
 
   async *[Symbol.asyncIterator](): AsyncGenerator<Batch, void, undefined> {
@@ -247,13 +334,13 @@ export class DataLoader implements AsyncDisposable {
   }
 
   /** A position moved past the end of its epoch goes to the start of the next one. */
-  private normalize(p: { epoch: number; index: number }): { epoch: number; index: number } {
+  private normalize(p: Pos): Pos {
     const limit = this.crossEpochs ? this.order.slice(p.epoch).length : this.order.minSliceLength;
     const atEnd = this.crossEpochs ? p.index >= limit : p.index + this.batchSize > limit;
     return atEnd ? { epoch: p.epoch + 1, index: 0 } : p;
   }
 
-  private plan(from: { epoch: number; index: number }): Plan {
+  private plan(from: Pos, globalFrom: Pos | null): Plan {
     const B = this.batchSize;
     const indices = new Int32Array(B);
     const epochs = new Int32Array(B);
@@ -272,12 +359,32 @@ export class DataLoader implements AsyncDisposable {
         index = 0;
       }
     }
-    return { indices, epochs, after: this.normalize({ epoch, index }) };
+    let globalAfter: Pos | null = null;
+    let rows: Int32Array | null = null;
+    if (globalFrom && this.worldSize === 1) {
+      globalAfter = null; // set below: one rank's stream is the global stream
+      rows = Int32Array.from({ length: B }, (_, k) => k);
+    } else if (globalFrom) {
+      // The ranks' next B samples are together the next worldSize·B of the global stream; this rank's
+      // are every worldSize-th of them, from the first that belongs to it: global sample G + q is
+      // rank (G + q) mod worldSize's (the official rotation keeps that true across epochs).
+      const ws = this.worldSize;
+      const n = this.dataset.length;
+      const g = ((globalFrom.epoch % ws) * (n % ws) + globalFrom.index) % ws; // G mod ws
+      const first = (((this.rank - g) % ws) + ws) % ws;
+      rows = new Int32Array(B);
+      for (let k = 0; k < B; k++) rows[k] = first + ws * k;
+      globalAfter = this.normalizeGlobal({ epoch: globalFrom.epoch, index: globalFrom.index + ws * B });
+    }
+    const after = this.normalize({ epoch, index });
+    if (globalFrom && this.worldSize === 1) globalAfter = { ...after };
+    return { indices, epochs, after, globalAfter, rows };
   }
 
   private schedule(): void {
-    const plan = this.plan(this.planned);
+    const plan = this.plan(this.planned, this.globalPlanned);
     this.planned = plan.after;
+    this.globalPlanned = plan.globalAfter;
     const promise = this.load(plan);
     // Rejections surface in next(); this only keeps an unawaited prefetch from being "unhandled".
     promise.catch(() => {});
