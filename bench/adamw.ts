@@ -14,7 +14,7 @@ import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { torch } from '../lib/index.js';
-import { PYTHON, benchDir, formatTable, median, newResult, ratioRow, writeResult, type Options, type Result } from './harness.js';
+import { PYTHON, benchDir, formatTable, median, newResult, ratioRow, writeResult, type Options, type Result, pythonEnv } from './harness.js';
 
 const H = 1152;
 const BLOCK = [H * 3 * H, 3 * H, H * H, H, H * 3072, 3072, H * 3072, 3072, 3072 * H, H, H * 6 * H, 6 * H, 64, 64, H];
@@ -40,7 +40,7 @@ interface PyWorker {
 }
 
 async function startPython(cfg: Record<string, unknown>): Promise<PyWorker> {
-  const proc = spawn(PYTHON, [join(benchDir, 'adamw.py'), JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'], env: process.env });
+  const proc = spawn(PYTHON, [join(benchDir, 'adamw.py'), JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'], env: pythonEnv() });
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
   const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();

@@ -13,6 +13,16 @@ import os from 'node:os';
 export const benchDir = dirname(fileURLToPath(import.meta.url));
 export const PYTHON = process.env.TIM_TORCH_PYTHON ?? '/usr/bin/python3';
 
+/**
+ * The environment of a Python worker: `env` as is (glibc's default malloc thresholds, what Python users
+ * get), or with TIM_BENCH_PY_MALLOC=1 the thresholds tim-torch sets at load (lib/torch/native.ts), given
+ * through glibc's MALLOC_*_ variables, to compare the drivers alone.
+ */
+export function pythonEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
+  if (process.env.TIM_BENCH_PY_MALLOC !== '1') return env;
+  return { ...env, MALLOC_MMAP_THRESHOLD_: String(32 * 2 ** 20), MALLOC_TRIM_THRESHOLD_: String(256 * 2 ** 20) };
+}
+
 export interface Options {
   quick: boolean;
   /** Environment for both workers (undefined values are removed). */
@@ -93,7 +103,7 @@ export class Pair {
       if (v === null) delete pyEnv[k];
       else pyEnv[k] = v;
     }
-    p.py = new Worker('python', pyEnv);
+    p.py = new Worker('python', pythonEnv(pyEnv));
     const threads = o.threads ?? ni.threads;
     await p.setThreads(threads);
     p.info = { threads, env: ni.env };
@@ -175,7 +185,8 @@ export function newResult(name: string, title: string, quick: boolean, settings:
   return {
     name, title, date: new Date().toISOString(), quick,
     machine: { cpus: os.cpus().length, model: os.cpus()[0]?.model ?? '?', loadavg: os.loadavg().map((x) => +x.toFixed(2)) },
-    settings, rows: [], notes: [],
+    settings: { ...settings, pythonMalloc: process.env.TIM_BENCH_PY_MALLOC === '1' ? 'tim-torch thresholds (TIM_BENCH_PY_MALLOC=1)' : 'glibc defaults' },
+    rows: [], notes: [],
   };
 }
 

@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TiM, torch, transports } from '../lib/index.js';
 import { sample, type SampleOptions } from '../lib/tim/sampler.js';
-import { PYTHON, benchDir, formatTable, median, newResult, ratioRow, writeResult, type Options, type Result } from './harness.js';
+import { PYTHON, benchDir, formatTable, median, newResult, ratioRow, writeResult, type Options, type Result, pythonEnv } from './harness.js';
 
 /** A small TiM: 256 wide, 6 blocks, 16×16×4 latents in 2×2 patches (64 tokens). */
 const SMALL = {
@@ -43,7 +43,7 @@ interface PyWorker {
 }
 
 async function startPython(cfg: Record<string, unknown>): Promise<PyWorker> {
-  const proc = spawn(PYTHON, [join(benchDir, 'py', 'sampler.py'), JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'], env: process.env });
+  const proc = spawn(PYTHON, [join(benchDir, 'py', 'sampler.py'), JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'], env: pythonEnv() });
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();

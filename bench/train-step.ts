@@ -32,7 +32,7 @@ import { fileURLToPath } from 'node:url';
 import { TiM, torch, EMA, TransitionLoss, transports } from '../lib/index.js';
 import { preset, type TiMConfig } from '../lib/tim/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
-import { PYTHON, benchDir, formatTable, median, newResult, ratioRow, writeResult, type Result } from './harness.js';
+import { PYTHON, benchDir, formatTable, median, newResult, ratioRow, writeResult, type Result, pythonEnv } from './harness.js';
 
 export interface TrainStepOptions {
   quick: boolean;
@@ -47,7 +47,7 @@ interface PySide {
 }
 
 async function startPython(cfg: Record<string, unknown>): Promise<PySide> {
-  const proc = spawn(PYTHON, [join(benchDir, 'py', 'train_step.py'), JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'], env: process.env });
+  const proc = spawn(PYTHON, [join(benchDir, 'py', 'train_step.py'), JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'], env: pythonEnv() });
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();

@@ -6,6 +6,9 @@
 #include <ATen/Context.h>
 #include <torch/cuda.h>
 #include <mutex>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #ifndef TIM_SOURCE_HASH
 #define TIM_SOURCE_HASH "unknown"
@@ -89,6 +92,30 @@ static Napi::Value SetNumInteropThreads(const Napi::CallbackInfo& info) {
     int n = threadCount(info[0], "setNumInteropThreads");
     at::set_num_interop_threads(n);  // throws if work already started on the pool
     return info.Env().Undefined();
+  });
+}
+
+// glibc malloc's mmap and trim thresholds (mallopt). The policy lives in lib/torch/native.ts; this
+// only applies it. Returns false where the C library is not glibc or glibc refuses the value.
+static Napi::Value MallocTune(const Napi::CallbackInfo& info) {
+  return guard(info, "mallocTune", [&]() -> Napi::Value {
+    auto bytes = [&](size_t i, const char* what) -> int {
+      double d = info[i].IsNumber() ? info[i].As<Napi::Number>().DoubleValue() : -1;
+      if (!(d >= 0) || d > 2147483647.0 || d != (double)(int64_t)d)
+        throwRange(std::string(what) + " must be an integer number of bytes in [0, 2^31)");
+      return (int)d;
+    };
+    int mmapThreshold = bytes(0, "mmapThreshold");
+    int trimThreshold = bytes(1, "trimThreshold");
+#if defined(__GLIBC__)
+    bool ok = mallopt(M_MMAP_THRESHOLD, mmapThreshold) == 1;
+    ok = mallopt(M_TRIM_THRESHOLD, trimThreshold) == 1 && ok;
+    return Napi::Boolean::New(info.Env(), ok);
+#else
+    (void)mmapThreshold;
+    (void)trimThreshold;
+    return Napi::Boolean::New(info.Env(), false);
+#endif
   });
 }
 
@@ -188,6 +215,7 @@ void registerState(Napi::Env env, Napi::Object exports) {
   exports.Set("setNumThreads", Napi::Function::New(env, SetNumThreads, "setNumThreads"));
   exports.Set("getNumThreads", Napi::Function::New(env, GetNumThreads, "getNumThreads"));
   exports.Set("setNumInteropThreads", Napi::Function::New(env, SetNumInteropThreads, "setNumInteropThreads"));
+  exports.Set("mallocTune", Napi::Function::New(env, MallocTune, "mallocTune"));
   exports.Set("parallelInfo", Napi::Function::New(env, ParallelInfo, "parallelInfo"));
   exports.Set("cudaIsAvailable", Napi::Function::New(env, CudaIsAvailable, "cudaIsAvailable"));
   exports.Set("cudaDeviceCount", Napi::Function::New(env, CudaDeviceCount, "cudaDeviceCount"));
