@@ -10,9 +10,9 @@
  * on a 2-core box the figure is bounded by the CPUs (Gloo's reduction and copying) as much as by TCP.
  */
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { formatTable, newResult, ratioRow, writeResult, PYTHON, type Options, type Result } from './harness.js';
+import { freePort } from '../lib/torch/distributed.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const MB = 1 << 20;
@@ -64,13 +64,6 @@ print(json.dumps(out))
 
 // ---- parent -----------------------------------------------------------------------------------------------
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((res) => s.listen(0, '127.0.0.1', res));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((res) => s.close(() => res()));
-  return port;
-}
 
 /** Runs 2 ranks of `cmd` and returns rank 0's timings. */
 async function pair(cmd: string, args: string[], threads: number): Promise<Timing[]> {

@@ -15,12 +15,12 @@
  */
 import { spawn } from 'node:child_process';
 import { readFileSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { benchDir, formatTable, median, newResult, writeResult, type Options, type Result } from './harness.js';
+import { freePort } from '../lib/torch/distributed.js';
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -61,13 +61,6 @@ async function workerMain(task: WorkerTask): Promise<void> {
 
 // ---- parent -----------------------------------------------------------------------------------------------
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((res) => s.listen(0, '127.0.0.1', res));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((res) => s.close(() => res()));
-  return port;
-}
 
 /** Runs `nproc` ranks of the worker (each at batch/nproc, threads each) and returns rank 0's result. */
 async function group(nproc: number, threads: number, shape: Shape, steps: number, warm: number): Promise<WorkerResult> {

@@ -8,19 +8,13 @@ import { torch } from '../lib/index.js';
 
 import { TorchError } from '../lib/torch/errors.js';
 import { PYTHON } from './helpers/python.js';
+import { freePort } from '../lib/torch/distributed.js';
 
 const dist = torch.distributed;
 const root = fileURLToPath(new URL('..', import.meta.url));
 const worker = fileURLToPath(new URL('./fixtures/dist_worker.mts', import.meta.url));
 
 /** A port that was free a moment ago (the OS picks it; a race with another process is unlikely). */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((res) => s.listen(0, '127.0.0.1', res));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((res) => s.close(() => res()));
-  return port;
-}
 
 interface Rank {
   proc: ChildProcess;

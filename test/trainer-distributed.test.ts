@@ -17,7 +17,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
@@ -26,6 +25,7 @@ import { Trainer } from '../lib/tim/trainer.js';
 import { DataLoader, type Dataset } from '../lib/tim/data/loader.js';
 import { ShardedOrder } from '../lib/tim/data/sampler.js';
 import { planBuckets } from '../lib/tim/data_parallel.js';
+import { freePort } from '../lib/torch/distributed.js';
 
 const STEPS = 5;
 const B = 8; // the 1-process batch; 2 processes read B/2 each
@@ -66,13 +66,6 @@ afterEach(() => {
   }
 });
 
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((res) => s.listen(0, '127.0.0.1', res));
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((res) => s.close(() => res()));
-  return port;
-}
 
 interface Run {
   child: ChildProcess;

@@ -14,10 +14,10 @@
  * exits when the launcher is gone (even SIGKILLed).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defaultNumThreads } from '../torch/native.js';
+import { freePort } from '../torch/distributed.js';
 
 export interface LaunchOptions {
   /** worker processes on this machine */
@@ -49,17 +49,6 @@ function cliEntry(): string {
   return fileURLToPath(new URL(`./tim${extname(self)}`, import.meta.url));
 }
 
-/** A port the OS just gave out and took back (a race with another process is unlikely). */
-export async function freePort(host = '127.0.0.1'): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((res, rej) => {
-    s.once('error', rej);
-    s.listen(0, host, res);
-  });
-  const port = (s.address() as { port: number }).port;
-  await new Promise<void>((res) => s.close(() => res()));
-  return port;
-}
 
 interface Worker {
   rank: number;

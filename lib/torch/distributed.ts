@@ -12,6 +12,7 @@
  * pending call reject with a TorchError whose code is 'E_DIST'. After such an error the group is
  * broken (the peers disagree on which collective comes next): destroy() and exit.
  */
+import { createServer } from 'node:net';
 import { native } from './native.js';
 import { TorchError, argError } from './errors.js';
 import { Tensor, _wrap as wrap, handleOf } from './tensor.js';
@@ -253,4 +254,19 @@ export async function destroy(): Promise<void> {
   } catch (e) {
     throw explain(e, 'destroy', o);
   }
+}
+
+/**
+ * A TCP port the OS just gave out and took back, for a rendezvous on one machine (the launcher,
+ * tests and benchmarks); a race with another process taking it meanwhile is unlikely.
+ */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((res, rej) => {
+    s.once('error', rej);
+    s.listen(0, host, res);
+  });
+  const port = (s.address() as { port: number }).port;
+  await new Promise<void>((res) => s.close(() => res()));
+  return port;
 }
