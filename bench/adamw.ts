@@ -9,12 +9,10 @@
  * adaLN, biases and qk-norm weights) plus one filler tensor up to 50M elements: a realistic mix of
  * large matrices and small vectors, 31 tensors.
  */
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { torch } from '../lib/index.js';
-import { PYTHON, benchDir, formatTable, median, newResult, ratioRow, writeResult, type Options, type Result, pythonEnv } from './harness.js';
+import { formatTable, median, newResult, ratioRow, writeResult, type Options, type Result, startPyScript } from './harness.js';
 
 const H = 1152;
 const BLOCK = [H * 3 * H, 3 * H, H * H, H, H * 3072, 3072, H * 3072, 3072, 3072 * H, H, H * 6 * H, 6 * H, 64, 64, H];
@@ -40,25 +38,13 @@ interface PyWorker {
 }
 
 async function startPython(cfg: Record<string, unknown>): Promise<PyWorker> {
-  const proc = spawn(PYTHON, [join(benchDir, 'adamw.py'), JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'], env: pythonEnv() });
-  let stderr = '';
-  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
-  const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
-  const next = async (): Promise<Record<string, unknown>> => {
-    const r = await lines.next();
-    if (r.done) throw new Error(`bench/adamw.py exited: ${stderr.slice(-2000)}`);
-    return JSON.parse(r.value) as Record<string, unknown>;
-  };
-  const info = await next();
+  const py = await startPyScript('adamw.py', cfg);
   return {
-    info,
+    info: py.info,
     async ask() {
-      proc.stdin!.write('run\n');
-      return (await next()).ms as number[];
+      return (await py.request('run')).ms as number[];
     },
-    close() {
-      proc.stdin!.end('quit\n');
-    },
+    close: () => py.close('quit'),
   };
 }
 

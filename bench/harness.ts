@@ -9,6 +9,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
+import { MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD } from '../lib/torch/native.js';
 
 export const benchDir = dirname(fileURLToPath(import.meta.url));
 export const PYTHON = process.env.TIM_TORCH_PYTHON ?? '/usr/bin/python3';
@@ -20,7 +21,40 @@ export const PYTHON = process.env.TIM_TORCH_PYTHON ?? '/usr/bin/python3';
  */
 export function pythonEnv(env: NodeJS.ProcessEnv = process.env): NodeJS.ProcessEnv {
   if (process.env.TIM_BENCH_PY_MALLOC !== '1') return env;
-  return { ...env, MALLOC_MMAP_THRESHOLD_: String(32 * 2 ** 20), MALLOC_TRIM_THRESHOLD_: String(256 * 2 ** 20) };
+  return { ...env, MALLOC_MMAP_THRESHOLD_: String(MALLOC_MMAP_THRESHOLD), MALLOC_TRIM_THRESHOLD_: String(MALLOC_TRIM_THRESHOLD) };
+}
+
+/** A Python benchmark script that prints its info as the first JSON line, then one JSON line per request. */
+export interface PyScript {
+  info: Record<string, unknown>;
+  /** Writes `line` to its stdin and resolves to the next JSON line it prints. */
+  request(line: string): Promise<Record<string, unknown>>;
+  /** Ends its stdin with `line` (what the script reads as "quit"). */
+  close(line: string): void;
+}
+
+/** Starts bench/<script> (a path under bench/) with the config as its one argument, in pythonEnv(). */
+export async function startPyScript(script: string, cfg: unknown): Promise<PyScript> {
+  const proc = spawn(PYTHON, [join(benchDir, script), JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'], env: pythonEnv() });
+  let stderr = '';
+  proc.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
+  const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
+  const next = async (): Promise<Record<string, unknown>> => {
+    const r = await lines.next();
+    if (r.done) throw new Error(`bench/${script} exited: ${stderr}`);
+    return JSON.parse(r.value) as Record<string, unknown>;
+  };
+  const info = await next();
+  return {
+    info,
+    async request(line) {
+      proc.stdin!.write(line + '\n');
+      return next();
+    },
+    close(line) {
+      proc.stdin!.end(line + '\n');
+    },
+  };
 }
 
 export interface Options {

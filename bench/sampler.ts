@@ -13,15 +13,13 @@
  * intra-op thread on each side), which a loaded machine distorts far less than wall time; wall-time
  * medians and best calls are reported beside it.
  */
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TiM, torch, transports } from '../lib/index.js';
 import { sample, type SampleOptions } from '../lib/tim/sampler.js';
-import { PYTHON, benchDir, formatTable, median, newResult, ratioRow, writeResult, type Options, type Result, pythonEnv } from './harness.js';
+import { formatTable, median, newResult, ratioRow, writeResult, type Options, type Result, startPyScript } from './harness.js';
 
 /** A small TiM: 256 wide, 6 blocks, 16×16×4 latents in 2×2 patches (64 tokens). */
 const SMALL = {
@@ -43,26 +41,14 @@ interface PyWorker {
 }
 
 async function startPython(cfg: Record<string, unknown>): Promise<PyWorker> {
-  const proc = spawn(PYTHON, [join(benchDir, 'py', 'sampler.py'), JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'], env: pythonEnv() });
-  let stderr = '';
-  proc.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
-  const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
-  const next = async (): Promise<Record<string, unknown>> => {
-    const r = await lines.next();
-    if (r.done) throw new Error(`bench/py/sampler.py exited: ${stderr}`);
-    return JSON.parse(r.value) as Record<string, unknown>;
-  };
-  const info = await next();
+  const py = await startPyScript('py/sampler.py', cfg);
   return {
-    info,
+    info: py.info,
     async run(name, reps, finalPath) {
-      proc.stdin!.write(JSON.stringify({ run: name, reps, final: finalPath }) + '\n');
-      const r = await next();
+      const r = await py.request(JSON.stringify({ run: name, reps, final: finalPath }));
       return { ms: r.ms as number[], cpu: r.cpu_ms as number[] };
     },
-    close() {
-      proc.stdin!.end(JSON.stringify({ quit: true }) + '\n');
-    },
+    close: () => py.close(JSON.stringify({ quit: true })),
   };
 }
 

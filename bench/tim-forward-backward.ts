@@ -12,16 +12,14 @@
  *
  * One step = forward with h_proj, loss = mean(out²) + mean(h_proj²), backward, grads reset to None.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { TiM, torch } from '../lib/index.js';
 import { preset } from '../lib/tim/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
-import { PYTHON, benchDir, formatTable, median, newResult, ratioRow, writeResult, type Result, pythonEnv } from './harness.js';
+import { benchDir, formatTable, median, newResult, ratioRow, writeResult, type Result, startPyScript } from './harness.js';
 
 export interface FBOptions {
   quick: boolean;
@@ -37,26 +35,14 @@ interface PySide {
 }
 
 async function startPython(cfg: Record<string, unknown>): Promise<PySide> {
-  const proc = spawn(PYTHON, [join(benchDir, 'py', 'tim_forward_backward.py'), JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'], env: pythonEnv() });
-  let stderr = '';
-  proc.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
-  const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
-  const next = async (): Promise<Record<string, unknown>> => {
-    const r = await lines.next();
-    if (r.done) throw new Error(`bench/py/tim_forward_backward.py exited: ${stderr}`);
-    return JSON.parse(r.value) as Record<string, unknown>;
-  };
-  const info = await next();
+  const py = await startPyScript('py/tim_forward_backward.py', cfg);
   return {
-    info,
+    info: py.info,
     async ask() {
-      proc.stdin!.write('run\n');
-      const r = await next();
+      const r = await py.request('run');
       return { ms: r.ms as number[], cpu: r.cpu as number[] };
     },
-    close() {
-      proc.stdin!.end('quit\n');
-    },
+    close: () => py.close('quit'),
   };
 }
 

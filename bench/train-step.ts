@@ -23,16 +23,14 @@
  *   npx tsx bench/train-step.ts [--quick] [--hidden 256] [--depth 4] [--heads 4] [--patch 2] [--input 32]
  *       [--batch 64] [--threads 1] [--rounds N] [--mem-steps 2000] [--curve-steps 0] [--skip-mem] [--out DIR]
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { TiM, torch, EMA, TransitionLoss, transports } from '../lib/index.js';
 import { preset, type TiMConfig } from '../lib/tim/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
-import { PYTHON, benchDir, formatTable, median, newResult, ratioRow, writeResult, type Result, pythonEnv } from './harness.js';
+import { benchDir, formatTable, median, newResult, ratioRow, writeResult, type Result, startPyScript } from './harness.js';
 
 export interface TrainStepOptions {
   quick: boolean;
@@ -47,23 +45,13 @@ interface PySide {
 }
 
 async function startPython(cfg: Record<string, unknown>): Promise<PySide> {
-  const proc = spawn(PYTHON, [join(benchDir, 'py', 'train_step.py'), JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'], env: pythonEnv() });
-  let stderr = '';
-  proc.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
-  const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
-  const next = async (): Promise<Record<string, unknown>> => {
-    const r = await lines.next();
-    if (r.done) throw new Error(`bench/py/train_step.py exited: ${stderr}`);
-    return JSON.parse(r.value) as Record<string, unknown>;
-  };
-  const info = await next();
+  const py = await startPyScript('py/train_step.py', cfg);
   return {
-    info,
+    info: py.info,
     async ask(cmd = 'run') {
-      proc.stdin!.write(cmd + '\n');
-      return (await next()) as Record<string, number[]>;
+      return (await py.request(cmd)) as Record<string, number[]>;
     },
-    close() { proc.stdin!.end('quit\n'); },
+    close: () => py.close('quit'),
   };
 }
 

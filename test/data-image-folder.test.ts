@@ -15,19 +15,11 @@ import { encodePngHost } from '../lib/tim/image.js';
 import { ImageFolderDataset } from '../lib/tim/data/image_folder.js';
 import { DataLoader } from '../lib/tim/data/loader.js';
 import { py } from './helpers/python.js';
+import { noiseBytes } from './helpers/noise.js';
 
 const root = mkdtempSync(join(tmpdir(), 'tim-imgfolder-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-function noise(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s >>> 24;
-  }
-  return out;
-}
 
 /** [class, relative file, width, height, channels] */
 const FILES: [string, string, number, number, 1 | 3 | 4][] = [
@@ -41,7 +33,7 @@ const SIZE = 16;
 beforeAll(() => {
   FILES.forEach(([cls, rel, w, h, c], i) => {
     mkdirSync(join(root, cls, rel.includes('/') ? rel.split('/')[0]! : ''), { recursive: true });
-    writeFileSync(join(root, cls, rel), encodePngHost({ width: w, height: h, channels: c, data: noise(w * h * c, 100 + i) }));
+    writeFileSync(join(root, cls, rel), encodePngHost({ width: w, height: h, channels: c, data: noiseBytes(w * h * c, 100 + i) }));
   });
   writeFileSync(join(root, 'notes.txt'), 'a file at the top level is not a class');
   writeFileSync(join(root, 'ant', 'readme.md'), 'not an image');

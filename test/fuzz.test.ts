@@ -9,6 +9,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { torch } from '../lib/index.js';
+import { mulberry32 } from '../lib/tim/host_rng.js';
 
 type Tensor = torch.Tensor;
 type Err = Error & { code?: unknown };
@@ -17,17 +18,6 @@ type Rng = () => number;
 const SEED = Number(process.env.TIM_FUZZ_SEED ?? 20261129);
 const CALLS = Number(process.env.TIM_FUZZ_CALLS ?? 20_000);
 
-/** mulberry32: small, fast, good enough for picking arguments. */
-function mulberry32(seed: number): Rng {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const pick = <T>(rng: Rng, xs: readonly T[]): T => xs[Math.floor(rng() * xs.length)]!;
 

@@ -12,6 +12,7 @@ import { torch } from '../lib/index.js';
 import { TorchError } from '../lib/torch/errors.js';
 import { decodeImageHost, decodePng, encodePng, makeGrid, savePng } from '../lib/tim/image.js';
 import { py } from './helpers/python.js';
+import { noiseBytes } from './helpers/noise.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tim-image-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -20,29 +21,19 @@ function bytesOf(t: ReturnType<typeof torch.tensor>): number[] {
   return Array.from(t.toTypedArray() as Uint8Array);
 }
 
-/** Deterministic pseudo-random bytes. */
-function noise(n: number, seed: number): Uint8Array {
-  const out = new Uint8Array(n);
-  let s = seed >>> 0;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s >>> 24;
-  }
-  return out;
-}
 
 describe('PNG', () => {
   it('round-trips uint8 images of 1, 2, 3 and 4 channels and (H, W) exactly', () => {
     const before = torch.memory().liveTensors;
     torch.scope(() => {
       for (const c of [1, 2, 3, 4]) {
-        const t = torch.fromBuffer(noise(c * 5 * 7, c), 'uint8', [c, 5, 7], { copy: true });
+        const t = torch.fromBuffer(noiseBytes(c * 5 * 7, c), 'uint8', [c, 5, 7], { copy: true });
         const back = decodePng(encodePng(t));
         expect(back.shape).toEqual([c, 5, 7]);
         expect(back.dtype).toBe('uint8');
         expect(bytesOf(back)).toEqual(bytesOf(t));
       }
-      const hw = torch.fromBuffer(noise(6 * 4, 9), 'uint8', [6, 4], { copy: true });
+      const hw = torch.fromBuffer(noiseBytes(6 * 4, 9), 'uint8', [6, 4], { copy: true });
       const back = decodePng(encodePng(hw));
       expect(back.shape).toEqual([1, 6, 4]);
       expect(bytesOf(back)).toEqual(bytesOf(hw));
@@ -63,7 +54,7 @@ describe('PNG', () => {
   });
 
   it('writes files Pillow reads back identically, and reads gray/alpha/16-bit/palette files Pillow writes', () => {
-    const rgb = torch.fromBuffer(noise(3 * 4 * 5, 3), 'uint8', [3, 4, 5], { copy: true });
+    const rgb = torch.fromBuffer(noiseBytes(3 * 4 * 5, 3), 'uint8', [3, 4, 5], { copy: true });
     const path = join(dir, 'ours.png');
     savePng(path, rgb);
     const ref = py<Record<string, unknown>>(`

@@ -62,8 +62,6 @@ export interface DemoOptions {
   log?: (line: string) => void;
   /** Set by a signal handler: stop after the current step with a checkpoint. */
   signal?: { stop: boolean };
-  /** Edits the official-layout training config before training (experiments; the report shows the result). */
-  configure?: (doc: Record<string, unknown>) => void;
 }
 
 export interface NfeResult {
@@ -237,7 +235,6 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
 
   // ---- training -------------------------------------------------------------------------------
   const doc = demoConfig({ size, precision, seed, ...(opts.steps !== undefined ? { steps: opts.steps } : {}) });
-  opts.configure?.(doc);
   let trainer: Trainer;
   try {
     trainer = Trainer.create({ config: doc, outDir: trainDir, resume: 'latest', device: 'cpu', write: (s) => process.stderr.write(s) });

@@ -10,12 +10,13 @@
  *   const out = model.forward(x, t, r, y);                              // Tensor (B, C, H, W)
  *   const { out, hProj } = model.forward(x, t, r, y, { returnZs: true });
  */
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, readFileSync, readSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/tensor.js';
 import { TorchError, argError } from '../torch/errors.js';
+import { openForReading } from '../torch/checkpoint.js';
 import type { DType, Device } from '../torch/dtype.js';
 import {
   PRESETS, buildTiMSpec, countParameters, fromOfficialConfig, stateDictEntries, toOfficialParams, validateConfig,
@@ -209,12 +210,7 @@ export function parameterCounts(config: TiMConfig | TiMConfigInput | TiMPresetNa
 
 /** 'torchscript' for our .pt archives (and any TorchScript archive), 'state' for torch.save zips, 'safetensors' otherwise. */
 export function checkpointKind(path: string): 'torchscript' | 'state' | 'safetensors' {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch (e) {
-    throw new TorchError(`cannot open '${path}': ${(e as Error).message}`, 'E_IO');
-  }
+  const fd = openForReading(path);
   try {
     const size = fstatSync(fd).size;
     const head = Buffer.alloc(4);

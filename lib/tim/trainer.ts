@@ -395,10 +395,15 @@ export class Trainer {
    * metrics (loss terms averaged over the micro-batches, the lr it used, the gradient norm).
    */
   async trainStep(): Promise<StepLosses> {
+    return this.guarded(() => this.runStep());
+  }
+
+  /** Joins the process group if needed, then runs fn; a failure marks the trainer failed (closing it is all that is left). */
+  private async guarded<T>(fn: () => Promise<T>): Promise<T> {
     this.alive();
     try {
       await this.connect();
-      return await this.runStep();
+      return await fn();
     } catch (e) {
       this.failed = true;
       throw e;
@@ -623,14 +628,7 @@ export class Trainer {
    * sample_steps (validation_steps), checkpoints every checkpointing_steps and at the end.
    */
   async train(): Promise<TrainResult> {
-    this.alive();
-    try {
-      await this.connect();
-      return await this.trainLoop();
-    } catch (e) {
-      this.failed = true;
-      throw e;
-    }
+    return this.guarded(() => this.trainLoop());
   }
 
   /** Checkpoint at this step: in sync check, rank 0 writes, every rank waits for it. */

@@ -349,17 +349,21 @@ function itemSize(d: DType): number {
   return { float32: 4, float64: 8, float16: 2, bfloat16: 2, int64: 8, int32: 4, int16: 2, int8: 1, uint8: 1, bool: 1 }[d];
 }
 
+/** An fd for reading `path`, or a TorchError E_IO that names the file (the caller closes the fd). */
+export function openForReading(path: string): number {
+  try {
+    return openSync(path, 'r');
+  } catch (e) {
+    throw new TorchError(`cannot open '${path}': ${(e as Error).message}`, 'E_IO');
+  }
+}
+
 /**
  * Reads a checkpoint's structure: the zip directory and the pickle. Returns which tensors it
  * holds and where their bytes are; reads no tensor data.
  */
 export function planCheckpoint(path: string, key: string | undefined): CheckpointPlan {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch (e) {
-    throw new TorchError(`cannot open '${path}': ${(e as Error).message}`, 'E_IO');
-  }
+  const fd = openForReading(path);
   try {
     const st = fstatSync(fd);
     if (!st.isFile()) throw new TorchError(`'${path}' is not a regular file`, 'E_IO');

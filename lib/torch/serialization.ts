@@ -11,13 +11,13 @@
  * validated before any tensor is made; the native side checks every request again against the real
  * file size. See docs/checkpoints.md.
  */
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, readSync } from 'node:fs';
 import { native } from './native.js';
 import { TorchError, argError } from './errors.js';
 import { type DType, type Device, dtypeCode, normalizeDevice } from './dtype.js';
 import { Tensor, _wrap as wrap } from './tensor.js';
 import { op } from './ops.js';
-import { planCheckpoint } from './checkpoint.js';
+import { openForReading, planCheckpoint } from './checkpoint.js';
 
 /** A record of named tensors: what load() returns and save() takes. */
 export type TensorRecord = Record<string, Tensor>;
@@ -451,12 +451,7 @@ function checkLoadOptions(path: unknown, o: LoadOptions): void {
 }
 
 function detectFormat(path: string): 'safetensors' | 'torch' {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch (e) {
-    throw new TorchError(`cannot open '${path}': ${(e as Error).message}`, 'E_IO');
-  }
+  const fd = openForReading(path);
   try {
     const b = Buffer.alloc(4);
     const n = readSync(fd, b, 0, 4, 0);

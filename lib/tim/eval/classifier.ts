@@ -19,6 +19,7 @@ import * as torch from '../../torch/index.js';
 import type { Tensor } from '../../torch/index.js';
 import { TorchError, argError } from '../../torch/errors.js';
 import { MnistDataset } from '../data/mnist.js';
+import { mulberry32 } from '../host_rng.js';
 
 export const FEATURE_DIM = 128;
 export const NUM_CLASSES = 10;
@@ -121,18 +122,6 @@ export function mnistArrays(split: 'train' | 'test'): { images: Float32Array; la
   const labels = new Int32Array(n);
   for (let i = 0; i < n; i++) labels[i] = ds.read(i, images.subarray(i * IMAGE * IMAGE, (i + 1) * IMAGE * IMAGE));
   return { images, labels, n };
-}
-
-/** mulberry32: a tiny seeded PRNG for the host-side augmentation (independent of libtorch's RNG). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Copies image `src` shifted by (dx, dy) into `dst`; uncovered pixels are background (-1). */
