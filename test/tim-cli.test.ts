@@ -127,7 +127,8 @@ describe('tim CLI', () => {
     const bin = path.join(dir, 'm.bin');
     const st = path.join(dir, 'm.safetensors');
     expect((await tim('convert', WEIGHTS, pt)).status).toBe(0);
-    const a = await tim('convert', pt, bin);
+    expect((await tim('convert', pt, bin)).stderr).toMatch(/--allow-torchscript.*E_UNSAFE/s); // code: only on opt-in
+    const a = await tim('convert', pt, bin, '--allow-torchscript');
     expect(a.status).toBe(0);
     expect(a.stdout).toMatch(/411,200 parameters/);
     // A .bin has no config inside: without one, a clear runtime error (exit 1).

@@ -261,7 +261,8 @@ print(json.dumps({'out': (out - ours['out']).abs().max().item(), 'h_proj': (h - 
 `);
     const r = JSON.parse(report) as Record<string, number>;
     expect(r).toEqual({ out: 0, h_proj: 0, ns: 0, keys: 109, config: 64 });
-    using back = TiM.load(pt);
+    expect(() => TiM.load(pt)).toThrow(expect.objectContaining({ code: 'E_UNSAFE' })); // code: only on opt-in
+    using back = TiM.load(pt, { allowTorchScript: true });
     expect(back.config).toMatchObject({ hiddenSize: 64, depth: 4 });
     expectGolden(back);
   });

@@ -6,7 +6,7 @@
  */
 import * as torch from '../torch/index.js';
 import {
-  TiM, checkpointConfig, checkpointKind, parameterCounts, resolveConfig, resolvePreset, buildTiMSpec, stateDictEntries,
+  TiM, checkpointConfig, checkpointKind, torchScriptRefused, parameterCounts, resolveConfig, resolvePreset, buildTiMSpec, stateDictEntries,
   type TiMConfig, type TiMParameterCounts,
 } from '../tim/index.js';
 import type { CommandSpec, Parsed } from './args.js';
@@ -20,11 +20,14 @@ export const INFO: CommandSpec = {
   details: [
     'A preset (TiM-B/4, TiM-XL/2-256 alias TiM-XL/2, TiM-XL/1-512 alias TiM-XL/1, TiM-T2I) is counted from its',
     'shapes without allocating. A file may be an official .safetensors / .bin state dict or a .pt saved by tim.',
+    'A TorchScript archive (.pt saved by tim, whatever the file is named) is code that runs when it loads: it is',
+    'refused unless --allow-torchscript says you trust it (docs/security.md).',
     '"without projector" leaves out the REPA projector (training only), as the official README counts.',
   ].join('\n'),
   options: {
     config: { value: true, arg: 'preset|file', help: 'config for a state dict without one (official YAML/JSON, network.params, or a preset)' },
     key: { value: true, arg: 'name', help: 'torch.save checkpoint: read the dict under this top-level key (e.g. ema)' },
+    'allow-torchscript': { value: false, help: 'the file may be a TorchScript archive: runs its code (only for files you trust)' },
     json: { value: false, help: 'print JSON instead of a table' },
     help: { value: false, short: 'h', help: 'show this help' },
   },
@@ -72,7 +75,7 @@ function compare(config: TiMConfig, entries: [string, number[]][]): string[] {
   return out;
 }
 
-export function infoOf(target: string, opts: { config?: string; key?: string }): InfoResult {
+export function infoOf(target: string, opts: { config?: string; key?: string; allowTorchScript?: boolean }): InfoResult {
   const preset = resolvePreset(target);
   if (preset) {
     const config = resolveConfig(preset);
@@ -91,7 +94,8 @@ export function infoOf(target: string, opts: { config?: string; key?: string }):
     entries = Object.entries(rec).map(([k, t]) => [k, t.shape]);
     for (const t of Object.values(rec)) t.dispose();
   } else {
-    using model = TiM.load(target, opts.config === undefined ? {} : { config: opts.config });
+    if (opts.allowTorchScript !== true) throw torchScriptRefused(target, 'tim info', '--allow-torchscript');
+    using model = TiM.load(target, { ...(opts.config === undefined ? {} : { config: opts.config }), allowTorchScript: true });
     config = { ...model.config };
     entries = model.namedParameters().map(([k, t]) => {
       const s = t.shape;
@@ -136,7 +140,9 @@ export function formatInfo(r: InfoResult): string {
 }
 
 export function runInfo(p: Parsed, print: (s: string) => void): number {
-  const r = infoOf(p.positionals[0]!, { config: p.options.config as string | undefined, key: p.options.key as string | undefined });
+  const r = infoOf(p.positionals[0]!, {
+    config: p.options.config as string | undefined, key: p.options.key as string | undefined, allowTorchScript: p.options['allow-torchscript'] === true,
+  });
   print(p.options.json ? JSON.stringify(r, null, 2) : formatInfo(r));
   return r.matchesConfig === false ? 1 : 0;
 }

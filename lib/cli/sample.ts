@@ -19,7 +19,7 @@ import type { Tensor } from '../torch/tensor.js';
 import { TorchError } from '../torch/errors.js';
 import type { Device } from '../torch/dtype.js';
 import type { ScriptModule } from '../torch/jit.js';
-import { TiM, configFromValue } from '../tim/model.js';
+import { TiM, checkpointKind, configFromValue, torchScriptRefused } from '../tim/model.js';
 import type { TiMConfig } from '../tim/network/index.js';
 import { sample, decodeLatents } from '../tim/sampler.js';
 import { transportFromOfficialConfig } from '../tim/train_config.js';
@@ -43,10 +43,12 @@ export const SAMPLE: CommandSpec = {
     '  grid-nfe<N>.png          a row per class (--class order): its first min(n, 16) images',
     '  nfe-<N>.safetensors      images float32 (count, C, H, W) in [-1, 1], labels int64 (count), class-major;',
     '                           what `tim eval --samples` reads (metadata: the sampling settings)',
-    '--ckpt is a weights file (.safetensors, .pt, .bin), a checkpoint folder <run>/checkpoints/<step> (its',
+    '--ckpt is a weights file (.safetensors, .bin, .pt state dict), a checkpoint folder <run>/checkpoints/<step> (its',
     'ema.safetensors unless --weights model) or a run folder (its newest checkpoint). --config defaults to the',
     'run folder\'s config.yaml. Image i of class c starts from noise seeded by (--seed, c, i) alone: the same',
     'for every step count and batch size. Latent models (in_channels other than 1 and 3) need --decoder.',
+    'A TorchScript --ckpt (a .pt saved by tim) is code that runs when it loads: refused unless --allow-torchscript.',
+    '--decoder is a TorchScript module by definition: naming it is trusting its code (docs/security.md).',
     'See docs/sampler.md.',
   ].join('\n'),
   options: {
@@ -68,6 +70,7 @@ export const SAMPLE: CommandSpec = {
     decoder: { value: true, arg: 'model.pt', help: 'TorchScript decoder latents -> images in [-1, 1] (required for latent models)' },
     'latent-std': { value: true, arg: 'x', help: 'the decoder sees latents·x + mean (SD-VAE: 5.4945 = 1/0.18215; default 1)' },
     'latent-mean': { value: true, arg: 'x', help: 'see --latent-std (default 0)' },
+    'allow-torchscript': { value: false, help: '--ckpt may be a TorchScript archive: runs its code (only for files you trust)' },
     'no-safetensors': { value: false, help: 'write PNGs and grids only (no nfe-<N>.safetensors, which holds every image in memory)' },
     device: { value: true, arg: 'cpu|cuda', help: 'default: cuda when available' },
     threads: { value: true, arg: 'N', help: 'intra-op CPU threads (default: libtorch\'s)' },
@@ -100,6 +103,7 @@ export interface SampleSettings {
   latentStd: number | null;
   latentMean: number | null;
   safetensors: boolean;
+  allowTorchScript: boolean;
   device: Device | null;
   threads: number | null;
 }
@@ -155,6 +159,7 @@ export function sampleSettings(p: Parsed): SampleSettings {
     latentStd,
     latentMean,
     safetensors: !p.options['no-safetensors'],
+    allowTorchScript: p.options['allow-torchscript'] === true,
     device: device as Device | null,
     threads: intOption(p, 'threads', C, 1) ?? null,
   };
@@ -353,9 +358,10 @@ export async function runSample(p: Parsed, print: (s: string) => void, write?: (
   if (s.threads !== null) torch.setNumThreads(s.threads);
   const device: Device = s.device ?? (torch.cuda.isAvailable() ? 'cuda' : 'cpu');
 
+  if (!s.allowTorchScript && checkpointKind(src.weights) === 'torchscript') throw torchScriptRefused(src.weights, 'tim sample --ckpt', '--allow-torchscript');
   let model: TiM;
   try {
-    model = TiM.load(src.weights, { config: network, device });
+    model = TiM.load(src.weights, { config: network, device, allowTorchScript: s.allowTorchScript });
   } catch (e) {
     (e as Error).message = `cannot load '${src.weights}' with the network of '${configPath}': ${(e as Error).message}`;
     throw e;

@@ -2,7 +2,7 @@
 export * from './network/index.js';
 export { buildModule, initTensor, defaultAttention, type InitMode, type BuildModuleOptions } from './build.js';
 export {
-  TiM, OFFICIAL_TARGETS, resolveConfig, resolvePreset, configFromValue, readConfigFile, parameterCounts, checkpointKind, checkpointConfig,
+  TiM, OFFICIAL_TARGETS, resolveConfig, resolvePreset, configFromValue, readConfigFile, parameterCounts, checkpointKind, checkpointConfig, torchScriptRefused,
   type TiMConfigInput, type TiMConfigSource, type TiMCreateOptions, type TiMLoadOptions, type TiMForwardOptions,
   type TiMParameterCounts,
 } from './model.js';

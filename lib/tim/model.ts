@@ -59,6 +59,13 @@ export interface TiMLoadOptions extends Omit<TiMCreateOptions, 'init'> {
   strict?: boolean;
   /** torch.save checkpoints holding several dicts: load the one under this top-level key (e.g. 'ema'). */
   key?: string;
+  /**
+   * Load a TorchScript archive (what `model.save('x.pt')` writes). A TorchScript archive is code:
+   * loading it runs whatever its methods and `__setstate__` do, with the rights of this process. So
+   * TiM.load refuses one (TorchError `E_UNSAFE`) unless this is true; pass it only for files you
+   * trust as you would a script. State dicts (.safetensors, torch.save .bin/.pt) never run code.
+   */
+  allowTorchScript?: boolean;
 }
 
 export interface TiMForwardOptions {
@@ -208,7 +215,23 @@ export function parameterCounts(config: TiMConfig | TiMConfigInput | TiMPresetNa
   return { parts, total: countParameters(spec), withoutProjector: countParameters(spec, { excludePrefixes: ['projector.'] }) };
 }
 
-/** 'torchscript' for our .pt archives (and any TorchScript archive), 'state' for torch.save zips, 'safetensors' otherwise. */
+/**
+ * The refusal to load a TorchScript archive without an explicit opt-in: such an archive is a
+ * program (its methods and `__setstate__` run when it loads), whatever its file name says.
+ */
+export function torchScriptRefused(path: string, who: string, optIn: string): TorchError {
+  return new TorchError(
+    `${who}: '${path}' is a TorchScript archive, not a weights file: loading it runs the code inside it (its methods and ` +
+    `__setstate__), with your rights, whatever its name says. It was not loaded. If you trust it as you would a script, ` +
+    `opt in with ${optIn}; otherwise ask for a .safetensors file (docs/security.md)`,
+    'E_UNSAFE',
+  );
+}
+
+/**
+ * 'torchscript' for our .pt archives (and any TorchScript archive), 'state' for torch.save zips,
+ * 'safetensors' otherwise. Sniffed from the content, never from the name.
+ */
 export function checkpointKind(path: string): 'torchscript' | 'state' | 'safetensors' {
   const fd = openForReading(path);
   try {
@@ -234,7 +257,7 @@ export function checkpointKind(path: string): 'torchscript' | 'state' | 'safeten
     if (cdOffset + cdSize > size || cdSize > 256 << 20) return 'state';
     const cd = Buffer.alloc(cdSize);
     readSync(fd, cd, 0, cdSize, cdOffset);
-    return cd.includes('/constants.pkl') ? 'torchscript' : 'state';
+    return cd.includes('/constants.pkl') || cd.includes('/code/__torch__') ? 'torchscript' : 'state';
   } finally {
     closeSync(fd);
   }
@@ -291,6 +314,11 @@ export class TiM implements Disposable {
   /** The TorchScript module (official state_dict names; methods forward, forward_with_zs, forward_intermediates, ...). */
   readonly module: torch.jit.ScriptModule;
   readonly config: Readonly<TiMConfig>;
+  /**
+   * After TiM.load of a state dict: the keys the file lacked (left at the official init when
+   * non-strict) and the file's keys that are not this network's. null otherwise.
+   */
+  loadReport: { missingKeys: string[]; unexpectedKeys: string[] } | null = null;
 
   private constructor(module: torch.jit.ScriptModule, config: TiMConfig) {
     this.module = module;
@@ -339,7 +367,10 @@ export class TiM implements Disposable {
     if (typeof path !== 'string' || path === '') throw argError('type', 'TiM.load: path must be a non-empty string');
     if (!existsSync(path)) throw new TorchError(`TiM.load: no such file '${path}'`, 'E_IO');
     const kind = checkpointKind(path);
-    if (kind === 'torchscript') return TiM.loadTorchScript(path, options);
+    if (kind === 'torchscript') {
+      if (options.allowTorchScript !== true) throw torchScriptRefused(path, 'TiM.load', '{ allowTorchScript: true }');
+      return TiM.loadTorchScript(path, options);
+    }
 
     let metadata: Record<string, string> | null = null;
     let weights: Record<string, Tensor>;
@@ -359,9 +390,24 @@ export class TiM implements Disposable {
           'E_CONFIG',
         );
       }
-      const model = TiM.create(config, { attention: options.attention, init: 'empty' });
+      const strict = options.strict ?? true;
+      // Non-strict: keys the file lacks keep the official init (an 'empty' module would keep
+      // whatever bytes its memory held, NaN and inf included).
+      const model = TiM.create(config, { attention: options.attention, init: strict ? 'empty' : 'official' });
       try {
-        model.loadStateDict(weights, { strict: options.strict ?? true });
+        const r = model.loadStateDict(weights, { strict });
+        if (!strict) {
+          const matched = Object.keys(weights).length - r.unexpectedKeys.length;
+          if (matched === 0) {
+            throw new TorchError(
+              `TiM.load: none of the ${Object.keys(weights).length} tensors of '${path}' is a parameter of this network ` +
+              `(${r.missingKeys.length} missing, e.g. ${r.missingKeys.slice(0, 3).join(', ')}; file has e.g. ${r.unexpectedKeys.slice(0, 3).join(', ')}): ` +
+              'nothing would be loaded (wrong --key or --config?)',
+              'E_STATE_DICT',
+            );
+          }
+        }
+        model.loadReport = { missingKeys: [...r.missingKeys], unexpectedKeys: [...r.unexpectedKeys] };
         if (options.device !== undefined || options.dtype !== undefined) model.to({ device: options.device, dtype: options.dtype });
       } catch (e) {
         model.dispose();

@@ -50,7 +50,7 @@ function u64(b: Buffer, at: number, path: string): number {
  * stored uncompressed (torch.save never compresses) and lie inside the file, so no record can
  * make anyone allocate or read more than the file holds.
  */
-function readZip(path: string, fd: number, size: number): Map<string, ZipRecord> {
+function readZip(path: string, fd: number, size: number, compressed: string[]): Map<string, ZipRecord> {
   const tailLen = Math.min(size, 65535 + 22);
   const tail = readAt(fd, size - tailLen, tailLen);
   let eocd = -1;
@@ -109,8 +109,11 @@ function readZip(path: string, fd: number, size: number): Map<string, ZipRecord>
       }
       q += 4 + sz;
     }
-    if (method !== 0) throw formatError(path, `zip entry '${name}' is compressed (torch.save never compresses)`);
-    if (comp !== uncomp) throw formatError(path, `zip entry '${name}' has inconsistent sizes`);
+    // A compressed entry is an error, reported once the archive is known not to be a TorchScript
+    // one (torch.jit.save compresses its code records; that refusal says more).
+    if (method !== 0) compressed.push(name);
+    else if (comp !== uncomp) throw formatError(path, `zip entry '${name}' has inconsistent sizes`);
+    if (method !== 0) uncomp = comp;
     total += uncomp;
     if (total > size) throw formatError(path, 'zip entries claim more bytes than the file holds');
     // The bytes start after the local header, whose name and extra lengths may differ from the
@@ -373,11 +376,20 @@ export function planCheckpoint(path: string, key: string | undefined): Checkpoin
       throw formatError(path, 'it uses the legacy (pre-1.6) torch.save format; re-save it with torch.save(obj, path) in Python >= 1.6');
     }
     if (head.length < 4 || head.readUInt32LE(0) !== 0x04034b50) throw formatError(path, 'not a zip archive');
-    const zip = readZip(path, fd, size);
+    const compressed: string[] = [];
+    const zip = readZip(path, fd, size, compressed);
     // The archive's top folder is named after the file it was first saved as: find it by data.pkl.
     const pkl = [...zip.keys()].filter((n) => /^[^/]+\/data\.pkl$/.test(n));
     if (pkl.length !== 1) throw formatError(path, pkl.length ? 'several data.pkl records' : 'no data.pkl record (a TorchScript archive? use torch.jit.load)');
     const prefix = pkl[0]!.slice(0, -'data.pkl'.length);
+    if (zip.has(`${prefix}constants.pkl`) || [...zip.keys()].some((n) => n.startsWith(`${prefix}code/`))) {
+      throw new TorchError(
+        `'${path}' is a TorchScript archive (torch.jit.save), not a torch.save checkpoint: it holds code, which torch.load never runs. ` +
+        'If you trust it as you would a script, load it with torch.jit.load (or TiM.load with { allowTorchScript: true })',
+        'E_UNSAFE',
+      );
+    }
+    if (compressed.length) throw formatError(path, `zip entry '${compressed[0]}' is compressed (torch.save never compresses)`);
     const order = zip.get(`${prefix}byteorder`);
     if (order) {
       const b = readAt(fd, order.offset, Math.min(order.size, 16)).toString('latin1');
