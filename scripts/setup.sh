@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what tim-torch needs on Debian 12 / Ubuntu (CPU): libtorch 1.13 with its headers, the
-# OpenBLAS (pthread) BLAS, gloo, python3-torch (interop tests and benchmarks against PyTorch) and the
-# build tools. Idempotent: asks dpkg first and runs apt-get only for what is missing. Then makes
+# OpenBLAS (pthread) BLAS, gloo, python3-torch with python3-pil and python3-numpy (the Python
+# references of the interop tests and benchmarks) and the build tools. Idempotent: asks dpkg first and runs apt-get only for what is missing. Then makes
 # sure OpenBLAS is the BLAS that libtorch actually loads: with Debian's reference BLAS selected,
 # matmul-heavy code runs ~15x slower and nothing else tells you.
 #
 # Usage: sudo bash scripts/setup.sh   (as root, sudo is not needed)
-# Env:   TIM_SETUP_NO_PYTHON=1  skip python3-torch (only needed for tests that compare with PyTorch)
+# Env:   TIM_SETUP_NO_PYTHON=1  skip python3-torch/-pil/-numpy (only needed for tests that compare with PyTorch)
+# A pip torch 2.x (CPU or CUDA) for the libtorch 2.x builds: scripts/setup-torch-venv.sh.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
@@ -27,7 +28,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 PACKAGES=(libtorch-dev libopenblas0-pthread libgloo-dev cmake g++ make)
-if [ "${TIM_SETUP_NO_PYTHON:-}" != "1" ]; then PACKAGES+=(python3-torch); fi
+if [ "${TIM_SETUP_NO_PYTHON:-}" != "1" ]; then PACKAGES+=(python3-torch python3-pil python3-numpy); fi
 
 installed() {
   [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = "installed" ]

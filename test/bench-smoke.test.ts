@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
-const PYTHON = process.env.TIM_TORCH_PYTHON ?? '/usr/bin/python3';
+import { PYTHON } from './helpers/python.js';
 const hasPythonTorch = spawnSync(PYTHON, ['-c', 'import torch'], { stdio: 'ignore' }).status === 0;
 const FOUNDATION = ['perop', 'throughput', 'memory', 'threads'];
 

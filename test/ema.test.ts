@@ -1,5 +1,5 @@
 /**
- * EMA: against the golden case computed by the official update_ema (../shared/golden/ema: decay 0.9999
+ * EMA: against the golden case computed by the official update_ema (test/fixtures/golden/ema: decay 0.9999
  * and 0.5, then a second update after the model parameters are doubled), over a record of tensors and
  * over a TorchScript module (deep copy usable for forward, parameters frozen, buffers copied); the
  * caller's tensors and model untouched; errors; no leaked tensors.

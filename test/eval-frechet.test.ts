@@ -8,13 +8,14 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { PYTHON } from './helpers/python.js';
 import { torch } from '../lib/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
 import {
   FeatureMoments, featureStats, frechetDistance, loadStats, saveStats, sqrtmPsd, trace, disposeStats, type FeatureStats,
 } from '../lib/tim/eval/frechet.js';
 
-const PY = '/usr/bin/python3';
+const PY = PYTHON;
 const dir = mkdtempSync(join(tmpdir(), 'eval-frechet-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -9,11 +9,12 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PYTHON } from './helpers/python.js';
 import { torch } from '../lib/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
 import { ModuleBuilder, ScriptModule } from '../lib/torch/jit.js';
 
-const PY = '/usr/bin/python3';
+const PY = PYTHON;
 const CHECK = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'jit_check_built.py');
 type Nested = number | Nested[];
 

@@ -9,11 +9,12 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PYTHON } from './helpers/python.js';
 import { torch } from '../lib/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
 import { ScriptModule, StateDictError } from '../lib/torch/jit.js';
 
-const PY = '/usr/bin/python3';
+const PY = PYTHON;
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
 type Nested = number | Nested[];
 interface Expected {

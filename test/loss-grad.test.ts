@@ -1,7 +1,7 @@
 /**
  * Gradients of the transition loss and its derivative estimators:
  * - backward of weightedLoss + 1.0·projLoss on the golden loss case gives the official per-parameter
- *   gradients (../shared/golden/adamw grad/<name>) within 1e-6, for every parameter;
+ *   gradients (test/fixtures/golden/adamw grad/<name>) within 1e-6, for every parameter;
  * - the exact JVP (double backward) and the DDE agree within the finite-difference error, and the DDE
  *   error shrinks with ε as a central difference should;
  * - under bfloat16 autocast the DDE loses its accuracy unless its forwards stay in float32 (the

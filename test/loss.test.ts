@@ -1,6 +1,6 @@
 /**
  * TransitionLoss against the golden case computed by the official TransitionSchedule
- * (../shared/golden/loss: OT-FM P_mean −0.4, diffusion 0.5, consistency 0.1, DDE ε 0.005, 'sqrt'
+ * (test/fixtures/golden/loss: OT-FM P_mean −0.4, diffusion 0.5, consistency 0.1, DDE ε 0.005, 'sqrt'
  * weight with tangent, directional loss, REPA target): every intermediate within the README's
  * tolerances, t and r replayed from the recorded normals. Also: the math helpers against their
  * formulas, sampled times, enhanced targets with an EMA model, the network kinds accepted, edge

@@ -9,7 +9,7 @@ import { _testing } from '../lib/torch/serialization.js';
 import { py } from './helpers/python.js';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..');
-const golden = join(repoRoot, '..', 'shared', 'golden');
+const golden = join(repoRoot, 'test', 'fixtures', 'golden');
 const dir = mkdtempSync(join(tmpdir(), 'tim-st-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const p = (name: string): string => join(dir, name);

@@ -1,6 +1,6 @@
 /**
  * The any-step sampler: parity with the official TransitionSchedule.sample on all 32 golden runs
- * (../shared/golden/sampler: steps {1,2,4,8} × cfg {1, 2.5} × stochasticity {0, 0.2} × type), the
+ * (test/fixtures/golden/sampler: steps {1,2,4,8} × cfg {1, 2.5} × stochasticity {0, 0.2} × type), the
  * per-step decisions against case.json, the schedule's pure functions, and the CFG / noise / option
  * logic on a fake model whose output is known in closed form.
  */

@@ -13,7 +13,7 @@ import { parameterCounts } from '../lib/tim/index.js';
 import { maxAbsDiff, repoRoot } from './helpers/golden_adamw.js';
 import { PYTHON } from './helpers/python.js';
 
-const GOLDEN = path.join(repoRoot, '..', 'shared', 'golden', 'forward');
+const GOLDEN = path.join(repoRoot, 'test', 'fixtures', 'golden', 'forward');
 const WEIGHTS = path.join(GOLDEN, 'weights.safetensors');
 let dir: string;
 

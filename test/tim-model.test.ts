@@ -1,6 +1,6 @@
 /**
  * TiM (lib/tim/model.ts): the official network built in-process through the module builder, checked
- * against the official code's golden vectors (../shared/golden/forward, square and non-square), the
+ * against the official code's golden vectors (test/fixtures/golden/forward, square and non-square), the
  * eager reference of the official code (test/fixtures/tim_reference.py) for T2I, Python's
  * torch.jit.load for saved modules, and Python's torch.save for .bin checkpoints.
  */
@@ -16,7 +16,7 @@ import { PY_SAFETENSORS, maxAbsDiff, repoRoot } from './helpers/golden_adamw.js'
 import { PYTHON } from './helpers/python.js';
 import { thrown } from './helpers/tensor-expect.js';
 
-const GOLDEN = path.join(repoRoot, '..', 'shared', 'golden', 'forward');
+const GOLDEN = path.join(repoRoot, 'test', 'fixtures', 'golden', 'forward');
 const WEIGHTS = path.join(GOLDEN, 'weights.safetensors');
 /** README tolerances (float32, abs). */
 const TOL_OUT = 2e-6;

@@ -2,7 +2,7 @@
  * The TiM network spec (lib/tim/network): configuration and presets, the module tree's structure,
  * and — through the Python harness scripts/tim_spec_to_python.py — the TorchScript sources compiled
  * by torch.jit.script (Debian's torch 1.13) and compared with the official implementation's golden
- * outputs (../shared/golden/forward) and with an eager reference of the official code
+ * outputs (test/fixtures/golden/forward) and with an eager reference of the official code
  * (test/fixtures/tim_reference.py) for what has no golden data (T2I, other new_condition values).
  * No native addon is needed.
  */
@@ -29,8 +29,8 @@ import {
 } from '../lib/tim/network/index.js';
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const GOLDEN_FORWARD = path.join(repoRoot, '..', 'shared', 'golden', 'forward');
-const PYTHON = process.env.TIM_TORCH_PYTHON ?? '/usr/bin/python3';
+const GOLDEN_FORWARD = path.join(repoRoot, 'test', 'fixtures', 'golden', 'forward');
+import { PYTHON } from './helpers/python.js';
 
 /** The JSON header of a .safetensors file (8-byte little-endian length, then JSON). */
 function safetensorsHeader(file: string): { tensors: Record<string, { dtype: string; shape: number[] }>; metadata: Record<string, string> } {

@@ -1,5 +1,5 @@
 /**
- * OTFM against the golden case computed by the official code (../shared/golden/transport_OT_FM):
+ * OTFM against the golden case computed by the official code (test/fixtures/golden/transport_OT_FM):
  * sample_t from the recorded normals, interpolant terms, c_noise, target (plain and enhanced with
  * w_gt 0.6, w_cond 0.3, window [0, 1]), x_r (s_ratio 0) and x_r_stochastic (s_ratio 0.2, recorded eps).
  */

@@ -1,5 +1,5 @@
 /**
- * Reading a golden case (../shared/golden/<case>, computed by the official TiM code) in place:
+ * Reading a golden case (test/fixtures/golden/<case>, computed by the official TiM code) in place:
  * its case.json and its inputs/outputs safetensors, via torch.load.
  */
 import { readFileSync } from 'node:fs';
@@ -10,7 +10,8 @@ import { torch } from '../../lib/index.js';
 import type { Tensor } from '../../lib/torch/tensor.js';
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const GOLDEN_DIR = join(repoRoot, '..', 'shared', 'golden');
+/** Copied byte-for-byte from the project's shared/golden (see its README.md there): a clone has no ../shared. */
+export const GOLDEN_DIR = join(repoRoot, 'test', 'fixtures', 'golden');
 
 export interface GoldenCase {
   /** case.json */

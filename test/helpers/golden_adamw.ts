@@ -1,5 +1,5 @@
 /**
- * The golden AdamW case (../shared/golden/adamw, computed by the official TiM code under torch 1.13),
+ * The golden AdamW case (test/fixtures/golden/adamw, computed by the official TiM code under torch 1.13),
  * read in place with torch.loadSafetensors, and Python snippets that read/write safetensors files so
  * that Python references can use the very same tensors (exact float32 bytes, no JSON trip).
  */
@@ -11,7 +11,7 @@ import { torch } from '../../lib/index.js';
 import type { Tensor } from '../../lib/torch/tensor.js';
 
 export const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const ADAMW_DIR = join(repoRoot, '..', 'shared', 'golden', 'adamw');
+export const ADAMW_DIR = join(repoRoot, 'test', 'fixtures', 'golden', 'adamw');
 
 export interface GoldenAdamW {
   /** parameter names in the order the case lists them */
