@@ -3,6 +3,7 @@
 #pragma once
 #include <torch/version.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/Context.h>
 #include <c10/core/DeviceType.h>
 #include <c10/core/ScalarType.h>
 
@@ -53,6 +54,40 @@ inline void setAutocastDtype(c10::DeviceType device, c10::ScalarType dtype) {
 #else
   if (device == c10::DeviceType::CPU) at::autocast::set_autocast_cpu_dtype(dtype);
   else at::autocast::set_autocast_gpu_dtype(dtype);
+#endif
+}
+
+// Scaled-dot-product attention backends, as a bit mask (kSdp*). 2.0 added the switches; the
+// cuDNN kernel came in 2.3. The fused kernels have neither forward-mode AD nor a double backward;
+// with them off, aten::scaled_dot_product_attention takes its composite math path, which has both
+// (what Python's torch.nn.attention.sdpa_kernel(SDPBackend.MATH) does). 1.13 has no such op: 0.
+constexpr int kSdpMath = 1, kSdpFlash = 2, kSdpMemEfficient = 4, kSdpCuDNN = 8;
+
+inline int sdpBackends() {
+  int m = 0;
+#if TIM_TORCH_AT_LEAST(2, 0)
+  auto& c = at::globalContext();
+  if (c.userEnabledMathSDP()) m |= kSdpMath;
+  if (c.userEnabledFlashSDP()) m |= kSdpFlash;
+  if (c.userEnabledMemEfficientSDP()) m |= kSdpMemEfficient;
+#if TIM_TORCH_AT_LEAST(2, 3)
+  if (c.userEnabledCuDNNSDP()) m |= kSdpCuDNN;
+#endif
+#endif
+  return m;
+}
+
+inline void setSdpBackends(int m) {
+#if TIM_TORCH_AT_LEAST(2, 0)
+  auto& c = at::globalContext();
+  c.setSDPUseMath(m & kSdpMath);
+  c.setSDPUseFlash(m & kSdpFlash);
+  c.setSDPUseMemEfficient(m & kSdpMemEfficient);
+#if TIM_TORCH_AT_LEAST(2, 3)
+  c.setSDPUseCuDNN(m & kSdpCuDNN);
+#endif
+#else
+  (void)m;
 #endif
 }
 

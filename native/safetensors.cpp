@@ -269,9 +269,10 @@ Napi::Value ReadAsync(const Napi::CallbackInfo& info) {
         for (const Request& r : reqs) {
           at::Tensor t = makeTensor(f, r, copy);
           if (!copy && t.nbytes() > 0) {
-            volatile uint8_t sink = 0;
-            const uint8_t* p = static_cast<const uint8_t*>(t.data_ptr());
-            for (size_t off = 0; off < t.nbytes(); off += (size_t)page) sink ^= p[off];
+            const volatile uint8_t* p = static_cast<const uint8_t*>(t.data_ptr());
+            uint8_t acc = 0;
+            for (size_t off = 0; off < t.nbytes(); off += (size_t)page) acc = (uint8_t)(acc ^ p[off]);
+            volatile uint8_t sink = acc;
             (void)sink;
           }
           out->push_back(std::move(t));

@@ -5,6 +5,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/Context.h>
 #include <torch/cuda.h>
+#include <torch/csrc/autograd/forward_grad.h>
 #include <mutex>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -192,6 +193,34 @@ static Napi::Value AutocastState(const Napi::CallbackInfo& info) {
   });
 }
 
+// Forward-mode AD levels (Python's torch.autograd.forward_ad.enter_dual_level / exit_dual_level);
+// dual tensors themselves are made and unpacked by the aten::_make_dual / aten::_unpack_dual ops.
+static Napi::Value ForwardAdEnter(const Napi::CallbackInfo& info) {
+  return guard(info, "forwardAd.enter", [&]() -> Napi::Value {
+    return Napi::Number::New(info.Env(), (double)torch::autograd::ForwardADLevel::get_next_idx());
+  });
+}
+
+static Napi::Value ForwardAdExit(const Napi::CallbackInfo& info) {
+  return guard(info, "forwardAd.exit", [&]() -> Napi::Value {
+    if (!info[0].IsNumber()) throwType("forwardAd.exit expects the level number");
+    torch::autograd::ForwardADLevel::release_idx((uint64_t)info[0].As<Napi::Number>().Int64Value());
+    return info.Env().Undefined();
+  });
+}
+
+static Napi::Value SdpBackends(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), compat::sdpBackends());
+}
+
+static Napi::Value SetSdpBackends(const Napi::CallbackInfo& info) {
+  return guard(info, "setSdpBackends", [&]() -> Napi::Value {
+    if (!info[0].IsNumber()) throwType("setSdpBackends expects a bit mask");
+    compat::setSdpBackends(info[0].As<Napi::Number>().Int32Value());
+    return info.Env().Undefined();
+  });
+}
+
 static Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto o = Napi::Object::New(env);
@@ -224,6 +253,10 @@ void registerState(Napi::Env env, Napi::Object exports) {
   exports.Set("autocastExit", Napi::Function::New(env, AutocastExit, "autocastExit"));
   exports.Set("autocastState", Napi::Function::New(env, AutocastState, "autocastState"));
   exports.Set("buildInfo", Napi::Function::New(env, BuildInfo, "buildInfo"));
+  exports.Set("forwardAdEnter", Napi::Function::New(env, ForwardAdEnter, "forwardAdEnter"));
+  exports.Set("forwardAdExit", Napi::Function::New(env, ForwardAdExit, "forwardAdExit"));
+  exports.Set("sdpBackends", Napi::Function::New(env, SdpBackends, "sdpBackends"));
+  exports.Set("setSdpBackends", Napi::Function::New(env, SetSdpBackends, "setSdpBackends"));
 }
 
 }  // namespace tim

@@ -5,6 +5,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import { torch } from '../lib/index.js';
 import { py, type PyTensor } from './helpers/python.js';
+import { native } from '../lib/torch/native.js';
+import { op } from '../lib/torch/ops.js';
 import { expectTensor, scoped, thrown } from './helpers/tensor-expect.js';
 
 type Tensor = torch.Tensor;
@@ -258,5 +260,63 @@ describe('backwardAsync', () => {
       expect(err!.code).toBe('E_SHAPE');
     });
     expect(torch.memory().liveTensors).toBe(before);
+  });
+});
+
+describe('forward-mode AD: autograd.jvp', () => {
+  it('gives J·v of a composite function, like torch.func.jvp, and leaks nothing', () => {
+    const before = torch.memory().tensors;
+    torch.scope(() => {
+      const x = torch.tensor([0.5, -1, 2]), v = torch.tensor([1, 2, 3], { dtype: 'float32' });
+      const w = torch.tensor([[1, 2, 3], [4, 5, 6]], { dtype: 'float32' });
+      // f(x) = W·(x³) + sin(x)·0 → J = W·diag(3x²)
+      const { output, jvp } = torch.autograd.jvp((a) => w.matmul(a.pow(3)), [x], [v]);
+      expect(output.toArray()).toEqual(w.matmul(x.pow(3)).toArray());
+      const want = w.matmul(x.square().mul(3).mul(v));
+      expect(jvp.sub(want).abs().max().item()).toBeLessThan(1e-5);
+      expect(jvp.requiresGrad).toBe(false);
+      // two primals; an output that ignores the primals has a zero JVP
+      const two = torch.autograd.jvp((a, b) => a.mul(b), [x, v], [v, x]);
+      expect(two.jvp.sub(v.mul(v).add(x.mul(x))).abs().max().item()).toBeLessThan(1e-6); // d(ab) = b·da + a·db
+      expect(torch.autograd.jvp(() => w.sum(), [x], [v]).jvp.item()).toBe(0);
+    });
+    expect(torch.memory().tensors).toBe(before);
+  });
+
+  it('rejects bad arguments with typed errors and leaves no dual level open', () => {
+    const x = torch.tensor([1, 2], { dtype: 'float32' });
+    expect(() => torch.autograd.jvp(null as never, [x], [x])).toThrow(TypeError);
+    expect(() => torch.autograd.jvp((a) => a, [torch.tensor([1, 2])], [x])).toThrow(/floating/);
+    expect(() => torch.autograd.jvp((a) => a, [x], [])).toThrow(/1 primals but 0 tangents/);
+    expect(() => torch.autograd.jvp(() => 3 as never, [x], [x])).toThrow(/must return a Tensor/);
+    expect(() => torch.autograd.jvp(() => { throw new Error('boom'); }, [x], [x])).toThrow('boom');
+    // still usable after the failures (levels were released)
+    expect(torch.autograd.jvp((a) => a.mul(2), [x], [x]).jvp.toArray()).toEqual([2, 4]);
+  });
+});
+
+describe('sdpaKernel', () => {
+  it("['math'] makes scaled_dot_product_attention forward-differentiable (2.x); restores the backends after, also on a throw", () => {
+    torch.scope(() => {
+      const q = torch.randn([1, 2, 5, 4]), k = torch.randn([1, 2, 5, 4]), v = torch.randn([1, 2, 5, 4]);
+      if (torch.hasOp('aten::scaled_dot_product_attention')) {
+        const sdpa = (a: Tensor) => new torch.Tensor(native.call(op('aten::scaled_dot_product_attention')(), a._h, k._h, v._h) as number);
+        // the fused CPU kernel has no forward derivative: the default backends fail, math works
+        expect(() => torch.autograd.jvp(sdpa, [q], [q])).toThrow(/forward AD|not implemented/);
+        const { jvp } = torch.sdpaKernel(['math'], () => torch.autograd.jvp(sdpa, [q], [q]));
+        expect(jvp.abs().max().item()).toBeGreaterThan(0);
+        expect(() => torch.autograd.jvp(sdpa, [q], [q])).toThrow(/forward AD|not implemented/);
+        expect(native.sdpBackends()).toBeGreaterThan(1);
+      } else {
+        expect(native.sdpBackends()).toBe(0); // libtorch 1.13: no such op, nothing to switch
+      }
+      const before = native.sdpBackends();
+      expect(torch.sdpaKernel(['math'], () => 7)).toBe(7);
+      expect(() => torch.sdpaKernel(['math'], () => { throw new RangeError('x'); })).toThrow(RangeError);
+      expect(native.sdpBackends()).toBe(before);
+      expect(() => torch.sdpaKernel(['fast' as never], () => 1)).toThrow(TypeError);
+      expect(() => torch.sdpaKernel(['math'], (async () => 1) as never)).toThrow(/synchronous/);
+      expect(native.sdpBackends()).toBe(before);
+    });
   });
 });

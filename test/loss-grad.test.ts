@@ -102,7 +102,18 @@ describe('gradients vs the official backward (golden adamw grad/*)', () => {
   }));
 });
 
-describe("'jvp' (exact, double backward) vs 'dde' (central difference)", () => {
+describe("'jvp' (exact: forward-mode AD or double backward) vs 'dde' (central difference)", () => {
+  it('forward-mode AD and double backward give the same JVP (to float32 rounding), the default is forward mode', scoped(() => {
+    const fwd = compute(caseLoss({ derivativeType: 'jvp', jvpMethod: 'forward' }));
+    const dbl = compute(caseLoss({ derivativeType: 'jvp', jvpMethod: 'double-backward' }));
+    const d = maxAbsDiff(fwd.dFdvdt, dbl.dFdvdt);
+    report.jvpForwardVsDoubleBackwardMaxAbs = d;
+    expect(d).toBeLessThanOrEqual(2e-5 * Math.max(1, dbl.dFdvdt.abs().max().item()));
+    expect(dbl.dFdvdt.abs().max().item()).toBeGreaterThan(0.1);
+    expect(caseLoss({ derivativeType: 'jvp' }).jvpMethod).toBe('forward');
+    expect(() => caseLoss({ derivativeType: 'jvp', jvpMethod: 'reverse' as never })).toThrow(/jvpMethod/);
+  }));
+
   it('agree within the finite-difference error, which shrinks with ε', scoped(() => {
     const jvp = compute(caseLoss({ derivativeType: 'jvp' }));
     const dde = compute(caseLoss());
@@ -126,8 +137,8 @@ describe("'jvp' (exact, double backward) vs 'dde' (central difference)", () => {
     expect(maxAbsDiff(jvp.weightedLoss, dde.weightedLoss)).toBeLessThanOrEqual(1e-5);
   }));
 
-  it('the JVP leaves no gradient on the parameters and its backward matches the DDE one', scoped(() => {
-    const out = compute(caseLoss({ derivativeType: 'jvp' }));
+  it.each(['forward', 'double-backward'] as const)('the JVP (%s) leaves no gradient on the parameters and its backward matches the DDE one', (jvpMethod) => scoped(() => {
+    const out = compute(caseLoss({ derivativeType: 'jvp', jvpMethod }));
     for (const p of model.parameters()) expect(p.grad).toBeNull();
     out.weightedLoss.add(out.projLoss).backward();
     let worst = 0;
@@ -137,7 +148,7 @@ describe("'jvp' (exact, double backward) vs 'dde' (central difference)", () => {
     expect(worst).toBeLessThanOrEqual(1e-4);
     expect(worst).toBeGreaterThan(0);
     clearGrads();
-  }));
+  })());
 });
 
 describe('bfloat16 autocast and the DDE', () => {

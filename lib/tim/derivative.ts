@@ -9,10 +9,13 @@
  *
  * - DDE (default): the central difference (F(x_{t+ε}, t+ε, r) − F(x_{t−ε}, t−ε, r)) / (2ε), both
  *   points in one extra forward without autograd, x_{t±ε} rebuilt from x and z (no clamping of t ± ε).
- * - JVP: the exact Jacobian-vector product with tangents (v_t, 1, 0) on (x_t, t, r). libtorch 1.13
- *   has no forward-mode AD through TorchScript modules, so it is computed by double backward:
- *   g(u) = (∂F/∂x)ᵀu, (∂F/∂t)ᵀu (linear in u, graph kept), then d/du ⟨g(u), (v, 1)⟩ = ∂F/∂x·v + ∂F/∂t.
- *   About 3 forward-costs and the memory of a double-backward graph.
+ * - JVP: the exact Jacobian-vector product with tangents (v_t, 1, 0) on (x_t, t, r), two ways:
+ *   'forward' (official: torch.func.jvp): forward-mode AD, one forward on dual tensors under noGrad;
+ *   'double-backward': g(u) = (∂F/∂x)ᵀu, (∂F/∂t)ᵀu (linear in u, graph kept), then
+ *   d/du ⟨g(u), (v, 1)⟩ = ∂F/∂x·v + ∂F/∂t: about 3 forward-costs and a double-backward graph.
+ *   Both run with scaled-dot-product attention on its math path (the fused kernels have neither a
+ *   forward derivative nor a double backward; the official code switches to vanilla attention too).
+ *   The default, jvpMethodDefault(), is the faster of the two on the linked libtorch (bench/jvp.ts).
  *
  * Precision: under autocast the difference of two bfloat16 forwards divided by 2ε loses most of
  * its digits (see docs/loss.md for the measured error), so by default both estimators run with
@@ -47,6 +50,19 @@ export interface DerivativeInputs {
   /** rows < nDiffusion are diffusion rows: their derivative is 0 and is not computed */
   nDiffusion: number;
   precision?: DerivativePrecision;
+  /** JVP only: how J·(v, 1, 0) is computed (default jvpMethodDefault()) */
+  jvpMethod?: JvpMethod;
+}
+
+/** 'forward': forward-mode AD (torch.func.jvp); 'double-backward': two reverse passes. */
+export type JvpMethod = 'forward' | 'double-backward';
+
+/**
+ * The faster JVP method on the linked libtorch, by bench/jvp.ts (docs/loss.md has the figures):
+ * forward-mode AD, one forward on dual tensors, beats the double backward's three passes.
+ */
+export function jvpMethodDefault(): JvpMethod {
+  return 'forward';
 }
 
 export interface DerivativeResult {
@@ -112,14 +128,43 @@ export function ddeDerivative(inputs: DerivativeInputs, epsilon: number): Deriva
 }
 
 /**
- * The exact d/dt F(x_t, t, r) = J·(v_t, 1, 0) by double backward, rows ≥ nDiffusion (official
- * jvp_derivative, which uses torch.func.jvp). Needs a twice-differentiable network: build the model
- * with the math attention path (as the official code switches to 'vanilla_attn' for its JVP).
+ * The exact d/dt F(x_t, t, r) = J·(v_t, 1, 0), rows ≥ nDiffusion (official jvp_derivative, which
+ * uses torch.func.jvp), by inputs.jvpMethod.
  */
 export function jvpDerivative(inputs: DerivativeInputs): DerivativeResult {
+  const B = inputs.xT.shape[0]!;
+  if (inputs.nDiffusion >= B) return { dFdvdt: torch.zerosLike(inputs.xT), fTPlusEps: null, fTMinusEps: null };
+  const method = inputs.jvpMethod ?? jvpMethodDefault();
+  return torch.sdpaKernel(['math'], () => (method === 'forward' ? forwardJvp(inputs) : doubleBackwardJvp(inputs)));
+}
+
+/** J·(v, 1, 0) by forward-mode AD: one forward of the network on dual (primal, tangent) inputs. */
+function forwardJvp(inputs: DerivativeInputs): DerivativeResult {
   const { network, transport, xT, vT, t, r, y, nDiffusion } = inputs;
-  const B = xT.shape[0]!;
-  if (nDiffusion >= B) return { dFdvdt: torch.zerosLike(xT), fTPlusEps: null, fTMinusEps: null };
+  return torch.scope(() => torch.noGrad(() => withDerivativePrecision(inputs.precision ?? 'float32', xT, () => {
+    const xs = transitionRows(xT, nDiffusion).detach(), ts = transitionRows(t, nDiffusion).detach();
+    const rs = transitionRows(r, nDiffusion).detach(), vs = transitionRows(vT, nDiffusion).detach();
+    const ys = transitionRows(y, nDiffusion);
+    let jv: Tensor;
+    try {
+      jv = torch.autograd.jvp((xd, td) => {
+        const { tInput, rInput } = transport.modelTimes(td, rs);
+        return network(xd, tInput, rInput, ys);
+      }, [xs, ts], [vs, torch.onesLike(ts)]).jvp;
+    } catch (e) {
+      throw new TorchError(
+        `TransitionLoss jvp derivative: forward-mode AD through the network failed (${(e as Error).message}). ` +
+        "Use jvpMethod 'double-backward' or derivativeType 'dde'.",
+        (e as { code?: string }).code ?? 'E_AUTOGRAD',
+      );
+    }
+    return { dFdvdt: padLeadingRows(jv, nDiffusion), fTPlusEps: null, fTMinusEps: null };
+  })));
+}
+
+/** J·(v, 1, 0) by double backward (see the file comment). */
+function doubleBackwardJvp(inputs: DerivativeInputs): DerivativeResult {
+  const { network, transport, xT, vT, t, r, y, nDiffusion } = inputs;
   return torch.scope(() => torch.enableGrad(() => withDerivativePrecision(inputs.precision ?? 'float32', xT, () => {
     // Fresh leaves: the caller's tensors never get requires_grad set on them.
     const xs = transitionRows(xT, nDiffusion).detach().clone().requiresGrad_();
@@ -140,7 +185,7 @@ export function jvpDerivative(inputs: DerivativeInputs): DerivativeResult {
     } catch (e) {
       throw new TorchError(
         `TransitionLoss jvp derivative: double backward through the network failed (${(e as Error).message}). ` +
-        "Build the model with the math attention path (TiM.create(config, { attention: 'math' })) or use derivativeType 'dde'.",
+        "Use jvpMethod 'forward' or derivativeType 'dde'.",
         (e as { code?: string }).code ?? 'E_AUTOGRAD',
       );
     }

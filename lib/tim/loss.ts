@@ -21,7 +21,7 @@ import { ScriptModule } from '../torch/jit.js';
 import type { Tensor } from '../torch/tensor.js';
 import type { DType, Device } from '../torch/dtype.js';
 import type { Transport } from './transports/transport.js';
-import { ddeDerivative, jvpDerivative, type DerivativePrecision, type NetworkFn } from './derivative.js';
+import { ddeDerivative, jvpDerivative, jvpMethodDefault, type DerivativePrecision, type JvpMethod, type NetworkFn } from './derivative.js';
 import { WEIGHT_TIME_TYPES, adaptiveWeight, timeWeight, type WeightTimeType } from './time_weights.js';
 
 export type DerivativeType = 'dde' | 'jvp';
@@ -48,6 +48,8 @@ export interface TransitionLossOptions {
    * central difference loses most digits (docs/loss.md); 'autocast': as the caller's autocast state.
    */
   derivativePrecision?: DerivativePrecision;
+  /** derivativeType 'jvp': forward-mode AD or double backward (default: the faster on this libtorch, jvpMethodDefault()) */
+  jvpMethod?: JvpMethod;
 }
 
 /**
@@ -151,7 +153,7 @@ export interface LossDict {
 const OWNER = 'TransitionLoss';
 const OPTION_KEYS: readonly (keyof TransitionLossOptions)[] = [
   'diffusionRatio', 'consistencyRatio', 'derivativeType', 'differentialEpsilon', 'weightTimeType', 'weightTimeTangent',
-  'weightTimeSigmoid', 'weightTAndR', 'derivativePrecision',
+  'weightTimeSigmoid', 'weightTAndR', 'derivativePrecision', 'jvpMethod',
 ];
 const INPUT_KEYS: readonly (keyof LossInputs)[] = [
   'model', 'emaModel', 'x', 'z', 'y', 'yEma', 'yNull', 'hTarget', 'useDirLoss', 't', 'r', 'nDiffusion',
@@ -315,6 +317,7 @@ export class TransitionLoss {
   readonly weightTimeSigmoid: boolean;
   readonly weightTAndR: boolean;
   readonly derivativePrecision: DerivativePrecision;
+  readonly jvpMethod: JvpMethod;
 
   constructor(transport: Transport, opts: TransitionLossOptions = {}) {
     if (transport === null || typeof transport !== 'object' || typeof (transport as Transport).sampleT !== 'function' ||
@@ -335,6 +338,7 @@ export class TransitionLoss {
     this.weightTimeSigmoid = bool(opts.weightTimeSigmoid ?? false, 'weightTimeSigmoid');
     this.weightTAndR = bool(opts.weightTAndR ?? true, 'weightTAndR');
     this.derivativePrecision = oneOf(opts.derivativePrecision ?? 'float32', 'derivativePrecision', ['float32', 'autocast'] as const);
+    this.jvpMethod = oneOf(opts.jvpMethod ?? jvpMethodDefault(), 'jvpMethod', ['forward', 'double-backward'] as const);
   }
 
   /**
@@ -446,6 +450,7 @@ export class TransitionLoss {
 
       const derivativeInputs = {
         network: calls.plain, transport: tr, x, z, xT, vT, t, r, y, nDiffusion, precision: this.derivativePrecision,
+        jvpMethod: this.jvpMethod,
       };
       const der = this.derivativeType === 'jvp' ? jvpDerivative(derivativeInputs) : ddeDerivative(derivativeInputs, this.differentialEpsilon);
 

@@ -2,6 +2,7 @@
 import { native } from './native.js';
 import { argError } from './errors.js';
 import { Tensor, _wrap as wrap, handleOf } from './tensor.js';
+import { op } from './ops.js';
 
 function withGradMode<T>(enabled: boolean, fn: () => T): T {
   if (typeof fn !== 'function') throw argError('type', `${enabled ? 'enableGrad' : 'noGrad'}(fn): fn must be a function`);
@@ -90,4 +91,51 @@ export async function backwardAsync(tensors: Tensor | Tensor[], grads?: (Tensor 
   const o = options<BackwardOptions>(opts, 'autograd.backwardAsync', ['retainGraph', 'createGraph']);
   await native.backwardAsync(handles(tensors, 'autograd.backwardAsync tensors', false),
     optionalList(grads, 'autograd.backwardAsync grads'), o.retainGraph, o.createGraph ?? false);
+}
+
+// ---- forward-mode AD (torch.autograd.forward_ad) ---------------------------------------------------
+
+const MAKE_DUAL = op('aten::_make_dual');
+const UNPACK_DUAL = op('aten::_unpack_dual');
+const ZEROS_LIKE = op('aten::zeros_like');
+
+/**
+ * Python's `torch.func.jvp(fn, primals, tangents)` by forward-mode AD: runs fn once on dual tensors
+ * (primal + tangent) inside a fresh dual level, returns its output and the Jacobian-vector product
+ * J·tangents, both ordinary tensors owned by the caller. Every op on the way needs a forward
+ * derivative; the fused scaled-dot-product-attention kernels have none (see sdpaKernel).
+ */
+export function jvp(fn: (...primals: Tensor[]) => Tensor, primals: Tensor[], tangents: Tensor[]): { output: Tensor; jvp: Tensor } {
+  if (typeof fn !== 'function') throw argError('type', 'autograd.jvp(fn, primals, tangents): fn must be a function');
+  const ps = handles(primals, 'autograd.jvp primals', false) as number[];
+  const ts = handles(tangents, 'autograd.jvp tangents', false) as number[];
+  if (ps.length !== ts.length) throw argError('type', `autograd.jvp: ${ps.length} primals but ${ts.length} tangents`);
+  for (const [i, t] of [...primals, ...tangents].entries()) {
+    if (!/^(float|bfloat|complex)/.test(t.dtype)) {
+      throw argError('type', `autograd.jvp: ${i < primals.length ? `primal ${i}` : `tangent ${i - primals.length}`} is ${t.dtype}; forward-mode AD needs floating-point tensors`, 'E_DTYPE');
+    }
+  }
+  const level = native.forwardAdEnter() as number;
+  const temps: Tensor[] = [];
+  try {
+    const duals = ps.map((p, i) => {
+      const d = wrap(native.call(MAKE_DUAL(), p, ts[i], level) as number);
+      temps.push(d);
+      return d;
+    });
+    const out = fn(...duals);
+    if (!(out instanceof Tensor)) throw argError('type', 'autograd.jvp: fn must return a Tensor');
+    const [ph, th] = native.call(UNPACK_DUAL(), out._h, level) as [number, number | null];
+    const primal = wrap(ph);
+    temps.push(primal);
+    // detached copies that outlive the level (its exit strips tangents from every dual of it); an
+    // output that does not depend on the primals has no tangent: its JVP is 0
+    if (th === null || th === undefined) return { output: primal.detach(), jvp: wrap(native.call(ZEROS_LIKE(), ph) as number) };
+    const tangent = wrap(th);
+    temps.push(tangent);
+    return { output: primal.detach(), jvp: tangent.detach() };
+  } finally {
+    for (const t of temps) t.dispose();
+    native.forwardAdExit(level);
+  }
 }

@@ -18,7 +18,7 @@ export { noGrad, enableGrad, isGradEnabled, setGradEnabled } from './autograd.js
 export * as autograd from './autograd.js';
 export {
   manualSeed, getRngState, setRngState, setNumThreads, getNumThreads, setNumInteropThreads, parallelInfo, cuda,
-  autocast, isAutocastEnabled, buildInfo, type AutocastOptions,
+  autocast, isAutocastEnabled, buildInfo, libtorchAtLeast, sdpaKernel, type SdpaBackend, type AutocastOptions,
 } from './state.js';
 export { matmulAsync, linearAsync, conv2dAsync, cloneAsync, callOpAsync } from './async.js';
 export { hasOp, schemaOf } from './ops.js';

@@ -104,4 +104,45 @@ export function buildInfo(): { torchVersion: string; torchMajor: number; torchMi
   return native.buildInfo();
 }
 
+let linked: { major: number; minor: number } | undefined;
+/**
+ * Whether the linked libtorch is at least major.minor. TypeScript code that follows torch's *Python*
+ * math (optimizers) uses it to follow the torch release whose libtorch it runs on; everything in
+ * C++ keeps its version differences in native/compat.h.
+ */
+export function libtorchAtLeast(major: number, minor: number): boolean {
+  if (!linked) {
+    const b = native.buildInfo() as { torchMajor: number; torchMinor: number };
+    linked = { major: b.torchMajor, minor: b.torchMinor };
+  }
+  return linked.major > major || (linked.major === major && linked.minor >= minor);
+}
+
 export type { Tensor };
+
+/** Scaled-dot-product attention backends (libtorch ≥ 2.0), as Python's torch.nn.attention.SDPBackend. */
+export type SdpaBackend = 'math' | 'flash' | 'efficient' | 'cudnn';
+const SDPA_BITS: Record<SdpaBackend, number> = { math: 1, flash: 2, efficient: 4, cudnn: 8 };
+
+/**
+ * Runs fn with only the given attention backends enabled, like Python's
+ * `with torch.nn.attention.sdpa_kernel([...])`, and restores the previous set after. The switches are
+ * process-wide (as in Python): keep fn synchronous. ['math'] makes scaled_dot_product_attention
+ * twice differentiable and forward-mode differentiable (the fused kernels are neither). On
+ * libtorch 1.13, which has no such op, it just runs fn.
+ */
+export function sdpaKernel<T>(backends: SdpaBackend[], fn: () => T): T {
+  if (!Array.isArray(backends) || backends.some((b) => !(b in SDPA_BITS))) {
+    throw argError('type', `sdpaKernel: backends must be a list of ${Object.keys(SDPA_BITS).map((k) => `'${k}'`).join(', ')}`);
+  }
+  if (typeof fn !== 'function') throw argError('type', 'sdpaKernel(backends, fn): fn must be a function');
+  const prev = native.sdpBackends() as number;
+  native.setSdpBackends(backends.reduce((m, b) => m | SDPA_BITS[b], 0));
+  try {
+    const r = fn();
+    if (r instanceof Promise) throw argError('type', 'sdpaKernel(backends, fn): fn must be synchronous');
+    return r;
+  } finally {
+    native.setSdpBackends(prev);
+  }
+}

@@ -1,14 +1,16 @@
 /**
- * Adam (torch.optim.Adam, torch 1.13 math) and the update it shares with AdamW.
+ * Adam (torch.optim.Adam) and the update it shares with AdamW, with the math of the torch release
+ * whose libtorch is linked (1.13 or 2.x: they round differently in two places).
  *
  * The update runs ATen's `_foreach_*` kernels over the whole group, in the order and with the
  * scalars of torch's `_single_tensor_adam(w)` / `_multi_tensor_adam(w)` (which agree bit for bit
  * on CPU), so results equal Python's exactly:
  *   k += 1                                  (float32 counter, like torch's state['step'])
  *   AdamW: p *= 1 - lr*wd                    Adam: g' = g + wd*p (a new tensor; .grad is untouched)
- *   m = m*b1; m += (1-b1)*g'
+ *   1.13: m = m*b1; m += (1-b1)*g'           2.x: m = lerp(m, g', 1-b1)
  *   v = v*b2; v += (1-b2)*g'*g'
- *   d = sqrt(v) / sqrt(1 - b2^k) + eps       (CPU: into a preallocated buffer, see foreach.sqrtDivAddInto;
+ *   d = sqrt(v) / c + eps                    c = 1.13: math.sqrt(1 - b2^k); 2.x: (1 - b2^k) ** 0.5
+ *                                           (CPU: into a preallocated buffer, see foreach.sqrtDivAddInto;
  *                                             elsewhere torch's _foreach sequence, see foreach.sqrtDivAdd)
  *   p += -(lr / (1 - b1^k)) * m / d
  */
@@ -20,6 +22,7 @@ import * as F from './foreach.js';
 import { libmPow } from './pow.js';
 import { native } from '../native.js';
 import { op } from '../ops.js';
+import { libtorchAtLeast } from '../state.js';
 
 const ZEROS_LIKE = op('aten::zeros_like');
 const EMPTY_LIKE = op('aten::empty_like');
@@ -63,28 +66,38 @@ export function adamUpdate(
   const { lr, eps, weightDecay: wd } = group;
   const [b1, b2] = group.betas;
   const ks = states.map((s) => (s.step = nextStep(s.step)));
+  // torch.optim's default is its single-tensor path on the CPU and its foreach path elsewhere; their
+  // in-place scalar products round bfloat16 differently on 2.x (see foreach.mulScalarEach_)
+  const mulScalar_ = params.every((p) => p.device === 'cpu') ? F.mulScalarEach_ : F.mulScalar_;
   let g = grads;
   const temps: Tensor[] = [];
   try {
     if (decoupled) {
       // multiplying by exactly 1 changes no bit, so torch's unconditional mul_ can be skipped
       const shrink = 1 - lr * wd;
-      if (shrink !== 1) F.mulScalar_(params, shrink);
+      if (shrink !== 1) mulScalar_(params, shrink);
     } else if (wd !== 0) {
       g = F.addList(grads, params, wd);
       temps.push(...g);
     }
     const m = states.map((s) => s.tensors.exp_avg!);
     const v = states.map((s) => s.tensors.exp_avg_sq!);
-    F.mulScalar_(m, b1);
-    F.addList_(m, g, 1 - b1);
-    F.mulScalar_(v, b2);
+    const torch2 = libtorchAtLeast(2, 0);
+    if (torch2) F.lerp_(m, g, 1 - b1);
+    else {
+      mulScalar_(m, b1);
+      F.addList_(m, g, 1 - b1);
+    }
+    mulScalar_(v, b2);
     F.addcmul_(v, g, g, 1 - b2);
     // the parameters of a group almost always share one step count: one pair of pow() per count
     const perStep = new Map<number, [number, number]>();
     const scalarsAt = (k: number): [number, number] => {
       let r = perStep.get(k);
-      if (!r) perStep.set(k, (r = [Math.sqrt(biasCorrection(b2, k)), (lr / biasCorrection(b1, k)) * -1]));
+      if (!r) {
+        const bc2 = biasCorrection(b2, k);
+        perStep.set(k, (r = [torch2 ? libmPow(bc2, 0.5) : Math.sqrt(bc2), (lr / biasCorrection(b1, k)) * -1]));
+      }
       return r;
     };
     const bc2Sqrt = ks.map((k) => scalarsAt(k)[0]);

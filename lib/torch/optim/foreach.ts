@@ -9,12 +9,16 @@
 import { native } from '../native.js';
 import { op } from '../ops.js';
 import { Tensor } from '../tensor.js';
-import { dtypeCode } from '../dtype.js';
+import { dtypeCode, DTYPE_CODE } from '../dtype.js';
+import { libtorchAtLeast } from '../state.js';
 
 const O = {
   mulScalar_: op('aten::_foreach_mul_', 'Scalar'),
+  mulOne_: op('aten::mul_', 'Scalar'),
+  mulOneT_: op('aten::mul_', 'Tensor'),
   addScalar_: op('aten::_foreach_add_', 'Scalar'),
   addList_: op('aten::_foreach_add_', 'List'),
+  lerpScalar_: op('aten::_foreach_lerp_', 'Scalar'),
   divScalars_: op('aten::_foreach_div_', 'ScalarList'),
   sqrt: op('aten::_foreach_sqrt'),
   addList: op('aten::_foreach_add', 'List'),
@@ -38,6 +42,25 @@ export function handles(ts: readonly Tensor[]): number[] {
 export function mulScalar_(ts: readonly Tensor[], s: number): void {
   native.call(O.mulScalar_(), handles(ts), s);
 }
+/**
+ * ts[i] *= s one tensor at a time, as torch.optim's single-tensor path (the CPU default) does with
+ * `t.mul_(s)`. Python passes a float to mul_ as a 0-dim float64 tensor (aten::mul_.Tensor), and on
+ * libtorch 2.x the bfloat16/float16 kernel then multiplies by s itself, while aten::mul_.Scalar (and
+ * _foreach_mul_) first rounds s to the tensor's dtype (0.95 → 0.94921875 in bfloat16). float32 and
+ * float64 take the Scalar overload: there both give the same bits.
+ */
+export function mulScalarEach_(ts: readonly Tensor[], s: number): void {
+  let scalar: Tensor | null = null;
+  const torch2 = libtorchAtLeast(2, 0); // 1.13: both overloads give Python's bits
+  try {
+    for (const t of ts) {
+      if (!torch2 || t.dtype === 'float32' || t.dtype === 'float64') native.callVoid(O.mulOne_(), t._h, s);
+      else native.callVoid(O.mulOneT_(), t._h, (scalar ??= new Tensor(native.call(O.scalarTensor(), s, DTYPE_CODE.float64)))._h);
+    }
+  } finally {
+    scalar?.dispose();
+  }
+}
 /** ts[i] += s */
 export function addScalar_(ts: readonly Tensor[], s: number): void {
   native.call(O.addScalar_(), handles(ts), s);
@@ -45,6 +68,10 @@ export function addScalar_(ts: readonly Tensor[], s: number): void {
 /** ts[i] += alpha * others[i] (vectorised as fma(others, alpha, ts), like Tensor.add_) */
 export function addList_(ts: readonly Tensor[], others: readonly Tensor[], alpha: number): void {
   native.call(O.addList_(), handles(ts), handles(others), alpha);
+}
+/** ts[i] += weight * (ends[i] - ts[i]) (ATen's lerp kernel) */
+export function lerp_(ts: readonly Tensor[], ends: readonly Tensor[], weight: number): void {
+  native.call(O.lerpScalar_(), handles(ts), handles(ends), weight);
 }
 /** New tensors ts[i] + alpha * others[i]; the caller owns them. */
 export function addList(ts: readonly Tensor[], others: readonly Tensor[], alpha: number): Tensor[] {
