@@ -28,9 +28,57 @@ function versionOf(cmakeDir) {
 }
 
 /**
+ * The folder holding libtorch_cpu.so: <prefix>/lib for a libtorch distribution or a pip torch
+ * (cmakeDir = <prefix>/share/cmake/Torch), <libdir> for Debian (cmakeDir = <libdir>/cmake/Torch).
+ */
+function libDirOf(cmakeDir) {
+  const has = (d) => {
+    try {
+      return fs.readdirSync(d).some((n) => n.startsWith('libtorch_cpu.so'));
+    } catch {
+      return false;
+    }
+  };
+  const prefixLib = path.resolve(cmakeDir, '..', '..', '..', 'lib');
+  if (has(prefixLib)) return prefixLib;
+  const debian = path.resolve(cmakeDir, '..', '..');
+  return has(debian) ? debian : null;
+}
+
+/**
+ * The CUDA release a libtorch was built with ('13.0'), null for a CPU build, or 'unknown' when it has
+ * libtorch_cuda but says nowhere which release: a pip torch's version.py (`cuda = '13.0'`), a
+ * libtorch distribution's build-version ('2.14.1+cu130').
+ */
+function cudaOf(cmakeDir, libDir) {
+  if (!libDir || !fs.existsSync(path.join(libDir, 'libtorch_cuda.so'))) return null;
+  const prefix = path.resolve(cmakeDir, '..', '..', '..');
+  try {
+    const m = /^cuda(?::[^=]*)?=\s*'([0-9.]+)'/m.exec(fs.readFileSync(path.join(prefix, 'version.py'), 'utf8'));
+    if (m) return m[1];
+  } catch {
+    /* not a pip torch */
+  }
+  try {
+    const m = /\+cu(\d+)(\d)\b/.exec(fs.readFileSync(path.join(prefix, 'build-version'), 'utf8'));
+    if (m) return `${m[1]}.${m[2]}`;
+  } catch {
+    /* not a libtorch distribution */
+  }
+  return 'unknown';
+}
+
+/** The prebuild flavour folder name for a libtorch: libtorch-2.13-cpu, libtorch-2.14-cu130. */
+function flavourOf(lib) {
+  if (!lib.found || !Number.isInteger(lib.major) || !Number.isInteger(lib.minor)) return null;
+  const cuda = lib.cuda === null ? 'cpu' : lib.cuda === 'unknown' ? null : `cu${lib.cuda.replace('.', '')}`;
+  return cuda ? `libtorch-${lib.major}.${lib.minor}-${cuda}` : null;
+}
+
+/**
  * @param {NodeJS.ProcessEnv} env
  * @returns {{ found: boolean, label?: string, cmakeDir?: string, version?: string|null,
- *   major?: number, minor?: number, explicit: boolean, tried: string[] }}
+ *   major?: number, minor?: number, libDir?: string|null, cuda?: string|null, explicit: boolean, tried: string[] }}
  */
 function findLibtorch(env = process.env) {
   const tried = [];
@@ -61,14 +109,15 @@ function findLibtorch(env = process.env) {
     if (fs.existsSync(path.join(dir, 'TorchConfig.cmake'))) {
       const version = versionOf(dir);
       const [major, minor] = (version || '').split('.').map((x) => Number.parseInt(x, 10));
-      return { found: true, label, cmakeDir: dir, version, major, minor, explicit, tried };
+      const libDir = libDirOf(dir);
+      return { found: true, label, cmakeDir: dir, version, major, minor, libDir, cuda: cudaOf(dir, libDir), explicit, tried };
     }
     tried.push(`${label}: no TorchConfig.cmake in ${dir}`);
   }
   return { found: false, explicit, tried };
 }
 
-module.exports = { findLibtorch, versionOf, SYSTEM_DIRS };
+module.exports = { findLibtorch, versionOf, flavourOf, SYSTEM_DIRS };
 
 if (require.main === module) {
   process.stdout.write(JSON.stringify(findLibtorch(), null, 2) + '\n');

@@ -13,8 +13,9 @@ const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
-const { findLibtorch, SYSTEM_DIRS } = require('./find-libtorch.cjs');
+const { findLibtorch, flavourOf, SYSTEM_DIRS } = require('./find-libtorch.cjs');
 const { sourceHash } = require('./source-hash.cjs');
+const { writeWithRunpath } = require('./runpath.cjs');
 
 const root = path.join(__dirname, '..');
 const MIN = [1, 13];
@@ -32,24 +33,62 @@ function rel(p) {
   return path.relative(root, p) || p;
 }
 
-/** The .node files node-gyp-build would try, in its order: build/Release, build/Debug, prebuilds. */
-function addonCandidates() {
-  const out = [];
+const tupleDir = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
+/** Where a flavour prebuild is installed, RUNPATH filled in (lib/torch/native.ts loads it after build/). */
+const installedDir = path.join(tupleDir, 'installed');
+
+/**
+ * The addons to try, in the loader's order: a build from source (build/Release), an installed
+ * flavour prebuild, the system-libtorch prebuild (prebuilds/<platform>-<arch>/*.node), then the
+ * flavour prebuild made for the libtorch found (prebuilds/<platform>-<arch>/libtorch-X.Y-<cpu|cuNNN>/),
+ * which is installed (copied with its RUNPATH set to that libtorch's folder) only once it has loaded.
+ */
+function addonCandidates(lib) {
   for (const d of ['build/Release', 'build/Debug']) {
     const dir = path.join(root, d);
     if (!fs.existsSync(dir)) continue;
     const f = fs.readdirSync(dir).find((n) => n.endsWith('.node'));
     if (f) return [{ kind: 'build', file: path.join(dir, f) }];
   }
-  const dir = path.join(root, 'prebuilds', `${process.platform}-${process.arch}`);
-  if (fs.existsSync(dir)) {
-    for (const f of fs.readdirSync(dir).filter((n) => n.endsWith('.node'))) {
+  const out = [];
+  const installed = path.join(installedDir, 'tim_torch.node');
+  if (fs.existsSync(installed)) out.push({ kind: 'installed', file: installed });
+  if (fs.existsSync(tupleDir)) {
+    for (const f of fs.readdirSync(tupleDir).filter((n) => n.endsWith('.node'))) {
       // musl systems cannot load a glibc-tagged prebuild (and node-gyp-build would skip it).
       if (/\.musl\./.test(f) !== fs.existsSync('/etc/alpine-release')) continue;
-      out.push({ kind: 'prebuild', file: path.join(dir, f) });
+      out.push({ kind: 'prebuild', file: path.join(tupleDir, f) });
     }
   }
+  const flavour = lib.found && lib.libDir ? flavourOf(lib) : null;
+  const fdir = flavour && path.join(tupleDir, flavour);
+  if (fdir && fs.existsSync(path.join(fdir, 'prebuild.json'))) {
+    const f = fs.readdirSync(fdir).find((n) => n.endsWith('.node'));
+    if (f) out.push({ kind: 'flavour', flavour, file: path.join(fdir, f) });
+  }
   return out;
+}
+
+/** A flavour prebuild with its RUNPATH set to lib's folder, in a temp folder to probe before installing. */
+function stageFlavour(candidate, lib) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tim-torch-flavour-'));
+  const file = path.join(dir, 'tim_torch.node');
+  writeWithRunpath(candidate.file, file, lib.libDir);
+  return { ...candidate, staged: file, stagedDir: dir };
+}
+
+/** Moves a staged flavour into prebuilds/<tuple>/installed/, with a note of what it was made for. */
+function installFlavour(staged, lib) {
+  fs.mkdirSync(installedDir, { recursive: true });
+  const note = { flavour: staged.flavour, libDir: lib.libDir, cmakeDir: lib.cmakeDir, from: path.relative(root, staged.file) };
+  const part = path.join(installedDir, `.installed.json.${process.pid}.part`);
+  fs.writeFileSync(part, JSON.stringify(note, null, 2) + '\n');
+  const dest = path.join(installedDir, 'tim_torch.node');
+  fs.copyFileSync(staged.staged, `${dest}.${process.pid}.part`);
+  fs.renameSync(`${dest}.${process.pid}.part`, dest);
+  fs.renameSync(part, path.join(installedDir, 'installed.json'));
+  fs.rmSync(staged.stagedDir, { recursive: true, force: true });
+  return dest;
 }
 
 /** Loads the addon in a child process (a crash or missing library must not kill npm). */
@@ -76,10 +115,13 @@ function real(p) {
 }
 
 /** The TorchConfig.cmake folder an addon was linked against: for a build, what its CMake cache
- * says; a prebuild is made against the system libtorch (Debian's). */
-function linkedTorchDir(candidate) {
+ * says; for an installed flavour, its note; a system prebuild is made against the system libtorch
+ * (null); a flavour being installed, against the libtorch found. */
+function linkedTorchDir(candidate, lib) {
   if (candidate.kind === 'prebuild') return null;
+  if (candidate.kind === 'flavour') return lib.cmakeDir;
   try {
+    if (candidate.kind === 'installed') return JSON.parse(fs.readFileSync(path.join(installedDir, 'installed.json'), 'utf8')).cmakeDir;
     const cache = fs.readFileSync(path.join(root, 'build', 'CMakeCache.txt'), 'utf8');
     const m = /^Torch_DIR:PATH=(.*)$/m.exec(cache);
     return m ? m[1].trim() : undefined;
@@ -96,11 +138,14 @@ function misfit(candidate, info, lib, hash) {
     return { why: `it was built for libtorch ${info.torchVersion}, but the libtorch to use is ${lib.version} (${lib.label})`, libtorchChanged: true };
   }
   if (lib.found) {
-    const linked = linkedTorchDir(candidate);
+    const linked = linkedTorchDir(candidate, lib);
     const wanted = real(lib.cmakeDir);
     const ok = linked === null ? SYSTEM_DIRS.some((d) => real(d) === wanted) : linked === undefined || real(linked) === wanted;
     if (!ok) {
       return { why: `it is linked against ${linked ?? 'the system libtorch'}, but the libtorch to use is ${lib.cmakeDir} (${lib.label})`, libtorchChanged: true };
+    }
+    if ((lib.cuda !== null) !== Boolean(info.cudaBuild)) {
+      return { why: `it is a ${info.cudaBuild ? 'CUDA' : 'CPU'} build, but the libtorch to use is ${lib.cuda !== null ? 'a CUDA' : 'a CPU'} libtorch (${lib.label})`, libtorchChanged: true };
     }
   }
   if (info.sourceHash !== hash) {
@@ -136,19 +181,35 @@ function main() {
     notes.push('TIM_TORCH_BUILD_FROM_SOURCE is set: not using an existing build or prebuild');
     fresh = true;
   }
-  for (const c of force ? [] : addonCandidates()) {
-    const p = probe(c.file);
+  const what = { build: 'the existing build', installed: 'the installed prebuild', prebuild: 'the prebuilt addon', flavour: 'the prebuilt addon' };
+  for (const c0 of force ? [] : addonCandidates(lib)) {
+    let c = c0;
+    if (c.kind === 'flavour') {
+      try {
+        c = stageFlavour(c, lib);
+      } catch (e) {
+        notes.push(`prebuild ${rel(c.file)} cannot be used: ${e.message}`);
+        continue;
+      }
+    }
+    const p = probe(c.staged ?? c.file);
     if (!p.ok) {
-      notes.push(`${c.kind} ${rel(c.file)} does not load: ${explainLoad(p.error)}`);
+      notes.push(`${c.kind === 'flavour' ? 'prebuild' : c.kind} ${rel(c.file)} does not load: ${explainLoad(p.error)}`);
+      if (c.stagedDir) fs.rmSync(c.stagedDir, { recursive: true, force: true });
       continue;
     }
     const bad = misfit(c, p.info, lib, hash);
     if (!bad) {
-      log(`using ${c.kind === 'build' ? 'the existing build' : 'the prebuilt addon'} ${rel(c.file)} (libtorch ${p.info.torchVersion}).`);
+      const file = c.kind === 'flavour' ? installFlavour(c, lib) : c.file;
+      const cuda = p.info.cudaBuild ? `, CUDA ${lib.cuda ?? ''}`.trimEnd() : '';
+      log(`using ${what[c.kind]} ${rel(c.file)}${c.kind === 'flavour' ? ` (installed as ${rel(file)}, RUNPATH ${lib.libDir})` : ''} (libtorch ${p.info.torchVersion}${cuda}).`);
       return;
     }
-    notes.push(`${c.kind} ${rel(c.file)} is not used: ${bad.why}`);
+    if (c.stagedDir) fs.rmSync(c.stagedDir, { recursive: true, force: true });
+    notes.push(`${c.kind === 'flavour' ? 'prebuild' : c.kind} ${rel(c.file)} is not used: ${bad.why}`);
     if (c.kind === 'build' && bad.libtorchChanged) fresh = true;
+    // an installed flavour for another libtorch would shadow the system prebuild and a new build
+    if (c.kind === 'installed') fs.rmSync(installedDir, { recursive: true, force: true });
   }
   if (notes.length === 0) notes.push(`no prebuilt addon for ${process.platform}-${process.arch} and no earlier build`);
 
@@ -208,7 +269,7 @@ function main() {
       'Fix: see docs/install.md (Troubleshooting); set LIBTORCH to a libtorch 1.13 or 2.x and run `npm rebuild tim-torch`.',
     ]);
   }
-  const built = addonCandidates().find((c) => c.kind === 'build');
+  const built = addonCandidates(lib).find((c) => c.kind === 'build');
   const p = built ? probe(built.file) : { ok: false, error: 'cmake-js finished but build/Release has no .node file' };
   if (!p.ok) {
     fail([

@@ -21,6 +21,8 @@ cmakeArgs.push(`--CDCMAKE_BUILD_TYPE=${args.includes('--debug') ? 'Debug' : 'Rel
 const arch = opt('arch');
 if (arch) cmakeArgs.push('--arch', arch);
 if (process.env.TIM_TORCH_BUILD_JOBS) cmakeArgs.push('--parallel', process.env.TIM_TORCH_BUILD_JOBS);
+// flavour prebuilds (scripts/prebuild.cjs): RUNPATH placeholder, filled in at install time
+if (process.env.TIM_TORCH_PREBUILD_RUNPATH) cmakeArgs.push(`--CDTIM_TORCH_RUNPATH=${process.env.TIM_TORCH_PREBUILD_RUNPATH}`);
 
 const cmakeJs = require.resolve('cmake-js/bin/cmake-js', { paths: [process.cwd(), path.join(__dirname, '..')] });
 const r = spawnSync(process.execPath, [cmakeJs, ...cmakeArgs], { stdio: 'inherit', cwd: process.cwd() });

@@ -1,9 +1,13 @@
 'use strict';
 /**
  * `npm run prebuild`: builds the Node-API addon with prebuildify (cmake-js backend) against the
- * libtorch CMake finds (Debian's 1.13 here) and puts it in prebuilds/<platform>-<arch>/ under the
- * name node-gyp-build looks for (prebuildify's naming: <package>.glibc.node; napi builds carry no
- * abi tag, so any Node >= 20 loads it).
+ * libtorch CMake finds and puts it in the package:
+ *  - the system libtorch (Debian's 1.13): prebuilds/<platform>-<arch>/tim-torch.glibc.node, where
+ *    node-gyp-build looks (prebuildify's naming; napi builds carry no abi tag, any Node >= 20 loads it);
+ *  - any other libtorch (LIBTORCH=<pip torch folder>): a flavour,
+ *    prebuilds/<platform>-<arch>/libtorch-<major>.<minor>-<cpu|cuNNN>/tim-torch.glibc.node with a
+ *    prebuild.json, linked with a RUNPATH placeholder that scripts/install.cjs fills in with the
+ *    user's libtorch folder (scripts/runpath.cjs).
  *
  * It builds in a temp copy of package.json, CMakeLists.txt and native/ (node_modules symlinked),
  * so the shared build/ folder that other work relies on is never touched. The result must load in a
@@ -17,6 +21,8 @@ const os = require('node:os');
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 const { sourceHash } = require('./source-hash.cjs');
+const { findLibtorch, flavourOf, SYSTEM_DIRS } = require('./find-libtorch.cjs');
+const { PLACEHOLDER, writeWithRunpath } = require('./runpath.cjs');
 
 const root = path.join(__dirname, '..');
 const tuple = `${process.platform}-${process.arch}`;
@@ -28,6 +34,13 @@ function die(msg) {
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tim-prebuild-'));
 try {
+  const lib = findLibtorch(process.env);
+  if (!lib.found) die(`no libtorch found (${lib.tried.join('; ')})`);
+  const system = SYSTEM_DIRS.some((d) => path.resolve(d) === path.resolve(lib.cmakeDir));
+  const flavour = system ? null : flavourOf(lib);
+  if (!system && !flavour) die(`cannot name a prebuild flavour for ${lib.cmakeDir} (version ${lib.version}, CUDA ${lib.cuda})`);
+  if (!system && !lib.libDir) die(`no libtorch_cpu.so beside ${lib.cmakeDir}`);
+  process.stdout.write(`prebuild: libtorch ${lib.version} from ${lib.label}${flavour ? ` -> flavour ${flavour}` : ' (system)'}\n`);
   for (const f of ['package.json', 'CMakeLists.txt']) fs.copyFileSync(path.join(root, f), path.join(tmp, f));
   fs.cpSync(path.join(root, 'native'), path.join(tmp, 'native'), { recursive: true });
   fs.symlinkSync(path.join(root, 'node_modules'), path.join(tmp, 'node_modules'), 'dir');
@@ -40,6 +53,7 @@ try {
   const r = spawnSync(process.execPath, [prebuildify, '--napi', '--strip', '--tag-libc', '--node-gyp', gyp], {
     cwd: tmp,
     stdio: 'inherit',
+    env: flavour ? { ...process.env, TIM_TORCH_PREBUILD_RUNPATH: PLACEHOLDER } : process.env,
   });
   if (r.status !== 0) die(`prebuildify failed (exit ${r.status}); nothing was replaced.`);
 
@@ -49,9 +63,15 @@ try {
   const name = built[0];
   const file = path.join(outDir, name);
 
-  // Check it in a fresh process: it loads, and it is what the current sources produce.
+  // Check it in a fresh process: it loads, and it is what the current sources produce. A flavour is
+  // checked as install.cjs will use it: with this libtorch's folder written over the placeholder.
+  let probeFile = file;
+  if (flavour) {
+    probeFile = path.join(tmp, 'probe', 'tim_torch.node');
+    writeWithRunpath(file, probeFile, lib.libDir);
+  }
   const code = 'process.stdout.write(JSON.stringify(require(process.argv[1]).buildInfo()))';
-  const p = spawnSync(process.execPath, ['-e', code, file], { encoding: 'utf8' });
+  const p = spawnSync(process.execPath, ['-e', code, probeFile], { encoding: 'utf8' });
   if (p.status !== 0) die(`the new prebuild does not load:\n${p.stderr}`);
   const info = JSON.parse(p.stdout);
   const snapshot = sourceHash(tmp);
@@ -59,8 +79,14 @@ try {
 
   // Replace atomically, and drop other .node files there: node-gyp-build would prefer a stale one
   // with more tags over ours.
-  const dest = path.join(root, 'prebuilds', tuple);
+  const dest = path.join(root, 'prebuilds', tuple, ...(flavour ? [flavour] : []));
   fs.mkdirSync(dest, { recursive: true });
+  if (flavour) {
+    const manifest = { flavour, torchVersion: info.torchVersion, cuda: lib.cuda, cudaBuild: info.cudaBuild, sourceHash: info.sourceHash, runpath: 'placeholder' };
+    const mpart = path.join(dest, `.prebuild.json.${process.pid}.part`);
+    fs.writeFileSync(mpart, JSON.stringify(manifest, null, 2) + '\n');
+    fs.renameSync(mpart, path.join(dest, 'prebuild.json'));
+  }
   const part = path.join(dest, `.${name}.${process.pid}.part`);
   fs.copyFileSync(file, part);
   fs.renameSync(part, path.join(dest, name));
@@ -75,7 +101,7 @@ try {
     die(`native/ changed during the build: prebuilds/${tuple}/${name} matches the sources as of the start (${snapshot}), not the current ones (${hashNow}); run it again.`);
   }
   process.stdout.write(
-    `prebuild: prebuilds/${tuple}/${name} (${(size / 1024).toFixed(0)} KiB, libtorch ${info.torchVersion}, sourceHash ${info.sourceHash})\n`,
+    `prebuild: ${path.relative(root, path.join(dest, name))} (${(size / 1024).toFixed(0)} KiB, libtorch ${info.torchVersion}, sourceHash ${info.sourceHash})\n`,
   );
 } catch (err) {
   process.stderr.write(`prebuild: ${err.prebuild ? err.message : err.stack}\n`);

@@ -5,7 +5,7 @@
 # torch is kept.
 #
 # Usage: bash scripts/setup-torch-venv.sh cpu  DIR   torch 2.13.0+cpu, numpy, pillow
-#        bash scripts/setup-torch-venv.sh cuda DIR   torch 2.14.1 (CUDA 13.0), the nvidia-* wheels its
+#        bash scripts/setup-torch-venv.sh cuda DIR   torch 2.14.1 (CUDA 13.0), numpy, pillow, the nvidia-* wheels its
 #                                                    libraries load (cudart, cublas, cudnn, nccl, ...) and
 #                                                    the CUDA compiler wheels a build against it needs
 # Prints the torch package folder (the LIBTORCH to use) as its last line.
@@ -35,7 +35,7 @@ case "$flavour" in
     ;;
   cuda)
     torch_spec="torch==${TIM_TORCH2_CUDA_VERSION:-2.14.1}"
-    extra=()
+    extra=(numpy pillow)
     ;;
   *) die "flavour must be 'cpu' or 'cuda', got '$flavour'" ;;
 esac
@@ -58,31 +58,42 @@ vpy="$dir/bin/python"
 pip=("$vpy" -m pip install --disable-pip-version-check -q "${index_args[@]}")
 
 want="${torch_spec#torch==}"
-have="$("$vpy" -c 'import torch; print(torch.__version__)' 2>/dev/null || true)"
-if [ "$flavour" = cpu ]; then
-  if [ "$have" != "$want" ]; then
-    say "installing $torch_spec ${extra[*]}"
-    "${pip[@]}" "$torch_spec" "${extra[@]}"
+# Ready when torch is the wanted release and every other piece imports or exists; anything less
+# (a first run that was interrupted, say) runs the installs again (pip skips what is there).
+ready() {
+  local have
+  have="$("$vpy" -c 'import torch; print(torch.__version__)' 2>/dev/null || true)"
+  [ "${have%%+*}" = "${want%%+*}" ] || return 1
+  [ "$flavour" = cuda ] || [ "$have" = "$want" ] || return 1
+  "$vpy" -c 'import numpy, PIL' 2>/dev/null || return 1
+  if [ "$flavour" = cuda ]; then
+    ls "$dir"/lib/python3*/site-packages/nvidia/cu*/bin/nvcc >/dev/null 2>&1 || return 1
   fi
+}
+if ready; then
+  say "already set up"
+elif [ "$flavour" = cpu ]; then
+  say "installing $torch_spec ${extra[*]}"
+  "${pip[@]}" "$torch_spec" "${extra[@]}"
 else
-  if [ "${have%%+*}" != "${want%%+*}" ]; then
-    # torch's own dependency list names cuda-bindings (and triton), which the local indexes do not
-    # carry and the C++ side never uses: install torch without dependencies, then exactly what its
-    # shared libraries load (its metadata's cuda-toolkit extras and nvidia-* pins) and its Python
-    # dependencies (for `import torch` in checks).
-    say "installing $torch_spec (no deps) and its CUDA libraries"
-    "${pip[@]}" --no-deps "$torch_spec"
-    meta="$(ls -d "$dir"/lib/python3*/site-packages/torch-*.dist-info | awk 'NR == 1')"
-    mapfile -t reqs < <(sed -n 's/^Requires-Dist: \([^;]*\);* *\(.*\)$/\1|\2/p' "$meta/METADATA" |
-      awk -F'|' '$2 !~ /extra ==/ && $1 !~ /^(cuda-bindings|triton)/ {gsub(/ /, "", $1); print $1}')
-    [ "${#reqs[@]}" -gt 0 ] || die "could not read torch's dependencies from $meta/METADATA"
-    # Building against it (not running it) also needs the CUDA compiler wheels of the same release:
-    # TorchConfig checks for a whole toolkit (CMakeLists.txt assembles one from these wheels).
-    cuda_mm="$(printf '%s\n' "${reqs[@]}" | sed -n 's/^cuda-toolkit.*==\([0-9]*\.[0-9]*\).*/\1/p' | awk 'NR == 1')"
-    [ -n "$cuda_mm" ] || die "could not read the CUDA release (cuda-toolkit==X.Y) from torch's dependencies"
-    "${pip[@]}" "${reqs[@]}" "nvidia-cuda-nvcc==$cuda_mm.*" "nvidia-cuda-crt==$cuda_mm.*" "nvidia-nvvm==$cuda_mm.*" "nvidia-cuda-cccl==$cuda_mm.*"
-  fi
+  # torch's own dependency list names cuda-bindings (and triton), which the local indexes do not
+  # carry and the C++ side never uses: install torch without dependencies, then exactly what its
+  # shared libraries load (its metadata's cuda-toolkit extras and nvidia-* pins) and its Python
+  # dependencies (for `import torch` in checks). pip then warns that cuda-bindings and triton are
+  # missing: expected.
+  say "installing $torch_spec (no deps) and its CUDA libraries"
+  "${pip[@]}" --no-deps "$torch_spec"
+  meta="$(ls -d "$dir"/lib/python3*/site-packages/torch-*.dist-info | awk 'NR == 1')"
+  mapfile -t reqs < <(sed -n 's/^Requires-Dist: \([^;]*\);* *\(.*\)$/\1|\2/p' "$meta/METADATA" |
+    awk -F'|' '$2 !~ /extra ==/ && $1 !~ /^(cuda-bindings|triton)/ {gsub(/ /, "", $1); print $1}')
+  [ "${#reqs[@]}" -gt 0 ] || die "could not read torch's dependencies from $meta/METADATA"
+  # Building against it (not running it) also needs the CUDA compiler wheels of the same release:
+  # TorchConfig checks for a whole toolkit (CMakeLists.txt assembles one from these wheels).
+  cuda_mm="$(printf '%s\n' "${reqs[@]}" | sed -n 's/^cuda-toolkit.*==\([0-9]*\.[0-9]*\).*/\1/p' | awk 'NR == 1')"
+  [ -n "$cuda_mm" ] || die "could not read the CUDA release (cuda-toolkit==X.Y) from torch's dependencies"
+  "${pip[@]}" "${reqs[@]}" "nvidia-cuda-nvcc==$cuda_mm.*" "nvidia-cuda-crt==$cuda_mm.*" "nvidia-nvvm==$cuda_mm.*" "nvidia-cuda-cccl==$cuda_mm.*" "${extra[@]}"
 fi
+ready || die "the environment in $dir is still incomplete after installing (torch $want, numpy, pillow, and for cuda the compiler wheels): see pip's output above"
 
 tdir="$("$vpy" -c 'import os, torch; print(os.path.dirname(torch.__file__))')"
 [ -f "$tdir/share/cmake/Torch/TorchConfig.cmake" ] || die "$tdir has no share/cmake/Torch/TorchConfig.cmake"

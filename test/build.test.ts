@@ -28,11 +28,44 @@ function nativeSourceHash(dir = root): string {
   return h.digest('hex');
 }
 
+const require = createRequire(import.meta.url);
+const { findLibtorch, flavourOf } = require(join(root, 'scripts', 'find-libtorch.cjs')) as {
+  findLibtorch(env: NodeJS.ProcessEnv): { found: boolean; cmakeDir: string; libDir: string | null; cuda: string | null; version: string };
+  flavourOf(lib: unknown): string | null;
+};
+const { writeWithRunpath } = require(join(root, 'scripts', 'runpath.cjs')) as { writeWithRunpath(src: string, dest: string, libDir: string): void };
+
+/** The system-libtorch prebuild (Debian's 1.13), where node-gyp-build finds it. */
 function prebuildFile(): string {
   const dir = join(root, 'prebuilds', tuple);
   const files = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.node')) : [];
   expect(files, `exactly one prebuild in prebuilds/${tuple} (make it with \`npm run prebuild\`)`).toHaveLength(1);
   return join(dir, files[0]!);
+}
+
+/** The folder of the libtorch_cpu the loaded addon uses. */
+function loadedLibDir(): string {
+  const r = spawnSync('ldd', [torch.addonPath()], { encoding: 'utf8' });
+  return dirname(/libtorch_cpu\.so\S*\s+=>\s+(\S+)/.exec(r.stdout)![1]!);
+}
+
+/**
+ * The committed prebuild for the libtorch the loaded addon uses: the system one, or for a pip torch
+ * its flavour (prebuilds/<tuple>/libtorch-X.Y-<cpu|cuNNN>/), staged with its RUNPATH filled in as
+ * install.cjs does.
+ */
+function prebuildForLoadedLibtorch(): { file: string; flavour: string | null } {
+  const libDir = loadedLibDir();
+  const lib = findLibtorch({ ...process.env, LIBTORCH: dirname(libDir), Torch_DIR: '' });
+  if (!lib.found) return { file: prebuildFile(), flavour: null }; // Debian: no share/cmake beside lib/
+  const flavour = flavourOf(lib);
+  expect(flavour, `a flavour name for ${libDir}`).not.toBeNull();
+  const dir = join(root, 'prebuilds', tuple, flavour!);
+  const files = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.node')) : [];
+  expect(files, `a prebuild in prebuilds/${tuple}/${flavour} (make it with \`LIBTORCH=${dirname(libDir)} npm run prebuild\`)`).toHaveLength(1);
+  const staged = join(scratch, `staged-${flavour}`, 'tim_torch.node');
+  writeWithRunpath(join(dir, files[0]!), staged, lib.libDir!);
+  return { file: staged, flavour };
 }
 
 /** Runs an ES module with tsx in a fresh node, from the repository root. */
@@ -75,13 +108,12 @@ describe('source hash', () => {
   });
 
   it('scripts/source-hash.cjs (used by install.cjs) computes the same hash', () => {
-    const require = createRequire(import.meta.url);
     const { sourceHash } = require(join(root, 'scripts', 'source-hash.cjs')) as { sourceHash(dir: string): string };
     expect(sourceHash(root)).toBe(nativeSourceHash());
   });
 
-  it('the committed prebuild loads through TIM_TORCH_ADDON (relative path) and matches the sources', () => {
-    const file = prebuildFile();
+  it('the committed prebuild for this libtorch loads through TIM_TORCH_ADDON (relative path) and matches the sources', () => {
+    const { file } = prebuildForLoadedLibtorch();
     const r = runModule(loadProbe, { TIM_TORCH_ADDON: relative(root, file) });
     const out = parseLast(r);
     expect(out.message).toBeUndefined();
@@ -110,7 +142,7 @@ describe('linking', () => {
 
   it.each([
     ['the loaded addon', () => torch.addonPath()],
-    ['the prebuild', () => prebuildFile()],
+    ['the prebuild for this libtorch', () => prebuildForLoadedLibtorch().file],
   ])('%s has a RUNPATH (not RPATH) naming the folder libtorch_cpu is loaded from', (_name, file) => {
     const f = file();
     const { runpath: dirs, rpath } = runpath(f);
@@ -145,10 +177,6 @@ describe('CMake libtorch discovery', () => {
   });
 
   it('a re-configure keeps the libtorch found before, even when discovery would now fail', () => {
-    const require = createRequire(import.meta.url);
-    const { findLibtorch } = require(join(root, 'scripts', 'find-libtorch.cjs')) as {
-      findLibtorch(env: NodeJS.ProcessEnv): { found: boolean; cmakeDir: string };
-    };
     const lib = findLibtorch({ ...process.env, LIBTORCH: '', Torch_DIR: '' });
     expect(lib.found).toBe(true);
     const dir = join(scratch, 'cmake-sticky');
@@ -244,12 +272,65 @@ describe('scripts/install.cjs', () => {
     const lt = join(scratch, 'other-libtorch');
     mkdirSync(join(lt, 'share', 'cmake', 'Torch'), { recursive: true });
     writeFileSync(join(lt, 'share', 'cmake', 'Torch', 'TorchConfig.cmake'), '# stand-in\n');
-    writeFileSync(join(lt, 'share', 'cmake', 'Torch', 'TorchConfigVersion.cmake'), `set(PACKAGE_VERSION "${torch.buildInfo().torchVersion}")\n`);
+    const sysVersion = (JSON.parse(spawnSync(process.execPath, ['-e', 'process.stdout.write(JSON.stringify(require(process.argv[1]).buildInfo()))', prebuildFile()], { encoding: 'utf8' }).stdout) as { torchVersion: string }).torchVersion;
+    writeFileSync(join(lt, 'share', 'cmake', 'Torch', 'TorchConfigVersion.cmake'), `set(PACKAGE_VERSION "${sysVersion}")\n`);
     // node-only PATH: the source build stops at its tool check instead of compiling.
     const r = install(dir, { LIBTORCH: lt, PATH: nodeOnlyPath() });
     expect(r.status).toBe(1);
     expect(r.stderr).toContain(`is not used: it is linked against the system libtorch, but the libtorch to use is ${join(lt, 'share', 'cmake', 'Torch')} (LIBTORCH=${lt})`);
     expect(r.stderr).toContain('Building from source needs cmake');
+  });
+
+  // A pip torch 2.13 (CPU): CI makes it (.ci/run, scripts/setup-torch-venv.sh cpu .venv/torch2).
+  const pipTorch = (() => {
+    const lib = join(root, '.venv', 'torch2', 'lib');
+    const py = existsSync(lib) ? readdirSync(lib).find((n) => n.startsWith('python3')) : undefined;
+    const dir = py && join(lib, py, 'site-packages', 'torch');
+    return dir && existsSync(join(dir, 'share', 'cmake', 'Torch', 'TorchConfig.cmake')) ? dir : null;
+  })();
+
+  it.skipIf(!pipTorch && !process.env.CI)('installs the flavour prebuild for a pip torch (LIBTORCH), RUNPATH set to its folder, and keeps it on a rerun', () => {
+    expect(pipTorch, 'CI runs this with .venv/torch2 (scripts/setup-torch-venv.sh cpu .venv/torch2)').not.toBeNull();
+    const lib = findLibtorch({ ...process.env, LIBTORCH: pipTorch!, Torch_DIR: '' });
+    const flavour = flavourOf(lib)!;
+    expect(flavour).toMatch(/^libtorch-2\.\d+-cpu$/);
+    const dir = packageCopy('pkg-flavour');
+    cpSync(join(root, 'prebuilds', tuple, flavour), join(dir, 'prebuilds', tuple, flavour), { recursive: true });
+    const r = install(dir, { LIBTORCH: pipTorch!, PATH: nodeOnlyPath() });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain(`using the prebuilt addon prebuilds/${tuple}/${flavour}/`);
+    expect(r.stdout).toContain(`installed as prebuilds/${tuple}/installed/tim_torch.node, RUNPATH ${lib.libDir}`);
+    const installed = join(dir, 'prebuilds', tuple, 'installed', 'tim_torch.node');
+    const elf = spawnSync('readelf', ['-d', installed], { encoding: 'utf8' }).stdout;
+    expect(/\(RUNPATH\)\s+Library runpath: \[([^\]]*)\]/.exec(elf)![1]).toBe(lib.libDir);
+    const out = parseLast(runModule(loadProbe, { TIM_TORCH_ADDON: installed }));
+    expect(out.values).toEqual([2, 4, 6]);
+    expect((out.info as { torchVersion: string }).torchVersion).toBe(lib.version);
+    // a rerun keeps it; the system prebuild is not taken for a pip torch
+    const again = install(dir, { LIBTORCH: pipTorch!, PATH: nodeOnlyPath() });
+    expect(again.status).toBe(0);
+    expect(again.stdout).toContain(`using the installed prebuild prebuilds/${tuple}/installed/tim_torch.node`);
+    // back to the system libtorch: the installed flavour no longer fits and is removed
+    const sys = install(dir, { PATH: nodeOnlyPath(), PYTHON: '/nonexistent/python3' });
+    expect(sys.status, sys.stderr).toBe(0);
+    expect(sys.stdout).toMatch(/using the prebuilt addon prebuilds\/linux-x64\/tim-torch\S*\.node \(libtorch 1\.13/);
+    expect(existsSync(installed)).toBe(false);
+  });
+
+  it('a RUNPATH placeholder that cannot hold the folder is refused with the reason', () => {
+    const src = join(scratch, 'placeholder.bin');
+    const { PLACEHOLDER } = require(join(root, 'scripts', 'runpath.cjs')) as { PLACEHOLDER: string };
+    writeFileSync(src, Buffer.concat([Buffer.from('ELF?'), Buffer.from(PLACEHOLDER, 'latin1'), Buffer.from([0])]));
+    expect(() => writeWithRunpath(src, join(scratch, 'p1'), '/a'.repeat(300))).toThrow(/longer than the 400/);
+    expect(() => writeWithRunpath(src, join(scratch, 'p2'), '/a:/b')).toThrow(/':' or NUL/);
+    expect(() => writeWithRunpath(join(scratch, 'garbage-src'), join(scratch, 'p3'), '/a')).toThrow();
+    writeWithRunpath(src, join(scratch, 'p4'), '/opt/torch/lib');
+    const out = readFileSync(join(scratch, 'p4'));
+    expect(out.length).toBe(4 + PLACEHOLDER.length + 1);
+    expect(out.toString('latin1', 4, 4 + 15)).toBe('/opt/torch/lib\x00');
+    writeFileSync(join(scratch, 'garbage-src'), 'no placeholder here');
+    expect(() => writeWithRunpath(join(scratch, 'garbage-src'), join(scratch, 'p5'), '/a')).toThrow(/no RUNPATH placeholder/);
   });
 
   it('reports a prebuild that does not load, and a LIBTORCH that holds no libtorch', () => {
@@ -300,9 +381,12 @@ describe('loader messages (lib/torch/native.ts)', () => {
   });
 
   it('libtorch shared libraries missing (addon asks for a libtorch_cpu that is not installed)', () => {
-    const file = patchedAddon('nolibtorch.node', /libtorch_cpu\.so\.\d+\.\d+/, 'libtorch_cpu.so.9.99');
+    // Debian's sonames carry the version (libtorch_cpu.so.1.13), a pip torch's do not
+    const versioned = /libtorch_cpu\.so\.\d+\.\d+/.test(readFileSync(torch.addonPath()).toString('latin1'));
+    const [from, to] = versioned ? [/libtorch_cpu\.so\.\d+\.\d+/, 'libtorch_cpu.so.9.99'] : [/libtorch_cpu\.so\x00/, 'libtorch_zzz.so\x00'];
+    const file = patchedAddon('nolibtorch.node', from, to);
     const e = loadError({ TIM_TORCH_ADDON: file });
-    expect(e.message).toContain('libtorch_cpu.so.9.99: cannot open shared object file');
+    expect(e.message).toContain(`${to.replace('\x00', '')}: cannot open shared object file`);
     expect(e.message).toContain("libtorch's shared libraries are not installed");
     expect(e.message).toContain('scripts/setup.sh');
   });

@@ -3,7 +3,7 @@
  * and OpenBLAS read them once, when libtorch is loaded (see README "Threads").
  */
 import { createRequire } from 'node:module';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TorchError } from './errors.js';
@@ -100,7 +100,8 @@ function explain(err: unknown, file: string | undefined, forced: boolean): strin
     lines.push(
       "  libtorch's shared libraries are not installed, or not the version the addon was built for.",
       "  Fix: on Debian/Ubuntu run 'sudo bash node_modules/tim-torch/scripts/setup.sh' (libtorch 1.13); with",
-      `  another libtorch, set LIBTORCH to it and run ${rebuild}.`,
+      `  another libtorch, set LIBTORCH to it (or PYTHON to a python with torch) and run ${rebuild}:`,
+      '  a pip torch 2.13 (CPU) or 2.14 (CUDA 13) gets its prebuild, any other libtorch a build from source.',
     );
   } else if (/cannot open shared object file/.test(msg)) {
     lines.push(
@@ -129,14 +130,27 @@ function forcedAddon(): string | undefined {
   return forced ? resolve(forced) : undefined;
 }
 
+/**
+ * The package's addon, in this order: a build from source (build/Release, build/Debug), the flavour
+ * prebuild that scripts/install.cjs installed for a pip torch (prebuilds/<platform>-<arch>/installed/,
+ * its RUNPATH set to that torch's folder), the system-libtorch prebuild (node-gyp-build's choice).
+ */
+function defaultAddon(): string {
+  const hasBuild = ['Release', 'Debug'].some((d) => {
+    const dir = join(packageRoot, 'build', d);
+    return existsSync(dir) && readdirSync(dir).some((n) => n.endsWith('.node'));
+  });
+  const installed = join(packageRoot, 'prebuilds', `${process.platform}-${process.arch}`, 'installed', 'tim_torch.node');
+  if (!hasBuild && existsSync(installed)) return installed;
+  const nodeGypBuild = require('node-gyp-build') as { resolve(dir: string): string };
+  return nodeGypBuild.resolve(packageRoot);
+}
+
 function load(): NativeBinding {
   const forced = forcedAddon();
   let file = forced;
   try {
-    if (!forced) {
-      const nodeGypBuild = require('node-gyp-build') as { resolve(dir: string): string };
-      file = nodeGypBuild.resolve(packageRoot);
-    }
+    if (!forced) file = defaultAddon();
     return require(file as string);
   } catch (err) {
     const e = new TorchError(explain(err, file, forced !== undefined), 'E_LOAD');
@@ -185,10 +199,7 @@ native.setErrorClass(TorchError);
 
 /** Where the loaded addon came from (build folder or prebuild). */
 export function addonPath(): string {
-  const forced = forcedAddon();
-  if (forced) return forced;
-  const nodeGypBuild = require('node-gyp-build') as { resolve(dir: string): string };
-  return nodeGypBuild.resolve(packageRoot);
+  return forcedAddon() ?? defaultAddon();
 }
 
 /** Version of the package (from package.json). */
