@@ -1,6 +1,6 @@
 /**
  * Side-by-side benchmark harness: spawns a Node worker (bench/worker.ts) and a Python worker
- * (bench/py/worker.py, Debian's python3-torch on the same libtorch) with the SAME environment and
+ * (bench/py/worker.py; TIM_TORCH_PYTHON, default Debian's python3-torch: the same libtorch) with the SAME environment and
  * thread count, sends both the same tasks interleaved (N, P, P, N, N, P, ...) and reports medians.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -207,6 +207,8 @@ export interface Result {
   settings: Record<string, unknown>;
   rows: Row[];
   notes: string[];
+  /** Column headers for `node` and `python` when a benchmark compares two things in one process (default Node, Python). */
+  columns?: [string, string];
 }
 
 /** A table row; `ratio` defaults to node / python (pass pairedRatio(...) when per-rep samples exist). */
@@ -227,7 +229,7 @@ export function newResult(name: string, title: string, quick: boolean, settings:
 const fmt = (x: number | null, d = 3): string => (x === null ? '-' : Math.abs(x) >= 100 ? x.toFixed(1) : Math.abs(x) >= 10 ? x.toFixed(2) : x.toFixed(d));
 
 export function formatTable(r: Result): string {
-  const head = ['case', 'Node', 'Python', 'unit', 'ratio', 'goal', ''];
+  const head = ['case', ...(r.columns ?? ['Node', 'Python']), 'unit', 'ratio', 'goal', ''];
   const body = r.rows.map((x) => [x.case, fmt(x.node), fmt(x.python), x.unit, x.ratio === null ? '-' : x.ratio.toFixed(2), x.goal, x.status]);
   const w = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
   const line = (c: string[]): string => c.map((s, i) => (i === 0 || i === 3 || i === 5 ? s.padEnd(w[i]!) : s.padStart(w[i]!))).join('  ');
@@ -236,9 +238,15 @@ export function formatTable(r: Result): string {
   return out.join('\n');
 }
 
+/**
+ * Writes bench/results/<name><TIM_BENCH_SUFFIX>.json (<name>.quick.json in quick mode). TIM_BENCH_SUFFIX
+ * (e.g. '-2.13') keeps the runs of another libtorch beside the default ones.
+ */
 export function writeResult(r: Result, dir = join(benchDir, 'results')): string {
   mkdirSync(dir, { recursive: true });
-  const file = join(dir, `${r.name}${r.quick ? '.quick' : ''}.json`);
+  const suffix = process.env.TIM_BENCH_SUFFIX ?? '';
+  if (!/^[\w.-]*$/.test(suffix)) throw new Error(`TIM_BENCH_SUFFIX may hold letters, digits, '.', '_' and '-' only, got '${suffix}'`);
+  const file = join(dir, `${r.name}${suffix}${r.quick ? '.quick' : ''}.json`);
   writeFileSync(file, JSON.stringify(r, null, 2) + '\n');
   return file;
 }

@@ -15,11 +15,23 @@ const BENCHES: Record<string, () => Promise<Bench>> = {
   memory: () => import('./memory.js'),
   threads: () => import('./threads.js'),
 };
-/** Any other bench/<name>.ts that exports run(options) can be named with --only. */
+/**
+ * Longer or machine-specific benchmarks, run by name (`--only jvp`); any other bench/<name>.ts that
+ * exports run(options) can be named too. jvp writes jvp-<libtorch major.minor>.json; cuda needs a GPU
+ * (it writes a result saying it was skipped otherwise).
+ */
+const EXTRA: Record<string, string> = {
+  'jvp': "JVP derivative 'forward' vs 'double-backward', attention 'math' vs 'sdpa' (one process, A/B)",
+  'train-step': 'TiM training step vs Python (fp32, bf16, memory)',
+  'sampler': 'sample() images/s vs the official sampler in Python, 1 and 8 NFE',
+  'tim-forward-backward': 'TiM forward + backward vs the eager Python model',
+  'cuda': 'GPU: TiM-XL/2 bf16 training step and 1/8-NFE sampling vs Python (scripts/gpu-check.sh)',
+};
 const load = (name: string): Promise<Bench> => {
   if (BENCHES[name]) return BENCHES[name]!();
   if (!/^[\w-]+$/.test(name) || !existsSync(join(benchDir, `${name}.ts`))) {
-    throw new Error(`unknown benchmark '${name}' (default suite: ${Object.keys(BENCHES).join(', ')}; or any bench/<name>.ts exporting run())`);
+    const extra = Object.entries(EXTRA).map(([k, v]) => `  ${k}: ${v}`).join('\n');
+    throw new Error(`unknown benchmark '${name}' (default suite: ${Object.keys(BENCHES).join(', ')}; by name:\n${extra}\nor any bench/<name>.ts exporting run())`);
   }
   return import(`./${name}.js`) as Promise<Bench>;
 };
