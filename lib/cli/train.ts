@@ -26,7 +26,10 @@ export const TRAIN: CommandSpec = {
     'training.checkpointing_steps and at the end, the newest checkpoints_total_limit kept), metrics.jsonl,',
     'samples/<step>_steps<n>.png (every training.validation_steps), config.yaml.',
     '--resume latest continues from the newest checkpoint (or starts fresh when there is none), bit for',
-    'bit as if the run had not stopped. See docs/training.md.',
+    'bit as if the run had not stopped. A folder that already holds a run is refused without --resume, and',
+    'one --out is locked by one trainer at a time (<dir>/.tim-train.lock). A step with a non-finite loss or',
+    'gradient norm is skipped; --max-nonfinite-steps in a row stop the run (exit 1, no checkpoint written).',
+    'See docs/training.md.',
     '--nproc N trains data parallel on N processes (each reads batch_size samples per micro-batch: the',
     'global batch is batch_size x processes x gradient_accumulation_steps). Launched by torchrun or by',
     'hand instead (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set), a process joins that group. Resuming',
@@ -46,6 +49,7 @@ export const TRAIN: CommandSpec = {
     'node-rank': { value: true, arg: 'K', help: 'with --nproc: this machine\'s index, 0..M-1 (default 0)' },
     'master-addr': { value: true, arg: 'host', help: 'with --nproc: rank 0\'s address (default 127.0.0.1; required with --nnodes > 1)' },
     'master-port': { value: true, arg: 'port', help: 'with --nproc: rank 0\'s store port (default: a free port; 29500 with --nnodes > 1)' },
+    'max-nonfinite-steps': { value: true, arg: 'N', help: 'stop (exit 1) after N steps in a row with a non-finite loss or gradient norm, whose updates are skipped (default 3)' },
     'dist-timeout': { value: true, arg: 'seconds', help: 'how long a rank waits for the others before failing (default: training.dist_timeout, else 300)' },
     help: { value: false, short: 'h', help: 'show this help' },
   },
@@ -60,6 +64,7 @@ export async function runTrain(p: Parsed, print: (s: string) => void): Promise<n
   const maxSteps = intOption(p, 'max-steps', 'train', 1);
   const seed = intOption(p, 'seed', 'train', 0);
   const threads = intOption(p, 'threads', 'train', 1);
+  const maxNonFinite = intOption(p, 'max-nonfinite-steps', 'train', 1);
   const precision = p.options.precision;
   if (precision !== undefined && precision !== 'no' && precision !== 'bf16' && precision !== 'fp16') {
     throw new UsageError(`--precision must be no, bf16 or fp16, got '${String(precision)}'`, 'train');
@@ -119,6 +124,7 @@ export async function runTrain(p: Parsed, print: (s: string) => void): Promise<n
       config, outDir: out, ...(maxSteps !== undefined ? { maxSteps } : {}), ...(resume !== undefined ? { resume } : {}),
       ...(seed !== undefined ? { seed } : {}), ...(precision !== undefined ? { mixedPrecision: precision as MixedPrecision } : {}),
       ...(device !== undefined ? { device: device as 'cpu' } : {}), ...(distributed ? { distributed } : {}),
+      ...(maxNonFinite !== undefined ? { maxNonFiniteSteps: maxNonFinite } : {}),
     });
   } catch (e) {
     throw rankPrefixed(e, worldSize);

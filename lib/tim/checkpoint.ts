@@ -8,6 +8,7 @@
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { TorchError, argError } from '../torch/errors.js';
+import { fsError } from './run_lock.js';
 
 export const STATE_FILE = 'state.json';
 const STEP_DIR = /^\d+$/;
@@ -106,17 +107,44 @@ export function readCheckpointState(dir: string): CheckpointState {
   if (!st || st.format !== 'tim-torch.train' || st.version !== 1 || !Number.isSafeInteger(st.step) || st.step! < 0) {
     throw new TorchError(`'${path}' is not a tim-torch training state (format/version/step)`, 'E_FORMAT');
   }
+  // <run>/checkpoints/<step>: the folder's name and the state must agree (a copied or edited
+  // state.json would otherwise resume at a step its weights are not from)
+  const name = basename(resolve(dir));
+  if (STEP_DIR.test(name) && basename(dirname(resolve(dir))) === 'checkpoints' && Number(name) !== st.step) {
+    throw new TorchError(
+      `'${path}' says step ${st.step} but its folder is checkpoint ${name}: the checkpoint was copied or edited; ` +
+      'resume from another checkpoint (--resume <step>) or fix the folder name',
+      'E_FORMAT',
+    );
+  }
   return st as CheckpointState;
 }
 
-/** Removes `.tmp-*` leftovers of a run killed while writing a checkpoint. */
+/** The files a checkpoint folder holds (what a half-removed one may have left). */
+const CHECKPOINT_FILES = new Set(['model.safetensors', 'ema.safetensors', 'optimizer.safetensors']);
+
+/**
+ * Removes the leftovers of a run killed while writing (`.tmp-*`) or pruning (`.old-*`) a
+ * checkpoint, and step folders without state.json that hold nothing but checkpoint files (what
+ * pruning of earlier versions could leave when killed). Only the run folder's owner (the holder
+ * of its lock) may call this: another run's `.tmp-*` may be in the middle of being written.
+ */
 export function removeStaleTemps(outDir: string): string[] {
   const root = checkpointsDir(outDir);
   if (!existsSync(root)) return [];
   const gone: string[] = [];
   for (const n of readdirSync(root)) {
-    if (n.startsWith('.tmp-') || n.startsWith('.old-')) {
-      rmSync(join(root, n), { recursive: true, force: true });
+    const p = join(root, n);
+    let remove = n.startsWith('.tmp-') || n.startsWith('.old-');
+    if (!remove && STEP_DIR.test(n) && !existsSync(join(p, STATE_FILE))) {
+      try {
+        remove = statSync(p).isDirectory() && readdirSync(p).every((f) => CHECKPOINT_FILES.has(f));
+      } catch {
+        remove = false;
+      }
+    }
+    if (remove) {
+      rmSync(p, { recursive: true, force: true });
       gone.push(n);
     }
   }
@@ -132,11 +160,15 @@ export function removeStaleTemps(outDir: string): string[] {
 export function writeCheckpoint(outDir: string, state: CheckpointState, writeFiles: (dir: string) => void): string {
   if (!Number.isSafeInteger(state.step) || state.step < 0) throw argError('range', `writeCheckpoint: bad step ${state.step}`);
   const root = checkpointsDir(outDir);
-  mkdirSync(root, { recursive: true });
   const final = join(root, String(state.step));
   const tmp = join(root, `.tmp-${state.step}-${process.pid}`);
-  rmSync(tmp, { recursive: true, force: true });
-  mkdirSync(tmp);
+  try {
+    mkdirSync(root, { recursive: true });
+    rmSync(tmp, { recursive: true, force: true });
+    mkdirSync(tmp);
+  } catch (e) {
+    throw fsError(`cannot write checkpoint ${state.step}: cannot create`, tmp, e);
+  }
   try {
     writeFiles(tmp);
     writeFileSynced(join(tmp, STATE_FILE), JSON.stringify(state, null, 1) + '\n');
@@ -153,27 +185,41 @@ export function writeCheckpoint(outDir: string, state: CheckpointState, writeFil
   } catch (e) {
     rmSync(tmp, { recursive: true, force: true });
     if (e instanceof TorchError) throw e;
-    throw new TorchError(`cannot write checkpoint ${state.step} in '${root}': ${(e as Error).message}`, 'E_IO');
+    throw fsError(`cannot write checkpoint ${state.step} in`, root, e);
   }
   return final;
 }
 
 /**
  * Keeps the newest `keep` checkpoints (null: all), never deleting the steps in `protect` (official
- * checkpoint_list), which do not count towards `keep`. Call after the newest checkpoint is complete, so a crash while
+ * checkpoint_list), which do not count towards `keep`. With `newest` (the step just written), only
+ * checkpoints up to it are considered, so it is always kept and later ones are never deleted. Call after the newest checkpoint is complete, so a crash while
  * pruning can never leave fewer than `keep` whole ones. Returns the removed steps.
  */
-export function pruneCheckpoints(outDir: string, keep: number | null, protect: readonly number[] = []): number[] {
+export function pruneCheckpoints(outDir: string, keep: number | null, protect: readonly number[] = [], newest?: number): number[] {
   if (keep === null) return [];
-  const prunable = listCheckpoints(outDir).filter((c) => !protect.includes(c.step));
+  const root = checkpointsDir(outDir);
+  let prunable = listCheckpoints(outDir).filter((c) => !protect.includes(c.step));
+  // Checkpoints past the one just written (a run resumed from an earlier step) are not this
+  // timeline's to judge: never removed here. The one just written is the newest kept.
+  if (newest !== undefined) {
+    prunable = prunable.filter((c) => c.step <= newest);
+    keep = Math.max(1, keep);
+  }
   const removed: number[] = [];
   for (const c of prunable.slice(0, Math.max(0, prunable.length - keep))) {
-    // Drop state.json first: a half-deleted directory then no longer counts as a checkpoint.
-    rmSync(join(c.dir, STATE_FILE), { force: true });
-    rmSync(c.dir, { recursive: true, force: true });
+    // Crash-safe: the rename takes the whole folder out of the checkpoint list at once; a run
+    // killed before the delete leaves a `.old-*` folder, which the next start removes.
+    const aside = join(root, `.old-${c.step}-${process.pid}`);
+    try {
+      renameSync(c.dir, aside);
+    } catch (e) {
+      throw new TorchError(`cannot remove old checkpoint '${c.dir}': ${(e as Error).message} (check the folder's permissions)`, 'E_IO');
+    }
     removed.push(c.step);
   }
-  if (removed.length) fsyncDir(checkpointsDir(outDir));
+  if (removed.length) fsyncDir(root);
+  for (const step of removed) rmSync(join(root, `.old-${step}-${process.pid}`), { recursive: true, force: true });
   return removed;
 }
 

@@ -25,9 +25,9 @@
  * resumes with any number of processes. Gradients are averaged by bucketed all-reduce before the
  * clip, so optimizer, schedule and EMA stay identical on every rank; rank 0 alone writes.
  */
-import { existsSync, mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { stringify as toYaml } from 'yaml';
+import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { join, resolve as resolvePath } from 'node:path';
+import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import * as torch from '../torch/index.js';
 import { TorchError, argError } from '../torch/errors.js';
 import * as dist from '../torch/distributed.js';
@@ -49,8 +49,9 @@ import {
 import { datasetFromConfig } from './train_data.js';
 import {
   writeCheckpoint, pruneCheckpoints, resolveResume, readCheckpointState, removeStaleTemps, writeFileAtomicSync, checkpointsDir,
-  type CheckpointState,
+  listCheckpoints, STATE_FILE, type CheckpointState,
 } from './checkpoint.js';
+import { RunLock, fsError } from './run_lock.js';
 import { DataParallel, type DataParallelOptions } from './data_parallel.js';
 import { MetricsLog, ProgressDisplay, RateMeter, progressLine, type StepMetrics, type StepLosses } from './progress.js';
 
@@ -90,6 +91,13 @@ export interface TrainerOptions {
    * bucketBytes), the env filling the rest. timeoutMs defaults to training.dist_timeout.
    */
   distributed?: boolean | DataParallelOptions;
+  /**
+   * Divergence guard: a step whose loss inputs (prediction, target: before the loss's nan_to_num
+   * hides them) or gradient norm are not finite is skipped (no optimizer or EMA update); this many
+   * such steps in a row stop the run with a TorchError E_DIVERGED (default 3). No checkpoint with
+   * non-finite weights is ever written.
+   */
+  maxNonFiniteSteps?: number;
 }
 
 /** How this process takes part in data-parallel training (null: alone). */
@@ -125,6 +133,61 @@ export interface TrainResult {
   checkpoint: string | null;
   /** steps per second over the run (this process) */
   stepsPerSecond: number;
+}
+
+/** Whether every element of v is finite (call inside a scope). */
+function allFinite(v: Tensor): boolean {
+  return Number(v.detach().isfinite().logicalNot().sum().item()) === 0;
+}
+
+/** Whether the folder holds a run (a checkpoint or a metrics log) that a fresh start would wipe. */
+function refuseExistingRun(outDir: string): void {
+  const cks = listCheckpoints(outDir);
+  const metrics = join(outDir, 'metrics.jsonl');
+  let logged = false;
+  try { logged = statSync(metrics).size > 0; } catch { /* none */ }
+  if (!cks.length && !logged) return;
+  const what = cks.length ? `checkpoints up to step ${cks[cks.length - 1]!.step}` : 'a metrics.jsonl of an earlier start';
+  throw new TorchError(
+    `'${outDir}' already holds a run (${what}); a fresh start would overwrite its log and prune its checkpoints. ` +
+    'Continue it with --resume latest (Trainer option resume: \'latest\'), or train into another --out (or delete the folder to start over)',
+    'E_RUN_EXISTS',
+  );
+}
+
+/** The first line of the config.yaml tim train writes: a file without it is the user's. */
+const CONFIG_HEADER = '# written by tim train: the training config of this run (a fresh run rewrites this file)\n';
+
+/** Keys sorted at every level, for comparing two parsed documents. */
+function canonical(v: unknown): string {
+  return JSON.stringify(v, (_k, x: unknown) => (x && typeof x === 'object' && !Array.isArray(x)
+    ? Object.fromEntries(Object.entries(x as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : x));
+}
+
+/**
+ * Whether to (re)write <out>/config.yaml: not on a resume that has one; never over a file the user
+ * wrote (no header) unless it is the same config, which is then kept as it is, comments and all.
+ */
+function configToWrite(outDir: string, config: TrainConfig, source: string | null, resumed: boolean): boolean {
+  const path = join(outDir, 'config.yaml');
+  if (!existsSync(path)) return true;
+  if (resumed) return false;
+  if (source !== null && resolvePath(source) === resolvePath(path)) return false;
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw fsError('cannot read', path, e);
+  }
+  if (text.startsWith(CONFIG_HEADER)) return true;
+  let same = false;
+  try { same = canonical(parseYaml(text)) === canonical(config.raw); } catch { /* not YAML: differs */ }
+  if (same) return false;
+  throw new TorchError(
+    `'${path}' was not written by tim train and differs from the training config: starting here would overwrite it. ` +
+    'Move it away, pass it as --config, or train into another --out',
+    'E_RUN_EXISTS',
+  );
 }
 
 function base64(b: Uint8Array): string {
@@ -205,13 +268,27 @@ export class Trainer {
   private dp: DataParallel | null = null;
   /** a step or collective threw: close() then does no collective (the peers may be gone) */
   private failed = false;
+  /** the run folder's lock (rank 0), released by close() */
+  private readonly lock: RunLock | null;
+  private readonly writeConfig: boolean;
+  private readonly maxNonFinite: number;
+  /** consecutive steps skipped for non-finite values */
+  private nonFiniteRun = 0;
+  /** the step of the last checkpoint written by this run (or resumed from) */
+  private lastGood: string | null = null;
+  /** set by microStep when the network's prediction or the target was not finite */
+  private nonFiniteSeen = false;
 
   private constructor(p: {
     config: TrainConfig; outDir: string; maxSteps: number; device: Device; mixedPrecision: MixedPrecision; seed: number;
     model: TiM; ema: EMA | null; transport: Transport; loss: TransitionLoss; optimizer: Optimizer<BaseHyper>; scheduler: LambdaLR;
     loader: DataLoader; params: Tensor[]; learningRate: number; step: number; resumedFrom: string | null; decoder?: Decoder;
     write: (s: string) => void; tty: boolean; distPlan: DistributedPlan | null;
+    lock: RunLock | null; writeConfig: boolean; maxNonFinite: number;
   }) {
+    this.lock = p.lock;
+    this.writeConfig = p.writeConfig;
+    this.maxNonFinite = p.maxNonFinite;
     this.config = p.config;
     this.outDir = p.outDir;
     this.maxSteps = p.maxSteps;
@@ -229,6 +306,7 @@ export class Trainer {
     this.learningRate = p.learningRate;
     this.step = p.step;
     this.resumedFrom = p.resumedFrom;
+    this.lastGood = p.resumedFrom;
     this.decoder = p.decoder;
     this.distPlan = p.distPlan;
     this.rank = p.distPlan?.rank ?? 0;
@@ -245,7 +323,7 @@ export class Trainer {
    */
   static create(opts: TrainerOptions): Trainer {
     if (!opts || typeof opts !== 'object') throw argError('type', 'Trainer.create: options {config, outDir} required');
-    const known = ['config', 'outDir', 'maxSteps', 'resume', 'dataset', 'device', 'mixedPrecision', 'seed', 'decoder', 'write', 'tty', 'prefetch', 'distributed'];
+    const known = ['config', 'outDir', 'maxSteps', 'resume', 'dataset', 'device', 'mixedPrecision', 'seed', 'decoder', 'write', 'tty', 'prefetch', 'distributed', 'maxNonFiniteSteps'];
     for (const k of Object.keys(opts)) if (!known.includes(k)) throw argError('type', `Trainer.create: unknown option '${k}' (known: ${known.join(', ')})`, 'E_OPTION');
     const config = typeof opts.config === 'string' ? readTrainConfig(opts.config)
       : isTrainConfig(opts.config) ? opts.config : parseTrainConfig(opts.config);
@@ -271,14 +349,41 @@ export class Trainer {
     if (!Number.isSafeInteger(seed) || seed < 0) throw argError('range', `Trainer.create: seed must be a non-negative integer, got ${seed}`);
     const write = opts.write ?? ((s: string) => process.stderr.write(s));
     const outDir = opts.outDir;
+    const maxNonFinite = opts.maxNonFiniteSteps ?? 3;
+    if (!Number.isSafeInteger(maxNonFinite) || maxNonFinite < 1) throw argError('range', `Trainer.create: maxNonFiniteSteps must be a positive integer, got ${maxNonFinite}`);
 
     const resumeSpec = opts.resume === undefined ? t.resumeFromCheckpoint : opts.resume;
-    mkdirSync(outDir, { recursive: true });
-    removeStaleTemps(outDir);
-    const resume = resumeSpec ? resolveResume(outDir, resumeSpec) : null;
-    const state = resume ? readCheckpointState(resume.dir) : null;
-    if (state && JSON.stringify(state.network) !== JSON.stringify(config.network)) {
-      throw new TorchError(`resume: checkpoint '${resume!.dir}' was trained with another network config`, 'E_CONFIG');
+    // The run folder is owned by one trainer: rank 0 (which alone writes) holds its lock until
+    // close() or exit; only the owner clears the leftovers of a killed run.
+    const main = (distPlan?.rank ?? 0) === 0;
+    let lock: RunLock | null = null;
+    if (main) lock = RunLock.acquire(outDir);
+    else if (!existsSync(outDir)) {
+      try { mkdirSync(outDir, { recursive: true }); } catch (e) { throw fsError('cannot create the run folder', outDir, e); }
+    }
+    let resume: { step: number; dir: string } | null;
+    let state: CheckpointState | null;
+    let writeConfig: boolean;
+    try {
+      if (main) removeStaleTemps(outDir);
+      resume = resumeSpec ? resolveResume(outDir, resumeSpec) : null;
+      state = resume ? readCheckpointState(resume.dir) : null;
+      if (state && JSON.stringify(state.network) !== JSON.stringify(config.network)) {
+        throw new TorchError(`resume: checkpoint '${resume!.dir}' was trained with another network config`, 'E_CONFIG');
+      }
+      if (!resume && resumeSpec !== 'latest') refuseExistingRun(outDir);
+      if (state && state.step >= maxSteps) {
+        throw new TorchError(
+          state.step === maxSteps
+            ? `resume: checkpoint '${resume!.dir}' is at step ${state.step}, which is already maxSteps (${maxSteps}): the run is finished, nothing to train. Pass a larger --max-steps to train on (the LR schedule still spans training.max_train_steps ${t.maxTrainSteps})`
+            : `resume: checkpoint '${resume!.dir}' is at step ${state.step}, past maxSteps ${maxSteps} (--max-steps / training.max_train_steps): nothing to train. Pass a --max-steps above ${state.step}, or resume from an earlier checkpoint`,
+          'E_RANGE',
+        );
+      }
+      writeConfig = main && configToWrite(outDir, config, typeof opts.config === 'string' ? opts.config : null, resume !== null);
+    } catch (e) {
+      lock?.release();
+      throw e;
     }
 
     const dataset = opts.dataset ?? datasetFromConfig(config);
@@ -288,6 +393,7 @@ export class Trainer {
     // official: set_seed(args.seed) before the model is built, so the initialization is seeded too
     torch.manualSeed(seed);
     const owned: { dispose(): void }[] = [];
+    if (lock) owned.push({ dispose: () => lock!.release() });
     try {
       const model = TiM.create(config.network, { device, init: 'official' });
       owned.push(model);
@@ -304,16 +410,29 @@ export class Trainer {
       let step = 0;
       let loaderState: LoaderState | undefined;
       if (resume && state) {
-        torch.scope(() => {
-          const m = torch.loadSafetensors(join(resume.dir, 'model.safetensors'));
-          model.loadStateDict(m.tensors);
-          if (ema) ema.module.loadStateDict(torch.loadSafetensors(join(resume.dir, 'ema.safetensors')).tensors);
-        });
-        optimizer.loadState(join(resume.dir, 'optimizer.safetensors'));
-        scheduler.loadStateDict(state.scheduler as Parameters<LambdaLR['loadStateDict']>[0]);
-        const rng = state.rng as Record<string, unknown> | undefined;
-        torch.setRngState(unbase64(rng?.cpu, 'rng.cpu'));
-        if (String(device).startsWith('cuda') && rng?.cuda !== undefined) torch.setRngState(unbase64(rng.cuda, 'rng.cuda'), device);
+        const rdir = resume.dir;
+        // every failure names the file it comes from
+        let file = join(rdir, 'model.safetensors');
+        try {
+          torch.scope(() => {
+            const m = torch.loadSafetensors(file);
+            model.loadStateDict(m.tensors);
+            if (ema) {
+              file = join(rdir, 'ema.safetensors');
+              ema.module.loadStateDict(torch.loadSafetensors(file).tensors);
+            }
+          });
+          file = join(rdir, 'optimizer.safetensors');
+          optimizer.loadState(file);
+          file = join(rdir, STATE_FILE);
+          scheduler.loadStateDict(state.scheduler as Parameters<LambdaLR['loadStateDict']>[0]);
+          const rng = state.rng as Record<string, unknown> | undefined;
+          torch.setRngState(unbase64(rng?.cpu, 'rng.cpu'));
+          if (String(device).startsWith('cuda') && rng?.cuda !== undefined) torch.setRngState(unbase64(rng.cuda, 'rng.cuda'), device);
+        } catch (e) {
+          if (e instanceof Error && !e.message.includes(file)) e.message = `resume from '${file}': ${e.message}`;
+          throw e;
+        }
         // the global stream position: independent of the number of processes that wrote it
         const d = state.data as Partial<LoaderState> | undefined;
         loaderState = { epoch: d?.epoch as number, index: d?.index as number, seed: d?.seed as number };
@@ -326,7 +445,7 @@ export class Trainer {
       const trainer = new Trainer({
         config, outDir, maxSteps, device, mixedPrecision, seed, model, ema, transport, loss, optimizer, scheduler, loader, params,
         learningRate, step, resumedFrom: resume?.dir ?? null, decoder: opts.decoder, write,
-        tty: opts.tty ?? Boolean(process.stderr.isTTY), distPlan,
+        tty: opts.tty ?? Boolean(process.stderr.isTTY), distPlan, lock, writeConfig, maxNonFinite,
       });
       return trainer;
     } catch (e) {
@@ -413,7 +532,8 @@ export class Trainer {
   private async runStep(): Promise<StepLosses> {
     if (!this.warmedUp) this.warmUp();
     const accum = this.accumulation;
-    const sums = { w: 0, d: 0, p: 0 };
+    const sums = { w: 0, d: 0, p: 0, nonFinite: 0 };
+    this.nonFiniteSeen = false;
     for (let k = 0; k < accum; k++) {
       const batch = await this.loader.next();
       try {
@@ -428,20 +548,47 @@ export class Trainer {
         batch.y.dispose();
       }
     }
+    sums.nonFinite = this.nonFiniteSeen ? 1 : 0;
     if (this.dp) await this.syncStep(sums);
     else this.stopAgreed = this.stopRequested;
     const lr = this.optimizer.paramGroups[0]!.lr;
     const maxNorm = this.config.training.maxGradNorm;
-    const gradNorm = maxNorm > 0 ? torch.nn.utils.clipGradNorm_(this.params, maxNorm) : null;
-    this.optimizer.step();
+    // the norm is computed in any case (maxNorm Infinity scales nothing) for the divergence guard
+    const norm = torch.nn.utils.clipGradNorm_(this.params, maxNorm > 0 ? maxNorm : Infinity);
+    const gradNorm = maxNorm > 0 ? norm : null;
+    // (data parallel: the flag is summed over the ranks and the norm is of the averaged gradients,
+    // so every rank decides alike)
+    const bad = sums.nonFinite > 0 || !Number.isFinite(norm);
+    if (!bad) {
+      this.optimizer.step();
+      this.nonFiniteRun = 0;
+    } else {
+      this.nonFiniteRun++;
+    }
     this.scheduler.step();
     this.optimizer.zeroGrad({ setToNone: true });
-    if (this.ema) this.ema.update(this.model);
+    if (this.ema && !bad) this.ema.update(this.model);
     this.step++;
-    return {
-      step: this.step, loss: sums.w + this.config.projCoeff * sums.p, loss_weighted: sums.w, loss_denoising: sums.d,
-      loss_projector: sums.p, lr, grad_norm: gradNorm,
-    };
+    // a non-finite step shows as NaN, not as the 0 nan_to_num makes of it
+    const m: StepLosses = bad && sums.nonFinite > 0
+      ? { step: this.step, loss: NaN, loss_weighted: NaN, loss_denoising: NaN, loss_projector: NaN, lr, grad_norm: gradNorm }
+      : { step: this.step, loss: sums.w + this.config.projCoeff * sums.p, loss_weighted: sums.w, loss_denoising: sums.d, loss_projector: sums.p, lr, grad_norm: gradNorm };
+    // (and the norm shows even when clipping is off)
+    if (bad) m.grad_norm = norm;
+    if (bad) {
+      const what = sums.nonFinite > 0 ? `the network output or target is not finite (gradient norm ${norm})` : `the gradient norm is ${norm}`;
+      if (this.nonFiniteRun >= this.maxNonFinite) {
+        this.display.update(progressLine({ ...m, it_s: 0, sps: 0 }, this.maxSteps, NaN));
+        throw new TorchError(
+          `training diverged at step ${this.step}: ${what}, for ${this.nonFiniteRun} step(s) in a row (the updates were skipped). ` +
+          `Stopped without writing a checkpoint; ${this.lastGood ? `the last good one is '${this.lastGood}'` : 'no checkpoint was written by this run'}. ` +
+          'Lower the learning rate (training.learning_rate), or enable gradient clipping (training.max_grad_norm)',
+          'E_DIVERGED',
+        );
+      }
+      this.display.message(`step ${this.step}: ${what}; update skipped (${this.nonFiniteRun} of ${this.maxNonFinite} allowed in a row)`);
+    }
+    return m;
   }
 
   /**
@@ -450,19 +597,20 @@ export class Trainer {
    * gradients (all ranks must have the same) summed in one small all-reduce; then the gradients
    * averaged in buckets. Every rank then clips and steps on the same gradients.
    */
-  private async syncStep(sums: { w: number; d: number; p: number }): Promise<void> {
+  private async syncStep(sums: { w: number; d: number; p: number; nonFinite: number }): Promise<void> {
     const dp = this.dp!;
     const ws = this.worldSize;
     const next = this.step + 1;
     const grads = torch.scope(() => this.params.reduce((n, p) => n + (p.grad ? 1 : 0), 0));
-    const [w, d, p, stop, count] = await dp.allReduceSum(
-      [sums.w, sums.d, sums.p, this.stopRequested ? 1 : 0, grads], `step ${next}: metrics all-reduce`);
+    const [w, d, p, stop, count, nonFinite] = await dp.allReduceSum(
+      [sums.w, sums.d, sums.p, this.stopRequested ? 1 : 0, grads, sums.nonFinite], `step ${next}: metrics all-reduce`);
     if (count !== grads * ws) {
       throw new TorchError(`step ${next}: the ranks disagree on which parameters have gradients (${grads} here, ${count} over ${ws} ranks)`, 'E_DIST');
     }
     sums.w = w! / ws;
     sums.d = d! / ws;
     sums.p = p! / ws;
+    sums.nonFinite = nonFinite! > 0 ? 1 : 0;
     this.stopAgreed = stop! > 0;
     await dp.allReduceGradients(this.params, `step ${next}: gradient all-reduce`);
   }
@@ -504,6 +652,10 @@ export class Trainer {
       model: this.model, x, z, y: yIn, useDirLoss: true, ...times,
       ...(this.transport.enhanceTarget ? { emaModel: this.ema ? this.ema.module : this.model, yEma: y, yNull } : {}),
     }));
+    // The loss terms pass nan_to_num (official), which turns a diverged network into a loss of 0:
+    // look at what goes into them instead.
+    const raw = [out.fPred, out.fTarget, ...(out.hProj ? [out.hProj] : [])];
+    if (!raw.every((v) => torch.noGrad(() => allFinite(v)))) this.nonFiniteSeen = true;
     out.weightedLoss.add(out.projLoss.mul(this.config.projCoeff)).div(accum).backward();
     return TransitionLoss.lossDict(out);
   }
@@ -552,6 +704,18 @@ export class Trainer {
    */
   saveCheckpoint(): string {
     this.alive();
+    // never a checkpoint of non-finite weights (every rank checks: they hold the same weights)
+    const badParam = torch.scope(() => {
+      const named: [string, Tensor][] = [...this.model.namedParameters(), ...(this.ema ? this.ema.module.namedParameters().map(([k, v]) => [`ema.${k}`, v] as [string, Tensor]) : [])];
+      return named.find(([, v]) => !allFinite(v))?.[0] ?? null;
+    });
+    if (badParam !== null) {
+      throw new TorchError(
+        `refusing to write checkpoint ${this.step}: parameter '${badParam}' holds non-finite values (training diverged). ` +
+        `${this.lastGood ? `The last good checkpoint, '${this.lastGood}', is left as it is.` : 'No checkpoint was written.'} Lower the learning rate or enable gradient clipping`,
+        'E_DIVERGED',
+      );
+    }
     if (this.rank !== 0) return join(checkpointsDir(this.outDir), String(this.step));
     const t = this.config.training;
     const rng: Record<string, string> = { cpu: base64(torch.getRngState()) };
@@ -576,8 +740,10 @@ export class Trainer {
       }
       this.optimizer.saveState(join(tmp, 'optimizer.safetensors'), { scheduler: JSON.stringify(this.scheduler.stateDict()) });
     });
-    // the new checkpoint is the newest, so keeping the newest K never removes it
-    pruneCheckpoints(this.outDir, t.checkpointsTotalLimit, t.checkpointList);
+    this.lastGood = dir;
+    // keeps the newest K up to this one: never this one, never a later one (of a run resumed from
+    // an earlier step)
+    pruneCheckpoints(this.outDir, t.checkpointsTotalLimit, t.checkpointList, this.step);
     return dir;
   }
 
@@ -650,7 +816,7 @@ export class Trainer {
     const main = this.rank === 0;
     mkdirSync(this.outDir, { recursive: true });
     const cfgPath = join(this.outDir, 'config.yaml');
-    if (main && (!existsSync(cfgPath) || !this.resumedFrom)) writeFileAtomicSync(cfgPath, toYaml(this.config.raw));
+    if (main && this.writeConfig) writeFileAtomicSync(cfgPath, CONFIG_HEADER + toYaml(this.config.raw));
     // rank 0 alone logs; the others keep no file open
     this.metrics = main ? new MetricsLog(join(this.outDir, 'metrics.jsonl'), this.resumedFrom ? this.step : null) : null;
     const meter = new RateMeter();
@@ -752,6 +918,7 @@ export class Trainer {
       for (const p of this.params) p.dispose();
       this.ema?.dispose();
       this.model.dispose();
+      this.lock?.release();
     }
   }
   async [Symbol.asyncDispose](): Promise<void> {
