@@ -21,21 +21,25 @@
  *   bf16 curve   --curve-steps steps, Node bf16 vs Python fp32 from the same weights (denoising loss)
  *
  *   npx tsx bench/train-step.ts [--quick] [--hidden 256] [--depth 4] [--heads 4] [--patch 2] [--input 32]
- *       [--batch 64] [--threads 1] [--rounds N] [--mem-steps 2000] [--curve-steps 0] [--skip-mem] [--out DIR]
+ *       [--batch 64] [--threads 1] [--rounds N] [--mem-steps 2000] [--curve-steps 0] [--skip-mem] [--skip-bf16]
+ *       [--attention auto|math|sdpa] [--out DIR]
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TiM, torch, EMA, TransitionLoss, transports } from '../lib/index.js';
-import { preset, type TiMConfig } from '../lib/tim/index.js';
+import { defaultAttention, preset, type TiMConfig } from '../lib/tim/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
+import type { Device } from '../lib/torch/dtype.js';
 import { benchDir, formatTable, median, newResult, ratioRow, writeResult, type Result, startPyScript } from './harness.js';
 
 export interface TrainStepOptions {
   quick: boolean;
   hidden?: number; depth?: number; heads?: number; patch?: number; input?: number; batch?: number;
   threads?: number; rounds?: number; memSteps?: number; curveSteps?: number; skipMem?: boolean; skipBf16?: boolean;
+  /** Node's attention (TiM.create's option; default 'auto': sdpa on libtorch 2.x). The Python model computes it the math way. */
+  attention?: 'auto' | 'math' | 'sdpa';
 }
 
 interface PySide {
@@ -55,10 +59,13 @@ async function startPython(cfg: Record<string, unknown>): Promise<PySide> {
   };
 }
 
-/** A model + EMA + AdamW + loss, and a step function (optionally under bf16 autocast). */
-function makeSetup(config: TiMConfig, batch: number, seed: number) {
+/**
+ * A model + EMA + AdamW + loss, and a step function (optionally under bf16 autocast), on `device`
+ * (bench/cuda.ts uses it on a GPU; `attention` as TiM.create's, default 'auto').
+ */
+export function makeSetup(config: TiMConfig, batch: number, seed: number, device: Device = 'cpu', attention?: 'auto' | 'math' | 'sdpa') {
   torch.manualSeed(seed);
-  const model = TiM.create(config, { init: 'official' });
+  const model = TiM.create(config, { init: 'official', ...(device !== 'cpu' ? { device } : {}), ...(attention ? { attention } : {}) });
   model.train();
   const ema = new EMA(model, { decay: 0.9999 });
   const params = torch.keep(model.parameters());
@@ -68,18 +75,20 @@ function makeSetup(config: TiMConfig, batch: number, seed: number) {
     diffusionRatio: 0.5, consistencyRatio: 0.1, derivativeType: 'dde', differentialEpsilon: 0.005,
     weightTimeType: 'sqrt', weightTimeTangent: true,
   });
+  const onDevice = (t: Tensor): Tensor => (device === 'cpu' ? t : t.to(device));
   const data = torch.scope(() => torch.keep({
-    x: torch.randn([batch, config.inChannels, config.inputSize, config.inputSize]),
-    y: torch.randint(0, config.numClasses, [batch], { dtype: 'int64' }),
+    x: onDevice(torch.randn([batch, config.inChannels, config.inputSize, config.inputSize])),
+    y: onDevice(torch.randint(0, config.numClasses, [batch], { dtype: 'int64' })),
   }));
+  const autocastDevice = device === 'cpu' ? 'cpu' : 'cuda';
   const step = (bf16 = false): { loss: number; denoising: number } => {
     const r = torch.scope(() => {
       const { x, y } = data;
       const z = torch.randnLike(x);
       const yNull = torch.fullLike(y, config.numClasses);
-      const yIn = torch.where(torch.rand([batch]).lt(config.classDropoutProb), yNull, y);
+      const yIn = torch.where(torch.rand([batch], device === 'cpu' ? {} : { device }).lt(config.classDropoutProb), yNull, y);
       const run = () => loss.compute({ model, x, z, y: yIn, useDirLoss: true });
-      const out = bf16 ? torch.autocast({ device: 'cpu', dtype: 'bfloat16' }, run) : run();
+      const out = bf16 ? torch.autocast({ device: autocastDevice, dtype: 'bfloat16' }, run) : run();
       out.weightedLoss.backward();
       return { loss: out.weightedLoss.item(), denoising: out.denoisingLoss.mean().item() };
     });
@@ -112,12 +121,13 @@ export async function run(o: TrainStepOptions): Promise<Result> {
   const memSteps = o.memSteps ?? (o.quick ? 300 : 2000);
   const r = newResult('train-step', `TiM training step (loss+DDE, backward, clip, AdamW, EMA), hidden ${config.hiddenSize}, depth ${config.depth}, patch ${config.patchSize}, ${config.inputSize}x${config.inputSize}x4, batch ${batch}, CPU`, o.quick,
     { hidden: config.hiddenSize, depth: config.depth, heads: config.numHeads, patch: config.patchSize, input: config.inputSize, batch, threads, rounds, stepsPerRound: steps, warmup, memSteps, curveSteps: o.curveSteps ?? 0,
+      libtorch: torch.buildInfo().torchVersion, attention: o.attention === undefined || o.attention === 'auto' ? `auto (${defaultAttention()})` : o.attention,
       env: Object.fromEntries(['OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'OMP_WAIT_POLICY', 'DNNL_MAX_CPU_ISA'].map((k) => [k, process.env[k] ?? null])) });
   // The memory run goes first, in a process that has not yet held the big model's activations
   // (freed memory stays in the process's heap, which would dilute a relative RSS growth).
   if (!o.skipMem) memoryRun(r, memSteps);
   const dir = mkdtempSync(join(os.tmpdir(), 'tim-ts-'));
-  const S = makeSetup(config, batch, 0);
+  const S = makeSetup(config, batch, 0, 'cpu', o.attention);
   let py: PySide | null = null;
   try {
     S.model.save(join(dir, 'weights.safetensors'));
@@ -223,6 +233,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     quick: argv.includes('--quick'), hidden: val('hidden'), depth: val('depth'), heads: val('heads'), patch: val('patch'), input: val('input'),
     batch: val('batch'), threads: val('threads'), rounds: val('rounds'), memSteps: val('mem-steps'), curveSteps: val('curve-steps'),
     skipMem: argv.includes('--skip-mem'), skipBf16: argv.includes('--skip-bf16'),
+    attention: argv.includes('--attention') ? argv[argv.indexOf('--attention') + 1] as TrainStepOptions['attention'] : undefined,
   });
   console.log(formatTable(res));
   console.log(`  -> ${writeResult(res, outIdx >= 0 ? argv[outIdx + 1] : undefined)}`);

@@ -7,12 +7,14 @@ strict window (cfg_low*T_max, cfg_high*T_max), the OT-FM step with the stochasti
 official code applies it. The network is torch.jit.load of the archive the Node side saved, so both
 sides run the same graph on the same libtorch.
 
-Protocol (one JSON object per line): argv[1] = {"model", "z", "y", "threads", "shape", "runs": {name: {num_steps, ...}}};
-prints {"ready": ...}; then for every line {"run": name, "reps": k, "final": path} prints
-{"ms": [wall per call], "cpu_ms": [process CPU time per call]} and writes the last sample to path;
+Protocol (one JSON object per line): argv[1] = {"model", "z", "y", "threads", "shape", "runs": {name: {num_steps, ...}},
+optional "device": "cpu" (default) | "cuda"}; prints {"ready": ...}; then for every line {"run": name, "reps": k,
+"final": path} prints {"ms": [wall per call], "cpu_ms": [process CPU time per call]} (on CUDA each call ends with
+torch.cuda.synchronize(), and the peak CUDA memory in MiB comes along) and writes the last sample to path;
 "quit" ends.
 """
 import json
+import os
 import sys
 import time
 
@@ -21,13 +23,16 @@ import torch
 cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
 torch.set_grad_enabled(False)
-model = torch.jit.load(cfg["model"])
+DEVICE = torch.device(cfg.get("device", "cpu"))
+CUDA = DEVICE.type == "cuda"
+model = torch.jit.load(cfg["model"], map_location=DEVICE)
 model.eval()
 shape = cfg["shape"]
 with open(cfg["z"], "rb") as f:
     z = torch.frombuffer(bytearray(f.read()), dtype=torch.float32).reshape(shape)
 with open(cfg["y"], "rb") as f:
     y = torch.frombuffer(bytearray(f.read()), dtype=torch.int64)
+z, y = z.to(DEVICE), y.to(DEVICE)
 y_null = torch.full_like(y, cfg["null_class"])
 
 
@@ -68,7 +73,23 @@ def sample(num_steps, cfg_scale, cfg_low, cfg_high, stochasticity_ratio, sample_
     return x_cur.to(torch.float32)
 
 
-print(json.dumps({"ready": True, "threads": torch.get_num_threads(), "torch": torch.__version__}), flush=True)
+def tensor_bytes(t):
+    t = t.cpu().contiguous()
+    try:
+        return t.numpy().tobytes()
+    except (ImportError, RuntimeError):  # a torch without numpy (some CUDA wheels' venvs)
+        return bytes(t.untyped_storage())
+
+
+def mem():
+    if not CUDA:
+        return {}
+    return {"peak_allocated_mib": torch.cuda.max_memory_allocated(DEVICE) / 2**20,
+            "peak_reserved_mib": torch.cuda.max_memory_reserved(DEVICE) / 2**20}
+
+
+print(json.dumps({"ready": True, "threads": torch.get_num_threads(), "torch": torch.__version__, "device": str(DEVICE),
+                  "pid": os.getpid()}), flush=True)
 for line in sys.stdin:
     msg = json.loads(line)
     if msg.get("quit"):
@@ -79,8 +100,10 @@ for line in sys.stdin:
     for _ in range(msg["reps"]):
         c0, t0 = time.process_time(), time.perf_counter()
         out = sample(**run)
+        if CUDA:
+            torch.cuda.synchronize(DEVICE)
         times.append((time.perf_counter() - t0) * 1e3)
         cpu.append((time.process_time() - c0) * 1e3)
     with open(msg["final"], "wb") as f:
-        f.write(out.contiguous().numpy().tobytes())
-    print(json.dumps({"ms": times, "cpu_ms": cpu}), flush=True)
+        f.write(tensor_bytes(out))
+    print(json.dumps({"ms": times, "cpu_ms": cpu, **mem()}), flush=True)

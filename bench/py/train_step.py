@@ -6,12 +6,17 @@ adaptive weight, directional loss), backward, clip_grad_norm_(1.0), AdamW step, 
 EMA update (ema.mul_(d).add_(p, alpha=1-d)). Model: test/fixtures/tim_reference.py (the official TiM).
 
 argv[1] = {"params": official network.params, "weights": safetensors path, "inputs": safetensors path
-           (x, y), "threads": n, "steps": k, "repo": repo root, "seed": s}
+           (x, y), "threads": n, "steps": k, "repo": repo root, "seed": s,
+           optional "device": "cpu" (default) | "cuda", "amp": null (default) | "bfloat16" (the whole loss
+           under torch.autocast; the DDE forwards with autocast off, as the Node side's default)}
+On CUDA every timed step ends with torch.cuda.synchronize(), and the replies carry the peak CUDA memory
+(torch.cuda.max_memory_allocated / max_memory_reserved, MiB) and the process id.
 Prints {"ready": ..., "loss": first weighted loss}; then per stdin line:
   "run"       -> {"ms": [...], "cpu": [...], "loss": [...]}  (`steps` timed steps)
   "curve N S" -> reseeds with S, runs N steps from the current weights, {"loss": [...], "denoising": [...]}
   "quit"
 """
+import contextlib
 import json
 import math
 import os
@@ -22,6 +27,9 @@ import torch
 
 cfg = json.loads(sys.argv[1])
 torch.set_num_threads(cfg["threads"])
+DEVICE = torch.device(cfg.get("device", "cpu"))
+AMP = {None: None, "bfloat16": torch.bfloat16, "float16": torch.float16}[cfg.get("amp")]
+CUDA = DEVICE.type == "cuda"
 sys.path.insert(0, os.path.join(cfg["repo"], "test", "fixtures"))
 from tim_reference import TiM  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -34,16 +42,18 @@ torch.manual_seed(cfg.get("seed", 0))
 P = cfg["params"]
 model = TiM(**P)
 model.load_state_dict(st_read(cfg["weights"]), strict=True)
+model.to(DEVICE)
 model.train()
 ema = TiM(**P)
 ema.load_state_dict(model.state_dict())
+ema.to(DEVICE)
 ema.eval()
 ema.requires_grad_(False)
 params = list(model.parameters())
 opt = torch.optim.AdamW(params, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.01, eps=1e-6)
 EMA_DECAY = 0.9999
 inp = st_read(cfg["inputs"])
-X, Y = inp["x"], inp["y"]
+X, Y = inp["x"].to(DEVICE), inp["y"].to(DEVICE)
 transport = OT_FM(P_mean=-0.4, P_std=1.0, sigma_d=1.0)
 DIFF_RATIO, CONS_RATIO, EPS = 0.5, 0.1, 0.005
 NUM_CLASSES, DROP = P["num_classes"], P.get("class_dropout_prob", 0.1)
@@ -59,8 +69,8 @@ def bshape(t, x):
 
 def transition_loss(x, z, y):
     B = x.shape[0]
-    t1 = transport.sample_t(torch.randn(B))
-    t2 = transport.sample_t(torch.randn(B))
+    t1 = transport.sample_t(torch.randn(B, device=DEVICE))
+    t2 = transport.sample_t(torch.randn(B, device=DEVICE))
     t, r = torch.maximum(t1, t2), torch.minimum(t1, t2)
     nd, nc = round(DIFF_RATIO * B), round(CONS_RATIO * B)
     r[:nd] = t[:nd]
@@ -73,7 +83,7 @@ def transition_loss(x, z, y):
     F_pred = model(x_t, transport.c_noise(t), transport.c_noise(r), y)
     dF = torch.zeros_like(x)
     if nd < B:
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(DEVICE.type, enabled=False):
             xs, zs, ts, rs, ys = x[nd:], z[nd:], t[nd:], r[nd:], y[nd:]
             tp, tm = ts + EPS, ts - EPS
             ap, sp, _, _ = transport.interpolant(bshape(tp, xs))
@@ -92,11 +102,30 @@ def transition_loss(x, z, y):
     return weighted, den.mean()
 
 
+def amp():
+    if AMP is None:
+        return contextlib.nullcontext()
+    return torch.autocast(DEVICE.type, dtype=AMP)
+
+
+def sync():
+    if CUDA:
+        torch.cuda.synchronize(DEVICE)
+
+
+def mem():
+    if not CUDA:
+        return {}
+    return {"peak_allocated_mib": torch.cuda.max_memory_allocated(DEVICE) / 2**20,
+            "peak_reserved_mib": torch.cuda.max_memory_reserved(DEVICE) / 2**20}
+
+
 def step():
     x = X
     z = torch.randn_like(x)
-    y = torch.where(torch.rand(x.shape[0]) < DROP, torch.full_like(Y, NUM_CLASSES), Y)
-    loss, den = transition_loss(x, z, y)
+    y = torch.where(torch.rand(x.shape[0], device=DEVICE) < DROP, torch.full_like(Y, NUM_CLASSES), Y)
+    with amp():  # the official trainer runs the whole loss under accelerator.autocast()
+        loss, den = transition_loss(x, z, y)
     loss.backward()  # proj loss: 0 (no REPA target), as the Node side's Trainer step
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
@@ -108,7 +137,9 @@ def step():
 
 
 first = step()[0]
-print(json.dumps({"ready": True, "threads": torch.get_num_threads(), "torch": torch.__version__, "loss": first}), flush=True)
+sync()
+print(json.dumps({"ready": True, "threads": torch.get_num_threads(), "torch": torch.__version__, "loss": first,
+                  "device": str(DEVICE), "amp": cfg.get("amp"), "pid": os.getpid(), **mem()}), flush=True)
 for line in sys.stdin:
     cmd = line.split()
     if not cmd or cmd[0] == "quit":
@@ -124,8 +155,10 @@ for line in sys.stdin:
         continue
     times, cpu, losses = [], [], []
     for _ in range(cfg["steps"]):
+        sync()
         t0, c0 = time.perf_counter(), time.process_time()
         losses.append(step()[0])
+        sync()
         times.append((time.perf_counter() - t0) * 1e3)
         cpu.append((time.process_time() - c0) * 1e3)
-    print(json.dumps({"ms": times, "cpu": cpu, "loss": losses}), flush=True)
+    print(json.dumps({"ms": times, "cpu": cpu, "loss": losses, **mem()}), flush=True)
