@@ -110,6 +110,8 @@ export function infoOf(target: string, opts: { config?: string; key?: string; al
 }
 
 const fmt = (n: number): string => n.toLocaleString('en-US');
+/** Parts listed one per line before the rest is summed into one row. */
+const MAX_PART_ROWS = 40;
 const millions = (n: number): string => `${(n / 1e6).toFixed(2)}M`;
 
 export function formatInfo(r: InfoResult): string {
@@ -126,9 +128,21 @@ export function formatInfo(r: InfoResult): string {
     lines.push('  (no config found: counts from the file only; pass --config to check them)');
   }
   lines.push('');
-  const rows: [string, number][] = [...Object.entries(r.counts.parts), ['total', r.counts.total], ['without projector', r.counts.withoutProjector]];
-  const w = Math.max(...rows.map(([k]) => k.length));
-  const nw = Math.max(...rows.map(([, n]) => fmt(n).length));
+  // A file of any shape prints a bounded table (no spread of an unbounded list either: a file of
+  // 600k top-level tensors would overflow the call stack).
+  const parts = Object.entries(r.counts.parts);
+  const shown: [string, number][] = parts.slice(0, MAX_PART_ROWS);
+  if (parts.length > MAX_PART_ROWS) {
+    let rest = 0;
+    for (let i = MAX_PART_ROWS; i < parts.length; i++) rest += parts[i]![1];
+    shown.push([`(${(parts.length - MAX_PART_ROWS).toLocaleString('en-US')} more parts)`, rest]);
+  }
+  const rows: [string, number][] = [...shown, ['total', r.counts.total], ['without projector', r.counts.withoutProjector]];
+  let w = 0, nw = 0;
+  for (const [k, n] of rows) {
+    w = Math.max(w, k.length);
+    nw = Math.max(nw, fmt(n).length);
+  }
   for (const [k, n] of rows) {
     if (k === 'total') lines.push(`  ${'-'.repeat(w + nw + 12)}`);
     lines.push(`  ${k.padEnd(w)}  ${fmt(n).padStart(nw)}  (${millions(n)})`);

@@ -11,7 +11,7 @@
  * same images whatever the step count, the batch size, or which other classes are asked for: grids
  * of different step counts compare cell by cell.
  */
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, statfsSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import * as torch from '../torch/index.js';
@@ -25,6 +25,7 @@ import { sample, decodeLatents } from '../tim/sampler.js';
 import { transportFromOfficialConfig } from '../tim/train_config.js';
 import type { Transport } from '../tim/transports/transport.js';
 import { STATE_FILE, latestCheckpoint, readCheckpointState } from '../tim/checkpoint.js';
+import { fsError } from '../tim/run_lock.js';
 import { makeGrid, savePng } from '../tim/image.js';
 import { ProgressDisplay, formatDuration } from '../tim/progress.js';
 import {
@@ -71,7 +72,7 @@ export const SAMPLE: CommandSpec = {
     'latent-std': { value: true, arg: 'x', help: 'the decoder sees latents·x + mean (SD-VAE: 5.4945 = 1/0.18215; default 1)' },
     'latent-mean': { value: true, arg: 'x', help: 'see --latent-std (default 0)' },
     'allow-torchscript': { value: false, help: '--ckpt may be a TorchScript archive: runs its code (only for files you trust)' },
-    'no-safetensors': { value: false, help: 'write PNGs and grids only (no nfe-<N>.safetensors, which holds every image in memory)' },
+    'no-safetensors': { value: false, help: 'write PNGs and grids only (no nfe-<N>.safetensors; it is streamed to disk, so this saves disk, not memory)' },
     device: { value: true, arg: 'cpu|cuda', help: 'default: cuda when available' },
     threads: { value: true, arg: 'N', help: 'intra-op CPU threads (default: libtorch\'s)' },
     help: { value: false, short: 'h', help: 'show this help' },
@@ -383,6 +384,7 @@ export async function runSample(p: Parsed, print: (s: string) => void, write?: (
       `${model.numParameters().toLocaleString('en-US')} parameters, ${device}; ${classes.length} class${classes.length === 1 ? '' : 'es'} × ${s.n}, steps ${s.steps.join(',')}` +
       (s.cfg > 1 ? `, cfg ${s.cfg} on (${s.cfgInterval.join(', ')})` : '') + (s.stochasticity > 0 ? `, stochasticity ${s.stochasticity}` : ''),
     );
+    display.message(sizeEstimate(s, model.config, classes.length, s.out));
     if (s.stochasticity > 0 && transport.name !== 'OTFM') display.message(`tim sample: note: --stochasticity applies to the OT-FM step only; ${transport.name} steps are deterministic`);
     const job: SweepJob = { s, model, transport, decoder, classes, tMax, tMin, device, src, display };
     for (const nfe of s.steps) results.push(await sampleAtSteps(job, nfe));
@@ -397,6 +399,37 @@ export async function runSample(p: Parsed, print: (s: string) => void, write?: (
     nfe: results.map((r) => ({ ...r, seconds: Number(r.seconds.toFixed(3)) })),
   }));
   return 0;
+}
+
+const GB = 1024 ** 3;
+const gb = (n: number): string => `${(n / GB).toFixed(n < GB ? 3 : 1)} GB`;
+
+/**
+ * What the run will take, said before it starts: the disk (PNGs are not counted: they depend on the
+ * images) and the memory of a batch; refuses (E_IO) when the samples files cannot fit on the disk.
+ */
+function sizeEstimate(s: SampleSettings, net: Readonly<TiMConfig>, nClasses: number, out: string): string {
+  const count = nClasses * s.n;
+  // decoded images may be larger than latents; the estimate uses the model's own sample shape
+  const perImage = net.inChannels * net.inputSize * net.inputSize * 4;
+  const file = count * (perImage + 8);
+  const batchMem = Math.min(s.batch, count) * perImage * (s.cfg > 1 ? 2 : 1) * 8;
+  let line = `tim sample: ${count.toLocaleString('en-US')} images per step count; memory about ${gb(batchMem)} per batch of ${s.batch} (images are streamed to disk)`;
+  if (s.safetensors) {
+    const need = file * s.steps.length;
+    line += `; samples files ${gb(file)} each, ${gb(need)} for ${s.steps.length} step count${s.steps.length === 1 ? '' : 's'}`;
+    let free = Infinity;
+    try {
+      const st = statfsSync(out);
+      free = st.bavail * st.bsize;
+    } catch {
+      // unknown: go on
+    }
+    if (need > free) {
+      throw new TorchError(`--out '${out}': the samples files need ${gb(need)} but the disk has ${gb(free)} free; free space, lower --n, or pass --no-safetensors`, 'E_IO');
+    }
+  }
+  return line;
 }
 
 interface SweepJob {
@@ -424,10 +457,15 @@ async function sampleAtSteps(job: SweepJob, nfe: number): Promise<NfeOutput> {
   const width = String(s.n - 1).length;
   const cols = Math.min(s.n, GRID_COLUMNS);
   const dir = join(s.out, `nfe-${nfe}`);
-  mkdirSync(dir, { recursive: true });
-  const parts: Tensor[] = [];
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (e) {
+    throw fsError('cannot create the image folder', dir, e);
+  }
   const cells: Tensor[] = [];
   const t0 = performance.now();
+  // the samples file is streamed to disk batch by batch (memory: one batch, whatever --n)
+  const stream = s.safetensors ? new SamplesWriter(join(s.out, `nfe-${nfe}.safetensors`), total, labels, metadataOf(job, nfe)) : null;
   try {
     for (let start = 0; start < total; start += s.batch) {
       const len = Math.min(s.batch, total - start);
@@ -457,8 +495,11 @@ async function sampleAtSteps(job: SweepJob, nfe: number): Promise<NfeOutput> {
         images.dispose();
         throw e;
       }
-      if (s.safetensors) parts.push(images);
-      else images.dispose();
+      try {
+        stream?.append(images);
+      } finally {
+        images.dispose();
+      }
       const done = start + len;
       const rate = (done * 1000) / Math.max(1, performance.now() - t0);
       display.update(`tim sample: nfe ${nfe}  ${done}/${total} images [${Math.floor((100 * done) / total)}%]  ${rate.toFixed(1)} img/s  ETA ${formatDuration(rate > 0 ? (total - done) / rate : NaN)}`);
@@ -467,17 +508,97 @@ async function sampleAtSteps(job: SweepJob, nfe: number): Promise<NfeOutput> {
     }
     const grid = join(s.out, `grid-nfe${nfe}.png`);
     torch.scope(() => savePng(grid, makeGrid(cells, { nrow: cols, padValue: -1 })));
-    let samples: string | null = null;
-    if (s.safetensors) {
-      samples = join(s.out, `nfe-${nfe}.safetensors`);
-      const file = samples;
-      torch.scope(() => torch.save({ images: torch.cat(parts, 0), labels: torch.tensor(labels, { dtype: 'int64' }) }, file, metadataOf(job, nfe)));
-    }
+    const samples = stream ? stream.finish() : null;
     const seconds = (performance.now() - t0) / 1000;
     display.message(`tim sample: nfe ${nfe}: ${total} images in ${seconds.toFixed(1)} s -> ${dir}/, ${grid}${samples ? `, ${samples}` : ''}`);
     return { nfe, images: dir, grid, samples, seconds };
   } finally {
-    for (const t of [...parts, ...cells]) t.dispose();
+    stream?.abort();
+    for (const t of cells) t.dispose();
+  }
+}
+
+/**
+ * A safetensors file `{ images: float32 (count, C, H, W), labels: int64 (count) }` written as the
+ * batches come: the header once the first batch gives C, H, W, then each batch's bytes, then the
+ * labels; into a temporary file renamed into place at the end (a failed run leaves no partial
+ * samples file). The same layout torch.save writes, so `tim eval --samples` reads it unchanged.
+ */
+export class SamplesWriter {
+  private fd: number | null = null;
+  private written = 0;
+  private done = false;
+  readonly tmp: string;
+  constructor(readonly path: string, readonly count: number, private readonly labels: readonly number[], private readonly metadata: Record<string, string>) {
+    this.tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+  }
+
+  append(images: Tensor): void {
+    const [n, c, h, w] = images.shape as [number, number, number, number];
+    if (this.fd === null) {
+      const imageBytes = this.count * c * h * w * 4;
+      const header: Record<string, unknown> = {
+        __metadata__: this.metadata,
+        images: { dtype: 'F32', shape: [this.count, c, h, w], data_offsets: [0, imageBytes] },
+        labels: { dtype: 'I64', shape: [this.count], data_offsets: [imageBytes, imageBytes + this.count * 8] },
+      };
+      let json = JSON.stringify(header);
+      json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
+      const len = Buffer.alloc(8);
+      len.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
+      try {
+        this.fd = openSync(this.tmp, 'w');
+        this.write(Buffer.concat([len, Buffer.from(json, 'utf8')]));
+      } catch (e) {
+        throw fsError('cannot write the samples file', this.tmp, e);
+      }
+      this.shape = [c, h, w];
+    } else if (this.shape![0] !== c || this.shape![1] !== h || this.shape![2] !== w) {
+      throw new TorchError(`samples file: a batch of images [${images.shape.join(', ')}] after batches of [${this.shape!.join(', ')}]`, 'E_SHAPE');
+    }
+    if (this.written + n > this.count) throw new TorchError(`samples file: more than the ${this.count} images announced`, 'E_STATE');
+    const a = images.toTypedArray() as Float32Array;
+    this.write(Buffer.from(a.buffer, a.byteOffset, a.byteLength));
+    this.written += n;
+  }
+  private shape: [number, number, number] | null = null;
+
+  private write(b: Buffer): void {
+    let off = 0;
+    try {
+      while (off < b.length) off += writeSync(this.fd!, b, off, b.length - off);
+    } catch (e) {
+      throw fsError('cannot write the samples file', this.tmp, e);
+    }
+  }
+
+  /** Writes the labels, flushes and renames the file into place; returns its path. */
+  finish(): string {
+    if (this.written !== this.count || this.fd === null) throw new TorchError(`samples file: ${this.written} of ${this.count} images written`, 'E_STATE');
+    const lab = Buffer.alloc(this.count * 8);
+    for (let i = 0; i < this.count; i++) lab.writeBigInt64LE(BigInt(this.labels[i]!), i * 8);
+    this.write(lab);
+    try {
+      fsyncSync(this.fd);
+      closeSync(this.fd);
+      this.fd = null;
+      renameSync(this.tmp, this.path);
+    } catch (e) {
+      throw fsError('cannot write the samples file', this.path, e);
+    }
+    this.done = true;
+    return this.path;
+  }
+
+  /** Drops the temporary file unless finish() published it. */
+  abort(): void {
+    if (this.done) return;
+    this.done = true;
+    if (this.fd !== null) {
+      try { closeSync(this.fd); } catch { /* closing anyway */ }
+      this.fd = null;
+    }
+    rmSync(this.tmp, { force: true });
   }
 }
 
