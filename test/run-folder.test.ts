@@ -136,9 +136,14 @@ describe('an existing run is resumed or refused', () => {
     expect(r.err).toMatch(/already holds a run.*\[E_RUN_EXISTS\]/);
     expect(readFileSync(join(out, 'metrics.jsonl'), 'utf8')).toBe(metrics);
     expect(listCheckpoints(out).map((c) => c.step)).toEqual(before);
-    // a finished run resumed: nothing to train is said, not silently done
-    expect(() => Trainer.create({ config: doc({ max_train_steps: 4 }), outDir: out, resume: 'latest', write: () => {} }))
-      .toThrow(expect.objectContaining({ code: 'E_RANGE', message: expect.stringMatching(/at step 4, which is already maxSteps \(4\).*larger --max-steps/) }));
+    // a finished run resumed: nothing to train is said, not silently done; nothing is written
+    const q2 = quiet();
+    const fin = Trainer.create({ config: doc({ max_train_steps: 4 }), outDir: out, resume: 'latest', write: q2.write });
+    const res = await fin.train();
+    await fin.close();
+    expect(res.checkpoint).toBe(join(out, 'checkpoints', '4'));
+    expect(q2.lines.join('')).toMatch(/already at step 4 = maxSteps .*nothing to train.*larger --max-steps/);
+    expect(readFileSync(join(out, 'metrics.jsonl'), 'utf8')).toBe(metrics);
     expect(() => Trainer.create({ config: doc({ max_train_steps: 8 }), outDir: out, resume: 'latest', maxSteps: 3, write: () => {} }))
       .toThrow(expect.objectContaining({ code: 'E_RANGE', message: expect.stringMatching(/at step 4, past maxSteps 3.*above 4/) }));
     const r2 = await cli('train', '--config', join(out, 'config.yaml'), '--out', out, '--resume', 'latest', '--max-steps', '2');

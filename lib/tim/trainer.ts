@@ -372,11 +372,10 @@ export class Trainer {
         throw new TorchError(`resume: checkpoint '${resume!.dir}' was trained with another network config`, 'E_CONFIG');
       }
       if (!resume && resumeSpec !== 'latest') refuseExistingRun(outDir);
-      if (state && state.step >= maxSteps) {
+      // (a resume exactly at maxSteps is a finished run: train() says so and trains nothing)
+      if (state && state.step > maxSteps) {
         throw new TorchError(
-          state.step === maxSteps
-            ? `resume: checkpoint '${resume!.dir}' is at step ${state.step}, which is already maxSteps (${maxSteps}): the run is finished, nothing to train. Pass a larger --max-steps to train on (the LR schedule still spans training.max_train_steps ${t.maxTrainSteps})`
-            : `resume: checkpoint '${resume!.dir}' is at step ${state.step}, past maxSteps ${maxSteps} (--max-steps / training.max_train_steps): nothing to train. Pass a --max-steps above ${state.step}, or resume from an earlier checkpoint`,
+          `resume: checkpoint '${resume!.dir}' is at step ${state.step}, past maxSteps ${maxSteps} (--max-steps / training.max_train_steps): nothing to train. Pass a --max-steps above ${state.step}, or resume from an earlier checkpoint`,
           'E_RANGE',
         );
       }
@@ -814,6 +813,12 @@ export class Trainer {
   private async trainLoop(): Promise<TrainResult> {
     const t = this.config.training;
     const main = this.rank === 0;
+    if (this.step >= this.maxSteps) {
+      this.display.message(
+        `tim train: the run is already at step ${this.step} = maxSteps (${this.resumedFrom ?? 'no checkpoint'}): nothing to train. ` +
+        'Pass a larger --max-steps to train on (the LR schedule spans training.max_train_steps)');
+      return { step: this.step, metrics: null, checkpoint: this.resumedFrom, stepsPerSecond: 0 };
+    }
     mkdirSync(this.outDir, { recursive: true });
     const cfgPath = join(this.outDir, 'config.yaml');
     if (main && this.writeConfig) writeFileAtomicSync(cfgPath, CONFIG_HEADER + toYaml(this.config.raw));
