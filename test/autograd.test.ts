@@ -265,7 +265,7 @@ describe('backwardAsync', () => {
 
 describe('forward-mode AD: autograd.jvp', () => {
   it('gives J·v of a composite function, like torch.func.jvp, and leaks nothing', () => {
-    const before = torch.memory().tensors;
+    const before = torch.memory().liveTensors;
     torch.scope(() => {
       const x = torch.tensor([0.5, -1, 2]), v = torch.tensor([1, 2, 3], { dtype: 'float32' });
       const w = torch.tensor([[1, 2, 3], [4, 5, 6]], { dtype: 'float32' });
@@ -280,7 +280,7 @@ describe('forward-mode AD: autograd.jvp', () => {
       expect(two.jvp.sub(v.mul(v).add(x.mul(x))).abs().max().item()).toBeLessThan(1e-6); // d(ab) = b·da + a·db
       expect(torch.autograd.jvp(() => w.sum(), [x], [v]).jvp.item()).toBe(0);
     });
-    expect(torch.memory().tensors).toBe(before);
+    expect(torch.memory().liveTensors).toBe(before);
   });
 
   it('rejects bad arguments with typed errors and leaves no dual level open', () => {

@@ -46,7 +46,7 @@ describe('CUDA build without a GPU', () => {
       return;
     }
     expect(torch.cuda.deviceCount()).toBe(0);
-    const before = torch.memory().tensors;
+    const before = torch.memory().liveTensors;
     torch.scope(() => {
       const x = torch.ones([2, 3]);
       expect(codeOf(() => x.to('cuda'))).toBe('E_DEVICE');
@@ -58,6 +58,6 @@ describe('CUDA build without a GPU', () => {
       // the CPU keeps working after the refusals
       expect(x.mul(2).sum().item()).toBe(12);
     });
-    expect(torch.memory().tensors).toBe(before);
+    expect(torch.memory().liveTensors).toBe(before);
   });
 });

@@ -13,7 +13,7 @@ import { TiM, torch } from '../lib/index.js';
 import { buildTiMSpec, defaultAttention, parameterCounts, resolveConfig, stateDictEntries, type TiMConfig } from '../lib/tim/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
 import { PY_SAFETENSORS, maxAbsDiff, repoRoot } from './helpers/golden_adamw.js';
-import { PYTHON } from './helpers/python.js';
+import { PYTHON, pythonEnv } from './helpers/python.js';
 import { thrown } from './helpers/tensor-expect.js';
 
 const GOLDEN = path.join(repoRoot, 'test', 'fixtures', 'golden', 'forward');
@@ -28,11 +28,11 @@ let golden: Record<string, Tensor>;
 let goldenWeights: Record<string, Tensor>;
 let goldenParams: Record<string, unknown>;
 
-/** Runs Python (Debian's torch 1.13) single-threaded, with st_read / st_write defined. */
+/** Runs the reference Python (one intra-op thread, BLAS threads as ours: pythonEnv), with st_read / st_write defined. */
 function python(code: string): string {
   return execFileSync(PYTHON, ['-c', `import json, sys\nimport torch\ntorch.set_num_threads(1)\n${PY_SAFETENSORS}\n${code}`], {
     encoding: 'utf8',
-    env: { ...process.env, OMP_NUM_THREADS: '1' },
+    env: pythonEnv(),
     maxBuffer: 16 << 20,
   });
 }

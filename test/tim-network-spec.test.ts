@@ -30,7 +30,7 @@ import {
 
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const GOLDEN_FORWARD = path.join(repoRoot, 'test', 'fixtures', 'golden', 'forward');
-import { PYTHON } from './helpers/python.js';
+import { PYTHON, pythonEnv } from './helpers/python.js';
 
 /** The JSON header of a .safetensors file (8-byte little-endian length, then JSON). */
 function safetensorsHeader(file: string): { tensors: Record<string, { dtype: string; shape: number[] }>; metadata: Record<string, string> } {
@@ -278,7 +278,7 @@ describe('TorchScript sources vs the official TiM (torch.jit.script, torch 1.13)
     const out = execFileSync(
       PYTHON,
       ['scripts/tim_spec_to_python.py', 'check', path.join(tmp, 'specs.json'), GOLDEN_FORWARD, path.join('test', 'fixtures', 'tim_reference.py')],
-      { cwd: repoRoot, encoding: 'utf8', maxBuffer: 64 << 20, env: { ...process.env, OMP_NUM_THREADS: '1' } },
+      { cwd: repoRoot, encoding: 'utf8', maxBuffer: 64 << 20, env: pythonEnv() },
     );
     report = JSON.parse(out) as HarnessReport;
   }, 300_000);

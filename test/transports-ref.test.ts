@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { torch } from '../lib/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
 import { EDM, OTFM, TrigFlow, VESDE, VPSDE, type Transport } from '../lib/tim/transports/index.js';
-import { PYTHON } from './helpers/python.js';
+import { PYTHON, pythonEnv } from './helpers/python.js';
 import { get, repoRoot } from './helpers/golden.js';
 
 type PyKwargs = Record<string, number | boolean>;
@@ -71,7 +71,7 @@ beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), 'tim-transports-'));
   const out = join(dir, 'ref.safetensors');
   execFileSync(PYTHON, [join(repoRoot, 'test', 'fixtures', 'transports_ref.py'), out], {
-    env: { ...process.env, OMP_NUM_THREADS: '1' },
+    env: pythonEnv(),
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   const { tensors, metadata } = torch.loadSafetensors(out, { lazy: false });

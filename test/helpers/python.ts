@@ -5,8 +5,21 @@
  * and NaN/±Infinity survive the trip (JSON has no token for them).
  */
 import { execFileSync } from 'node:child_process';
+import { availableParallelism } from 'node:os';
 
 export const PYTHON = process.env.TIM_TORCH_PYTHON ?? '/usr/bin/python3';
+
+/**
+ * The environment for a Python reference process: one intra-op thread (tests run two files at once
+ * on a small machine), but OpenBLAS with as many threads as this Node process's OpenBLAS has, which
+ * reads OPENBLAS_NUM_THREADS or OMP_NUM_THREADS when libtorch loads and otherwise takes every CPU.
+ * OpenBLAS's sgemm rounds differently with 1 and 2 threads on some CPUs (seen on an AMD EPYC: a TiM
+ * forward differed by 1.3e-7), and bit-for-bit comparisons need the same kernel on both sides.
+ */
+export function pythonEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const blas = process.env.OPENBLAS_NUM_THREADS ?? process.env.OMP_NUM_THREADS ?? String(availableParallelism());
+  return { ...process.env, OMP_NUM_THREADS: '1', OPENBLAS_NUM_THREADS: blas, ...extra };
+}
 
 /** A tensor as Python's torch saw it: dtype name without 'torch.', shape, and nested values. */
 export interface PyTensor {
@@ -55,8 +68,7 @@ export function py<T = Record<string, any>>(code: string): T {
   const stdout = execFileSync(PYTHON, ['-c', script], {
     encoding: 'utf8',
     maxBuffer: 64 << 20,
-    // one thread: tests run two files at once on a small machine, and references are tiny
-    env: { ...process.env, OMP_NUM_THREADS: '1' },
+    env: pythonEnv(),
   });
   return JSON.parse(stdout, revive) as T;
 }
