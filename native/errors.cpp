@@ -34,7 +34,8 @@ std::string classify(const std::string& m) {
                  "retain_graph", "derivative for", "requires_grad"}))
     return "E_AUTOGRAD";
   if (hasAny(m, {"same device", "device type", "CUDA", "cuda device", "Expected a 'cuda'", "found at least two devices",
-                 "not linked with support for", "backend. This could be because", "Invalid device"}))
+                 "not linked with support for", "backend. This could be because", "Invalid device",
+                 "NVIDIA driver", "no CUDA GPUs", "NVIDIA GPU"}))  // a CUDA build on a machine without a GPU
     return "E_DEVICE";
   if (hasAny(m, {"scalar type", "dtype", "not implemented for '", "result type", "can't be cast",
                  "Expected object of", "must have the same dtype", "only supports floating", "floating point",
@@ -110,8 +111,11 @@ JsError translate(std::exception_ptr ep, const std::string& context) {
     std::string m = clean(raw);
     // "Could not run 'aten::empty.memory_format' with arguments from the 'CUDA' backend": the op
     // exists, the device does not (a CPU-only libtorch asked for CUDA).
+    // 2.14 also throws NotImplementedError for a dtype an op refuses ("... with two bool tensors is
+    // not supported"): the message's kind wins where it names one.
     const char* code = has(m, "not implemented for '")                                        ? "E_DTYPE"
                        : hasAny(m, {"'CUDA' backend", "'HIP' backend", "'MPS' backend", "'XPU' backend"}) ? "E_DEVICE"
+                       : classify(m) == "E_DTYPE"                                              ? "E_DTYPE"
                                                                                               : "E_NOT_IMPLEMENTED";
     return {JsError::Torch, code, withContext(m)};
   } catch (const c10::ValueError& e) {  // TORCH_CHECK_VALUE: the message may still say more

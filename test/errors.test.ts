@@ -74,9 +74,12 @@ describe('typed codes for libtorch failures', () => {
     }
     expectTorch(err(() => torch.ones([2], { device: 'cuda' })), 'E_DEVICE');
     expectTorch(err(() => f32([2]).to('cuda')), 'E_DEVICE');
-    // Past the JS check, straight to the dispatcher: "Could not run ... from the 'CUDA' backend".
+    // Past the JS check, straight to the dispatcher: a CPU libtorch has no CUDA kernels ("Could not
+    // run ... from the 'CUDA' backend"); a CUDA build without a GPU finds no driver.
     const e = await torch.callOpAsync('aten::ones', '', [2], null, null, 'cuda').then(() => null, (x: Err) => x);
-    expectTorch(e!, 'E_DEVICE', /^aten::ones\(\[2\], None, None, 'cuda'\): Could not run 'aten::/);
+    expectTorch(e!, 'E_DEVICE', torch.buildInfo().cudaBuild
+      ? /^aten::ones\(\[2\], None, None, 'cuda'\): Found no NVIDIA driver/
+      : /^aten::ones\(\[2\], None, None, 'cuda'\): Could not run 'aten::/);
     expect(e!.message).not.toMatch(/Facebook|This could be because/); // developer boilerplate trimmed
   });
 
