@@ -1,0 +1,171 @@
+/**
+ * Training-step memory and time, tim-torch against the official TiM code, on the same libtorch and
+ * intra-op threads (issue: "Training step memory and time: at or below the official Python code").
+ *
+ * Each side runs in a fresh process of its own, one after the other (never both at once: RSS is the
+ * measure, and the machine is small): `--steps` full training steps, RSS (VmRSS) and peak RSS (VmHWM
+ * from /proc/self/status) after every step, wall and CPU time per step.
+ *
+ *   Node   tim-torch's public API: TransitionLoss.compute (OT-FM P_mean -0.4, diffusion 0.5,
+ *          consistency 0.1, DDE ε 0.005, 'sqrt' tangent weight, directional loss, REPA target h) inside
+ *          torch.scope, (weighted + 0.5·proj).backward(), clipGradNorm_(1.0), AdamW, zeroGrad(setToNone),
+ *          EMA.update; under torch.autocast bf16 for the bf16 cases.
+ *   Python bench/py/train_memory.py: the official TransitionSchedule / OT_FM imported unchanged from a
+ *          snapshot of WZDTHU/TiM (--official DIR, a folder holding its tim/ package), the official
+ *          trainer's step around it (network: test/fixtures/tim_reference.py; see that script).
+ *
+ * Same weights (official init written by Node, loaded by Python), same x, y, h.
+ *
+ *   npx tsx bench/train-memory.ts --official DIR [--steps 6] [--threads 2] [--batch 64]
+ *       [--sizes 256x4,128x2] [--dtypes fp32,bf16] [--node-env K=V,...] [--name train-memory] [--out DIR]
+ *
+ * Goals (issue): peak and steady RSS ≤ 1.1× official, step time ≤ 1.0×.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createInterface } from 'node:readline';
+import os from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { benchDir, formatTable, median, newResult, PYTHON, pythonEnv, ratioRow, writeResult } from './harness.js';
+
+interface Case { hidden: number; depth: number; batch: number; dtype: 'fp32' | 'bf16' }
+interface SideResult { ms: number[]; cpu: number[]; rss: number[]; hwm: number[]; live?: number[]; startRss: number; info?: Record<string, unknown> }
+
+const status = (): { rss: number; hwm: number } => {
+  const s = readFileSync('/proc/self/status', 'utf8');
+  const g = (k: string): number => Number(new RegExp(`${k}:\\s+(\\d+)`).exec(s)![1]) / 1024;
+  return { rss: g('VmRSS'), hwm: g('VmHWM') };
+};
+
+/** The Node side, in this (child) process: writes weights/inputs for Python into dir, runs the steps. */
+async function nodeChild(c: Case, steps: number, threads: number, dir: string): Promise<SideResult> {
+  const { torch, TiM, EMA, TransitionLoss, transports } = await import('../lib/index.js');
+  const { preset } = await import('../lib/tim/index.js');
+  torch.setNumThreads(threads);
+  torch.manualSeed(0);
+  const config = {
+    ...preset('TiM-B/4'), hiddenSize: c.hidden, depth: c.depth, numHeads: Math.max(2, c.hidden / 64), patchSize: 2, inputSize: 32,
+    inChannels: 4, numClasses: 10, encoderDepth: Math.min(2, c.depth), classDropoutProb: 0.1, zDim: 64, projectorDim: 128,
+  };
+  const model = TiM.create(config, { init: 'official' });
+  model.train();
+  const ema = new EMA(model, { decay: 0.9999 });
+  const params = torch.keep(model.parameters());
+  const opt = new torch.optim.AdamW(params, { lr: 1e-4, betas: [0.9, 0.95], weightDecay: 0.01, eps: 1e-6 });
+  const loss = new TransitionLoss(new transports.OTFM({ pMean: -0.4, pStd: 1.0 }), {
+    diffusionRatio: 0.5, consistencyRatio: 0.1, derivativeType: 'dde', differentialEpsilon: 0.005, weightTimeType: 'sqrt', weightTimeTangent: true,
+  });
+  const tokens = (config.inputSize / config.patchSize) ** 2;
+  const data = torch.scope(() => torch.keep({
+    x: torch.randn([c.batch, 4, 32, 32]), y: torch.randint(0, 10, [c.batch], { dtype: 'int64' }), h: torch.randn([c.batch, tokens, config.zDim]),
+  }));
+  model.save(join(dir, 'weights.safetensors'));
+  torch.save(data, join(dir, 'inputs.safetensors'));
+  const step = (): void => {
+    torch.scope(() => {
+      const z = torch.randnLike(data.x);
+      const yIn = torch.where(torch.rand([c.batch]).lt(0.1), torch.fullLike(data.y, 10), data.y);
+      const run = () => {
+        const out = loss.compute({ model, x: data.x, z, y: yIn, hTarget: data.h, useDirLoss: true });
+        return out.weightedLoss.add(out.projLoss.mul(0.5));
+      };
+      const total = c.dtype === 'bf16' ? torch.autocast({ dtype: 'bfloat16' }, run) : run();
+      total.backward();
+      return total.item();
+    });
+    torch.nn.utils.clipGradNorm_(params, 1.0);
+    opt.step();
+    opt.zeroGrad({ setToNone: true });
+    ema.update(model);
+  };
+  const r: SideResult = { ms: [], cpu: [], rss: [], hwm: [], live: [], startRss: status().rss };
+  for (let i = 0; i < steps; i++) {
+    const c0 = process.cpuUsage(); const t0 = performance.now();
+    step();
+    r.ms.push(performance.now() - t0);
+    const cu = process.cpuUsage(c0); r.cpu.push((cu.user + cu.system) / 1e3);
+    const s = status(); r.rss.push(s.rss); r.hwm.push(s.hwm); r.live!.push(torch.memory().liveTensors);
+  }
+  return r;
+}
+
+function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv, input?: string): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    const p = spawn(cmd, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
+    const lines: string[] = [];
+    let err = '';
+    createInterface({ input: p.stdout! }).on('line', (l) => lines.push(l));
+    p.stderr!.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-4000); });
+    p.on('exit', (code) => (code === 0 ? resolve(lines) : reject(new Error(`${cmd} exited ${code}: ${err}`))));
+    if (input !== undefined) p.stdin!.end(input);
+  });
+}
+
+async function runCase(c: Case, steps: number, threads: number, official: string, nodeEnv: Record<string, string>): Promise<{ node: SideResult; py: SideResult }> {
+  const dir = mkdtempSync(join(os.tmpdir(), 'tim-mem-'));
+  try {
+    const nodeOut = await runChild(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', JSON.stringify({ c, steps, threads, dir })], { ...process.env, ...nodeEnv });
+    const node = JSON.parse(nodeOut.at(-1)!) as SideResult & { params: Record<string, unknown> };
+    const cfg = { params: node.params, weights: join(dir, 'weights.safetensors'), inputs: join(dir, 'inputs.safetensors'), threads,
+      repo: join(benchDir, '..'), official, seed: 0, amp: c.dtype === 'bf16' ? 'bfloat16' : null };
+    const pyOut = await runChild(PYTHON, [join(benchDir, 'py', 'train_memory.py'), JSON.stringify(cfg)], pythonEnv(), `run ${steps}\nquit\n`);
+    const info = JSON.parse(pyOut[0]!) as Record<string, unknown>;
+    const p = JSON.parse(pyOut[1]!) as SideResult;
+    return { node, py: { ...p, startRss: info.VmRSS as number, info } };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (process.argv.includes('--child')) {
+  const { c, steps, threads, dir } = JSON.parse(process.argv[process.argv.indexOf('--child') + 1]!) as { c: Case; steps: number; threads: number; dir: string };
+  const r = await nodeChild(c, steps, threads, dir);
+  // the model's official constructor arguments, for Python
+  const { TiM } = await import('../lib/index.js');
+  const { preset } = await import('../lib/tim/index.js');
+  const m = TiM.create({ ...preset('TiM-B/4'), hiddenSize: c.hidden, depth: c.depth, numHeads: Math.max(2, c.hidden / 64), patchSize: 2, inputSize: 32,
+    inChannels: 4, numClasses: 10, encoderDepth: Math.min(2, c.depth), classDropoutProb: 0.1, zDim: 64, projectorDim: 128 });
+  const params = m.officialParams(); m.dispose();
+  console.log(JSON.stringify({ ...r, params }));
+} else if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const argv = process.argv.slice(2);
+  const arg = (n: string): string | undefined => { const i = argv.indexOf(`--${n}`); return i >= 0 ? argv[i + 1] : undefined; };
+  const official = arg('official');
+  if (!official) throw new Error('--official DIR (a snapshot of WZDTHU/TiM holding tim/) is required');
+  const steps = Number(arg('steps') ?? 6), threads = Number(arg('threads') ?? 2), batch = Number(arg('batch') ?? 64);
+  const sizes = (arg('sizes') ?? '256x4,128x2').split(',').map((s) => s.split('x').map(Number) as [number, number]);
+  const dtypes = (arg('dtypes') ?? 'fp32,bf16').split(',') as Case['dtype'][];
+  // --node-env K=V[,K=V]: environment for the tim-torch process only (e.g. glibc MALLOC_*_ settings under test)
+  const nodeEnv = Object.fromEntries((arg('node-env') ?? '').split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+  const name = arg('name') ?? 'train-memory';
+  const res = newResult(name, `TiM training step memory and time, tim-torch vs official TiM code (same libtorch), batch ${batch}, 32x32x4, ${steps} steps, ${threads} threads`, false,
+    { steps, threads, batch, sizes: sizes.map((s) => s.join('x')), dtypes, malloc: process.env.TIM_TORCH_MALLOC ?? 'tuned (default)', MALLOC_ARENA_MAX: process.env.MALLOC_ARENA_MAX ?? null, nodeEnv });
+  res.columns = ['tim-torch', 'official'];
+  for (const [hidden, depth] of sizes) {
+    for (const dtype of dtypes) {
+      const c: Case = { hidden: hidden!, depth: depth!, batch, dtype };
+      const tag = `h${hidden} d${depth} ${dtype}`;
+      let node: SideResult, py: SideResult;
+      try {
+        ({ node, py } = await runCase(c, steps, threads, official, nodeEnv));
+      } catch (e) {
+        // e.g. libtorch 1.13's CPU autocast: the reference network's q/k LayerNorm gets a bf16 input and fp32 weights
+        res.notes.push(`${tag}: not measured: ${String((e as Error).message).split('\n').filter(Boolean).at(-1)}`);
+        console.error(`failed ${tag}`);
+        continue;
+      }
+      const w = (xs: number[]): number[] => xs.slice(1); // step 0 (first call, TorchScript profiling) not timed
+      res.rows.push(ratioRow(`${tag}: peak RSS (VmHWM)`, Math.max(...node.hwm), Math.max(...py.hwm), { max: 1.1, text: '<= 1.1x' }, 'MB'));
+      res.rows.push(ratioRow(`${tag}: RSS after last step`, node.rss.at(-1)!, py.rss.at(-1)!, { max: 1.1, text: '<= 1.1x' }, 'MB'));
+      res.rows.push(ratioRow(`${tag}: step wall, median of steps 2..`, median(w(node.ms)), median(w(py.ms)), { max: 1.0, text: '<= 1.0x' }));
+      res.rows.push(ratioRow(`${tag}: step CPU, median of steps 2..`, median(w(node.cpu)), median(w(py.cpu)), { text: 'info' }));
+      res.notes.push(`${tag}: RSS MB per step, tim-torch ${node.rss.map((x) => x.toFixed(0)).join(' ')} (live tensors ${node.live!.join(' ')}); official ${py.rss.map((x) => x.toFixed(0)).join(' ')}`);
+      res.notes.push(`${tag}: wall ms per step, tim-torch ${node.ms.map((x) => x.toFixed(0)).join(' ')}; official ${py.ms.map((x) => x.toFixed(0)).join(' ')}`);
+      if (!res.notes.some((n) => n.startsWith('python torch'))) res.notes.push(`python torch ${String(py.info?.torch)}, threads ${String(py.info?.threads)}`);
+      console.error(`done ${tag}`);
+    }
+  }
+  console.log(formatTable(res));
+  console.log(`  -> ${writeResult(res, arg('out'))}`);
+}
