@@ -5,6 +5,7 @@
  *   the development VM): every way of asking for 'cuda' fails at once with a TorchError of code
  *   E_DEVICE (tensors, creation, modules, TiM, autocast, synchronize), the failed request changes
  *   nothing (the model still runs on the CPU), no tensor leaks; NCCL is absent from CPU-only builds.
+ *   With TIM_TORCH_EXPECT_CUDA_BUILD=1 (CI's CUDA leg) the addon must be a CUDA build with NCCL.
  * - a CUDA device (scripts/gpu-check.sh runs this file there): the golden forward and sampler cases
  *   on CUDA in float32, bf16 autocast training steps (finite loss, parameters move), a 1-rank NCCL
  *   all-reduce, live tensors back to their count after each.
@@ -64,6 +65,14 @@ describe('build info', () => {
     expect(HAS_CUDA).toBe(n > 0);
     // A CPU-only libtorch can never see a device.
     if (!info.cudaBuild) expect(HAS_CUDA).toBe(false);
+    // CI's CUDA leg (a pip torch 2.14 + CUDA 13 build made without a GPU) sets this: the build must say
+    // it is one, on a libtorch 2.x, with NCCL compiled in (pip: nvidia/nccl's header)
+    if (process.env.TIM_TORCH_EXPECT_CUDA_BUILD === '1') {
+      expect(info.cudaBuild).toBe(true);
+      expect(info.torchMajor).toBeGreaterThanOrEqual(2);
+      expect(dist.isAvailable('nccl')).toBe(true);
+    }
+    expect(dist.isAvailable('gloo')).toBe(true);
     console.log(`cuda: build ${info.cudaBuild}, available ${HAS_CUDA}, devices ${n}, libtorch ${info.torchVersion}`);
   });
 });
@@ -73,7 +82,7 @@ describe.runIf(!HAS_CUDA)('without a CUDA device: every request for cuda fails w
     const x = torch.ones([2, 3]);
     for (const f of [
       () => x.to('cuda'), () => x.to('cuda:0'), () => x.to('cuda:1'), () => x.cuda(), () => x.to({ device: 'cuda', dtype: 'float16' }),
-      () => torch.zeros([2], { device: 'cuda' }), () => torch.randn([2], { device: 'cuda' }), () => torch.tensor([1, 2], { device: 'cuda' }),
+      () => torch.zeros([2], { device: 'cuda' }), () => torch.randn([2], { device: 'cuda' }), () => torch.tensor([1, 2], { device: 'cuda' }), () => torch.getRngState('cuda'),
     ]) {
       const e = torchErrorOf(f);
       expect(e.code).toBe('E_DEVICE');
