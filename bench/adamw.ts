@@ -12,7 +12,7 @@
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { torch } from '../lib/index.js';
-import { formatTable, median, newResult, ratioRow, writeResult, type Options, type Result, startPyScript } from './harness.js';
+import { formatTable, median, newResult, ratioRow, writeResult, type Options, type Result, startPyScript, cliArgs } from './harness.js';
 
 const H = 1152;
 const BLOCK = [H * 3 * H, 3 * H, H * H, H, H * 3072, 3072, H * 3072, 3072, 3072 * H, H, H * 6 * H, 6 * H, 64, 64, H];
@@ -110,7 +110,7 @@ export async function run(o: Options): Promise<Result> {
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const argv = process.argv.slice(2);
-  const val = (n: string): string | undefined => { const i = argv.indexOf(`--${n}`); return i >= 0 ? argv[i + 1] : undefined; };
+  const val = cliArgs(argv).str;
   const r = await run({ quick: argv.includes('--quick'), threads: val('threads') ? Number(val('threads')) : undefined });
   console.log(formatTable(r));
   console.log(`  -> ${writeResult(r, val('out'))}`);

@@ -26,7 +26,7 @@ import { torch } from '../lib/index.js';
 import { Trainer } from '../lib/tim/trainer.js';
 import { demoConfig } from '../lib/tim/demo.js';
 import type { MixedPrecision } from '../lib/tim/train_config.js';
-import { formatTable, median, newResult, writeResult, type Result } from './harness.js';
+import { formatTable, median, newResult, writeResult, type Result, cliArgs } from './harness.js';
 
 export interface CurveOptions { quick: boolean; steps?: number; window?: number; seed?: number }
 
@@ -86,7 +86,7 @@ export async function run(o: CurveOptions): Promise<Result> {
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const argv = process.argv.slice(2);
-  const val = (n: string): number | undefined => { const i = argv.indexOf(`--${n}`); return i >= 0 ? Number(argv[i + 1]) : undefined; };
+  const val = cliArgs(argv).num;
   const res = await run({ quick: argv.includes('--quick'), steps: val('steps'), window: val('window'), seed: val('seed') });
   console.log(formatTable(res));
   console.log(`  -> ${writeResult(res)}`);

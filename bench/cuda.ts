@@ -28,7 +28,7 @@ import { fileURLToPath } from 'node:url';
 import { torch, transports } from '../lib/index.js';
 import { sample } from '../lib/tim/sampler.js';
 import { preset, type TiMConfig } from '../lib/tim/index.js';
-import { benchDir, formatTable, median, newResult, pairedRatio, ratioRow, startPyScript, writeResult, type Result } from './harness.js';
+import { benchDir, formatTable, median, newResult, pairedRatio, ratioRow, startPyScript, writeResult, type Result, cliArgs } from './harness.js';
 import { makeSetup } from './train-step.js';
 
 export interface CudaBenchOptions {
@@ -199,9 +199,8 @@ function gpuName(): string {
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const argv = process.argv.slice(2);
-  const val = (n: string): number | undefined => { const i = argv.indexOf(`--${n}`); return i >= 0 ? Number(argv[i + 1]) : undefined; };
-  const outIdx = argv.indexOf('--out');
-  const out = outIdx >= 0 ? argv[outIdx + 1] : undefined;
+  const val = cliArgs(argv).num;
+  const out = cliArgs(argv).str('out');
   const res = await run({
     quick: argv.includes('--quick'), batch: val('batch'), sampleBatch: val('sample-batch'), depth: val('depth'), rounds: val('rounds'),
     checkpoint: (p) => { writeResult(p, out); },

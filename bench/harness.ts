@@ -250,3 +250,11 @@ export function writeResult(r: Result, dir = join(benchDir, 'results')): string 
   writeFileSync(file, JSON.stringify(r, null, 2) + '\n');
   return file;
 }
+
+/** A benchmark's command-line options: `--name value` as a number or a string, `--flag` present or not. */
+export function cliArgs(argv: string[] = process.argv.slice(2)): {
+  num(name: string): number | undefined; str(name: string): string | undefined; flag(name: string): boolean;
+} {
+  const str = (name: string): string | undefined => { const i = argv.indexOf(`--${name}`); return i >= 0 ? argv[i + 1] : undefined; };
+  return { str, num: (name) => { const v = str(name); return v === undefined ? undefined : Number(v); }, flag: (name) => argv.includes(`--${name}`) };
+}

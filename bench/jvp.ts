@@ -24,7 +24,7 @@ import { defaultAttention, preset, type TiMConfig } from '../lib/tim/index.js';
 import { jvpDerivative, jvpMethodDefault, type JvpMethod } from '../lib/tim/derivative.js';
 import { pathAt } from '../lib/tim/loss.js';
 import type { Tensor } from '../lib/torch/tensor.js';
-import { formatTable, median, newResult, pairedRatio, writeResult, type Result, type Row } from './harness.js';
+import { formatTable, median, newResult, pairedRatio, writeResult, type Result, type Row, cliArgs } from './harness.js';
 
 export interface JvpBenchOptions {
   quick: boolean;
@@ -182,12 +182,11 @@ export async function run(o: JvpBenchOptions): Promise<Result> {
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const argv = process.argv.slice(2);
-  const val = (n: string): number | undefined => { const i = argv.indexOf(`--${n}`); return i >= 0 ? Number(argv[i + 1]) : undefined; };
-  const outIdx = argv.indexOf('--out');
+  const val = cliArgs(argv).num;
   const res = await run({
     quick: argv.includes('--quick'), hidden: val('hidden'), depth: val('depth'), heads: val('heads'), patch: val('patch'), input: val('input'),
     batch: val('batch'), threads: val('threads'), reps: val('reps'),
   });
   console.log(formatTable(res));
-  console.log(`  -> ${writeResult(res, outIdx >= 0 ? argv[outIdx + 1] : undefined)}`);
+  console.log(`  -> ${writeResult(res, cliArgs(argv).str('out'))}`);
 }

@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TiM, torch, transports } from '../lib/index.js';
 import { sample, type SampleOptions } from '../lib/tim/sampler.js';
-import { formatTable, median, newResult, ratioRow, writeResult, type Options, type Result, startPyScript } from './harness.js';
+import { formatTable, median, newResult, ratioRow, writeResult, type Options, type Result, startPyScript, cliArgs } from './harness.js';
 
 /** A small TiM: 256 wide, 6 blocks, 16×16×4 latents in 2×2 patches (64 tokens). */
 const SMALL = {
@@ -143,7 +143,7 @@ export async function run(o: Options): Promise<Result> {
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const argv = process.argv.slice(2);
-  const val = (n: string): string | undefined => { const i = argv.indexOf(`--${n}`); return i >= 0 ? argv[i + 1] : undefined; };
+  const val = cliArgs(argv).str;
   const res = await run({ quick: argv.includes('--quick'), threads: val('threads') ? Number(val('threads')) : undefined });
   console.log(formatTable(res));
   console.log(`  -> ${writeResult(res, val('out'))}`);

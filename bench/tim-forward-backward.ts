@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { TiM, torch } from '../lib/index.js';
 import { preset } from '../lib/tim/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
-import { benchDir, formatTable, median, newResult, ratioRow, writeResult, type Result, startPyScript } from './harness.js';
+import { benchDir, formatTable, median, newResult, ratioRow, writeResult, type Result, startPyScript, cliArgs } from './harness.js';
 
 export interface FBOptions {
   quick: boolean;
@@ -142,9 +142,8 @@ export async function run(o: FBOptions): Promise<Result> {
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const argv = process.argv.slice(2);
-  const val = (n: string): number | undefined => { const i = argv.indexOf(`--${n}`); return i >= 0 ? Number(argv[i + 1]) : undefined; };
-  const outIdx = argv.indexOf('--out');
+  const val = cliArgs(argv).num;
   const r = await run({ quick: argv.includes('--quick'), depth: val('depth'), batch: val('batch'), threads: val('threads') });
   console.log(formatTable(r));
-  console.log(`  -> ${writeResult(r, outIdx >= 0 ? argv[outIdx + 1] : undefined)}`);
+  console.log(`  -> ${writeResult(r, cliArgs(argv).str('out'))}`);
 }

@@ -32,7 +32,7 @@ import { TiM, torch, EMA, TransitionLoss, transports } from '../lib/index.js';
 import { defaultAttention, preset, type TiMConfig } from '../lib/tim/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
 import type { Device } from '../lib/torch/dtype.js';
-import { benchDir, formatTable, median, newResult, ratioRow, writeResult, type Result, startPyScript } from './harness.js';
+import { benchDir, formatTable, median, newResult, ratioRow, writeResult, type Result, startPyScript, cliArgs } from './harness.js';
 
 export interface TrainStepOptions {
   quick: boolean;
@@ -227,8 +227,7 @@ function memoryRun(r: Result, n: number): void {
 
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const argv = process.argv.slice(2);
-  const val = (n: string): number | undefined => { const i = argv.indexOf(`--${n}`); return i >= 0 ? Number(argv[i + 1]) : undefined; };
-  const outIdx = argv.indexOf('--out');
+  const val = cliArgs(argv).num;
   const res = await run({
     quick: argv.includes('--quick'), hidden: val('hidden'), depth: val('depth'), heads: val('heads'), patch: val('patch'), input: val('input'),
     batch: val('batch'), threads: val('threads'), rounds: val('rounds'), memSteps: val('mem-steps'), curveSteps: val('curve-steps'),
@@ -236,5 +235,5 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     attention: argv.includes('--attention') ? argv[argv.indexOf('--attention') + 1] as TrainStepOptions['attention'] : undefined,
   });
   console.log(formatTable(res));
-  console.log(`  -> ${writeResult(res, outIdx >= 0 ? argv[outIdx + 1] : undefined)}`);
+  console.log(`  -> ${writeResult(res, cliArgs(argv).str('out'))}`);
 }
