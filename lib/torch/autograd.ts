@@ -3,17 +3,10 @@ import { native } from './native.js';
 import { argError } from './errors.js';
 import { Tensor, _wrap as wrap, handleOf } from './tensor.js';
 import { op } from './ops.js';
+import { syncRegion } from './sync_region.js';
 
 function withGradMode<T>(enabled: boolean, fn: () => T): T {
-  if (typeof fn !== 'function') throw argError('type', `${enabled ? 'enableGrad' : 'noGrad'}(fn): fn must be a function`);
-  const prev = native.setGradEnabled(enabled) as boolean;
-  try {
-    const r = fn();
-    if (r instanceof Promise) throw argError('type', 'noGrad/enableGrad take a synchronous function (grad mode is per thread and would leak across awaits)');
-    return r;
-  } finally {
-    native.setGradEnabled(prev);
-  }
+  return syncRegion(`${enabled ? 'enableGrad' : 'noGrad'}(fn)`, fn, () => native.setGradEnabled(enabled) as boolean, (prev) => native.setGradEnabled(prev));
 }
 
 /** Runs fn with gradient recording off (like `with torch.no_grad()`). Synchronous fns only. */

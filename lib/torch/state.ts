@@ -1,6 +1,7 @@
 /** Process-wide state: RNG, threads, autocast, CUDA. */
 import { native } from './native.js';
 import { argError } from './errors.js';
+import { syncRegion } from './sync_region.js';
 import { type DType, type Device, dtypeCode, normalizeDevice } from './dtype.js';
 import { Tensor, _wrap as wrap } from './tensor.js';
 
@@ -80,20 +81,12 @@ export interface AutocastOptions {
  */
 export function autocast<T>(o: AutocastOptions, fn: () => T): T {
   if (o === null || typeof o !== 'object') throw argError('type', 'autocast(options, fn): options must be an object such as { dtype: \'bfloat16\' }');
-  if (typeof fn !== 'function') throw argError('type', 'autocast(options, fn): fn must be a function');
   const device = o.device ?? 'cpu';
   if (device !== 'cpu' && device !== 'cuda') throw argError('range', `autocast: device must be 'cpu' or 'cuda', got ${String(device)}`, 'E_DEVICE');
   const dtype = o.dtype ?? (device === 'cpu' ? 'bfloat16' : 'float16');
-  const prev = native.autocastEnter(device, dtypeCode(dtype), o.enabled ?? true) as [boolean, number];
-  let r: T;
-  try {
-    r = fn();
-  } finally {
-    // Restored even when fn throws, so an exception never leaves autocast switched on.
-    native.autocastExit(device, prev[0], prev[1]);
-  }
-  if (r instanceof Promise) throw argError('type', 'autocast(fn): fn must be synchronous; wrap the synchronous part');
-  return r;
+  // restored even when fn throws, so an exception never leaves autocast switched on
+  return syncRegion('autocast(options, fn)', fn, () => native.autocastEnter(device, dtypeCode(dtype), o.enabled ?? true) as [boolean, number],
+    (prev) => native.autocastExit(device, prev[0], prev[1]));
 }
 
 export function isAutocastEnabled(device: 'cpu' | 'cuda' = 'cpu'): boolean {
@@ -135,14 +128,9 @@ export function sdpaKernel<T>(backends: SdpaBackend[], fn: () => T): T {
   if (!Array.isArray(backends) || backends.some((b) => !(b in SDPA_BITS))) {
     throw argError('type', `sdpaKernel: backends must be a list of ${Object.keys(SDPA_BITS).map((k) => `'${k}'`).join(', ')}`);
   }
-  if (typeof fn !== 'function') throw argError('type', 'sdpaKernel(backends, fn): fn must be a function');
-  const prev = native.sdpBackends() as number;
-  native.setSdpBackends(backends.reduce((m, b) => m | SDPA_BITS[b], 0));
-  try {
-    const r = fn();
-    if (r instanceof Promise) throw argError('type', 'sdpaKernel(backends, fn): fn must be synchronous');
-    return r;
-  } finally {
-    native.setSdpBackends(prev);
-  }
+  return syncRegion('sdpaKernel(backends, fn)', fn, () => {
+    const prev = native.sdpBackends() as number;
+    native.setSdpBackends(backends.reduce((m, b) => m | SDPA_BITS[b], 0));
+    return prev;
+  }, (prev) => native.setSdpBackends(prev));
 }
