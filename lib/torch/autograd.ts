@@ -4,6 +4,7 @@ import { argError } from './errors.js';
 import { Tensor, _wrap as wrap, handleOf } from './tensor.js';
 import { op } from './ops.js';
 import { syncRegion } from './sync_region.js';
+import { isFloating } from './dtype.js';
 
 function withGradMode<T>(enabled: boolean, fn: () => T): T {
   return syncRegion(`${enabled ? 'enableGrad' : 'noGrad'}(fn)`, fn, () => native.setGradEnabled(enabled) as boolean, (prev) => native.setGradEnabled(prev));
@@ -104,7 +105,7 @@ export function jvp(fn: (...primals: Tensor[]) => Tensor, primals: Tensor[], tan
   const ts = handles(tangents, 'autograd.jvp tangents', false) as number[];
   if (ps.length !== ts.length) throw argError('type', `autograd.jvp: ${ps.length} primals but ${ts.length} tangents`);
   for (const [i, t] of [...primals, ...tangents].entries()) {
-    if (!/^(float|bfloat|complex)/.test(t.dtype)) {
+    if (!isFloating(t.dtype)) {
       throw argError('type', `autograd.jvp: ${i < primals.length ? `primal ${i}` : `tangent ${i - primals.length}`} is ${t.dtype}; forward-mode AD needs floating-point tensors`, 'E_DTYPE');
     }
   }
