@@ -41,6 +41,14 @@ function holderAlive(b: LockBody): boolean {
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ESRCH') return false;
   }
+  // a killed holder stays a zombie (state Z) until its parent reaps it, and kill(pid, 0) still
+  // succeeds on it: it holds nothing any more
+  try {
+    const st = readFileSync(`/proc/${b.pid}/stat`, 'utf8');
+    if (/^[ZX]/.test(st.slice(st.lastIndexOf(')') + 2))) return false;
+  } catch {
+    /* no /proc: fall through */
+  }
   if (b.start !== null) {
     const now = processStart(b.pid);
     if (now !== null && now !== b.start) return false; // the pid was reused
