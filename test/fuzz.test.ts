@@ -134,7 +134,14 @@ interface Call {
 function show(args: unknown[] | undefined): string {
   if (!args) return '';
   const one = (v: unknown): string => {
-    if (v instanceof torch.Tensor) return v.isDisposed ? 'Tensor<disposed>' : `Tensor${JSON.stringify(v.shape)}:${v.dtype}`;
+    if (v instanceof torch.Tensor) {
+      // the fuzzer also passes Object.create(Tensor.prototype): a "Tensor" with no native handle
+      try {
+        return v.isDisposed ? 'Tensor<disposed>' : `Tensor${JSON.stringify(v.shape)}:${v.dtype}`;
+      } catch {
+        return 'Tensor<not a tensor>';
+      }
+    }
     if (Array.isArray(v)) return `[${v.map(one).join(', ')}]`;
     if (typeof v === 'bigint') return `${v}n`;
     if (typeof v === 'function') return 'fn';
