@@ -12,7 +12,7 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { formatTable, newResult, ratioRow, writeResult, PYTHON, type Options, type Result } from './harness.js';
-import { freePort } from '../lib/torch/distributed.js';
+import { freePort } from '../lib/torch/distributed/process_group.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const MB = 1 << 20;

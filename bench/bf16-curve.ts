@@ -1,5 +1,5 @@
 /**
- * Does bf16 autocast train as well as float32? The demo's network and loss (lib/tim/demo.ts
+ * Does bf16 autocast train as well as float32? The demo's network and loss (lib/cli/demo/recipe.ts
  * demoConfig: MNIST, the full transition loss with DDE and model guidance, AdamW, EMA) trained for N
  * steps three times from the same initial weights:
  *
@@ -23,9 +23,9 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { torch } from '../lib/index.js';
-import { Trainer } from '../lib/tim/trainer.js';
-import { demoConfig } from '../lib/tim/demo.js';
-import type { MixedPrecision } from '../lib/tim/train_config.js';
+import { Trainer } from '../lib/tim/train/trainer.js';
+import { demoConfig } from '../lib/cli/demo/recipe.js';
+import type { MixedPrecision } from '../lib/tim/train/config.js';
 import { formatTable, median, newResult, writeResult, type Result, cliArgs } from './harness.js';
 
 export interface CurveOptions { quick: boolean; steps?: number; window?: number; seed?: number }

@@ -26,8 +26,8 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { torch, transports } from '../lib/index.js';
-import { sample } from '../lib/tim/sampler.js';
-import { preset, type TiMConfig } from '../lib/tim/index.js';
+import { sample } from '../lib/tim/sampling/sampler.js';
+import { preset, type TiMConfig } from '../lib/tim/network/index.js';
 import { benchDir, formatTable, median, newResult, pairedRatio, ratioRow, startPyScript, writeResult, type Result, cliArgs } from './harness.js';
 import { makeSetup } from './train-step.js';
 

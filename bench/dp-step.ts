@@ -1,6 +1,6 @@
 /**
  * Data-parallel step time: one process at global batch B against 2 processes at B/2 each (the same
- * run: lib/tim/data_parallel.ts), Trainer.trainStep on MNIST 32×32 with a small TiM, the machine's
+ * run: lib/torch/distributed/data_parallel.ts), Trainer.trainStep on MNIST 32×32 with a small TiM, the machine's
  * cores split between the processes (1 process × all cores vs 2 processes × cores/2 threads).
  *
  *   npx tsx bench/dp-step.ts [--quick] [--batch 16] [--hidden 128] [--depth 4] [--steps 6] [--rounds 3] [--write]
@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parse as parseYaml } from 'yaml';
 import { benchDir, formatTable, median, newResult, writeResult, type Options, type Result } from './harness.js';
-import { freePort } from '../lib/torch/distributed.js';
+import { freePort } from '../lib/torch/distributed/process_group.js';
 
 const SELF = fileURLToPath(import.meta.url);
 
@@ -32,7 +32,7 @@ interface WorkerResult { ms: number[]; params: number; threads: number; allReduc
 
 async function workerMain(task: WorkerTask): Promise<void> {
   const { torch } = await import('../lib/index.js');
-  const { Trainer } = await import('../lib/tim/trainer.js');
+  const { Trainer } = await import('../lib/tim/train/trainer.js');
   const doc = parseYaml(readFileSync(join(benchDir, '..', 'test', 'fixtures', 'tiny-train.yaml'), 'utf8')) as Record<string, any>;
   Object.assign(doc.model.network.params, {
     hidden_size: task.hidden, depth: task.depth, num_heads: task.heads, patch_size: task.patch, z_dim: task.hidden, lora_hidden_size: Math.max(8, task.hidden / 2),

@@ -2,7 +2,7 @@
  * Two implementation choices of libtorch 2.x, each measured side by side in one process (A, B, B, A,
  * ... after warm-up; medians; the ratio is the median of per-rep B/A ratios):
  *
- *   JVP derivative   jvpDerivative (lib/tim/derivative.ts) with jvpMethod 'forward' (forward-mode AD,
+ *   JVP derivative   jvpDerivative (lib/tim/objective/derivative.ts) with jvpMethod 'forward' (forward-mode AD,
  *                    torch.autograd.jvp) vs 'double-backward', on the transition rows of a batch; and
  *                    a whole TransitionLoss (derivativeType 'jvp') forward + backward with each method.
  *   attention        TiM forward + backward with attention 'sdpa' (aten::scaled_dot_product_attention)
@@ -20,9 +20,9 @@
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { TiM, torch, TransitionLoss, transports } from '../lib/index.js';
-import { defaultAttention, preset, type TiMConfig } from '../lib/tim/index.js';
-import { jvpDerivative, jvpMethodDefault, type JvpMethod } from '../lib/tim/derivative.js';
-import { pathAt } from '../lib/tim/loss.js';
+import { defaultAttention, preset, type TiMConfig } from '../lib/tim/network/index.js';
+import { jvpDerivative, jvpMethodDefault, type JvpMethod } from '../lib/tim/objective/derivative.js';
+import { pathAt } from '../lib/tim/objective/loss.js';
 import type { Tensor } from '../lib/torch/tensor.js';
 import { formatTable, median, newResult, pairedRatio, writeResult, type Result, type Row, cliArgs } from './harness.js';
 

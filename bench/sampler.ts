@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TiM, torch, transports } from '../lib/index.js';
-import { sample, type SampleOptions } from '../lib/tim/sampler.js';
+import { sample, type SampleOptions } from '../lib/tim/sampling/sampler.js';
 import { formatTable, median, newResult, ratioRow, writeResult, type Options, type Result, startPyScript, cliArgs } from './harness.js';
 
 /** A small TiM: 256 wide, 6 blocks, 16×16×4 latents in 2×2 patches (64 tokens). */

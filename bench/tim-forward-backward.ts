@@ -17,7 +17,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TiM, torch } from '../lib/index.js';
-import { preset } from '../lib/tim/index.js';
+import { preset } from '../lib/tim/network/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
 import { benchDir, formatTable, median, newResult, ratioRow, writeResult, type Result, startPyScript, cliArgs } from './harness.js';
 

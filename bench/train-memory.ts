@@ -41,7 +41,7 @@ const status = (): { rss: number; hwm: number } => {
 /** The Node side, in this (child) process: writes weights/inputs for Python into dir, runs the steps. */
 async function nodeChild(c: Case, steps: number, threads: number, dir: string): Promise<SideResult> {
   const { torch, TiM, EMA, TransitionLoss, transports } = await import('../lib/index.js');
-  const { preset } = await import('../lib/tim/index.js');
+  const { preset } = await import('../lib/tim/network/index.js');
   torch.setNumThreads(threads);
   torch.manualSeed(0);
   const config = {
@@ -123,7 +123,7 @@ if (process.argv.includes('--child')) {
   const r = await nodeChild(c, steps, threads, dir);
   // the model's official constructor arguments, for Python
   const { TiM } = await import('../lib/index.js');
-  const { preset } = await import('../lib/tim/index.js');
+  const { preset } = await import('../lib/tim/network/index.js');
   const m = TiM.create({ ...preset('TiM-B/4'), hiddenSize: c.hidden, depth: c.depth, numHeads: Math.max(2, c.hidden / 64), patchSize: 2, inputSize: 32,
     inChannels: 4, numClasses: 10, encoderDepth: Math.min(2, c.depth), classDropoutProb: 0.1, zDim: 64, projectorDim: 128 });
   const params = m.officialParams(); m.dispose();

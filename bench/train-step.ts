@@ -7,7 +7,7 @@
  *   clip_grad_norm 1.0; AdamW(lr 1e-4, β (0.9, 0.95), wd 0.01, eps 1e-6); zero_grad(set_to_none);
  *   EMA update (0.9999).
  *
- * This is Trainer.trainStep's body (lib/tim/trainer.ts microStep + clip/step/zeroGrad/EMA) without the
+ * This is Trainer.trainStep's body (lib/tim/train/trainer.ts microStep + clip/step/zeroGrad/EMA) without the
  * data loader and LR scheduler (Python has neither). No REPA target on either side (proj loss 0), as
  * the project's Trainer. Same weights (official init, written by Node, loaded by Python), same data,
  * same intra-op threads; rounds interleaved after warm-up; medians.
@@ -29,7 +29,7 @@ import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TiM, torch, EMA, TransitionLoss, transports } from '../lib/index.js';
-import { defaultAttention, preset, type TiMConfig } from '../lib/tim/index.js';
+import { defaultAttention, preset, type TiMConfig } from '../lib/tim/network/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
 import type { Device } from '../lib/torch/dtype.js';
 import { benchDir, formatTable, median, newResult, ratioRow, writeResult, type Result, startPyScript, cliArgs } from './harness.js';

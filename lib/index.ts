@@ -4,32 +4,30 @@ export {
   TiM, PRESETS, fromOfficialConfig, type TiMConfig, type TiMConfigInput, type TiMPresetName, type TiMVariant,
   type NewCondition, type RopeGrid, type OfficialNetworkParams, type TiMCreateOptions, type TiMLoadOptions,
   type TiMForwardOptions, type TiMParameterCounts,
-} from './tim/index.js';
+} from './tim/network/index.js';
 /** Noising paths of TiM training and sampling: transports.OTFM, TrigFlow, EDM, VPSDE, VESDE. */
 export * as transports from './tim/transports/index.js';
-export { EMA, cloneScriptModule, type EMAOptions, type EMASource, type EMAUpdateOptions } from './tim/ema.js';
+export { EMA, cloneScriptModule, type EMAOptions, type EMASource, type EMAUpdateOptions } from './tim/train/ema.js';
 /** The TiM training objective (official TransitionSchedule): `new TransitionLoss(transport, options).compute({...})`. */
 export {
   TransitionLoss, type TransitionLossOptions, type LossInputs, type LossOutput, type LossDict, type LossModel,
   type TransitionNetwork, type SampleTimesOptions, type SampledTimes, type DerivativeType,
-} from './tim/loss.js';
-export { type WeightTimeType } from './tim/time_weights.js';
-export { type DerivativePrecision } from './tim/derivative.js';
+} from './tim/objective/loss.js';
+export { type WeightTimeType } from './tim/objective/time_weights.js';
+export { type DerivativePrecision } from './tim/objective/derivative.js';
 /** The any-step sampler (official TransitionSchedule.sample): `sample(model, transport, { z, y, numSteps, cfgScale, ... })`. */
 export {
   sample, decodeLatents, resolveSample, type SampleOptions, type SampleOutput, type SamplerModel, type Decoder, type ResolvedSample,
-} from './tim/sampler.js';
-export { type SampleType, type SampleTypeInput, type PlannedStep } from './tim/schedule.js';
+} from './tim/sampling/sampler.js';
+export { type SampleType, type SampleTypeInput, type PlannedStep } from './tim/sampling/schedule.js';
 /** Training data: `new data.DataLoader(new data.MnistDataset(), { batchSize, seed })`, LatentFolderDataset, ImageFolderDataset. */
 export * as data from './tim/data/index.js';
 /** Images: PNG encode/decode, atomic savePng, torchvision-style makeGrid. */
-export { encodePng, decodePng, savePng, makeGrid, decodeImageHost, type GridOptions, type HostImage } from './tim/image.js';
+export { encodePng, decodePng, savePng, makeGrid, decodeImageHost, type GridOptions, type HostImage } from './torch/io/image.js';
 /** Training (official trainer_c2i.py over an official-layout YAML): `Trainer.create({ config, outDir }).train()`; docs/training.md. */
-export { Trainer, type TrainerOptions, type TrainResult } from './tim/trainer.js';
-/** Data-parallel training over torch.distributed (the Trainer's `distributed` option, `tim train --nproc`); docs/distributed.md. */
-export { DataParallel, type DataParallelOptions } from './tim/data_parallel.js';
-export { readTrainConfig, parseTrainConfig, effectiveLearningRate, transportFromOfficialConfig, type TrainConfig, type MixedPrecision } from './tim/train_config.js';
-export { listCheckpoints, latestCheckpoint, type CheckpointState } from './tim/checkpoint.js';
-export { type StepMetrics, type StepLosses } from './tim/progress.js';
+export { Trainer, type TrainerOptions, type TrainResult } from './tim/train/trainer.js';
+export { readTrainConfig, parseTrainConfig, effectiveLearningRate, transportFromOfficialConfig, type TrainConfig, type MixedPrecision } from './tim/train/config.js';
+export { listCheckpoints, latestCheckpoint, type CheckpointState } from './tim/train/checkpoints.js';
+export { type StepMetrics, type StepLosses } from './tim/train/progress.js';
 /** Evaluation (docs/eval.md): `evaluation.evaluateSamples('samples.safetensors')` → FD, real-vs-real floor, class accuracy. */
 export * as evaluation from './tim/eval/index.js';

@@ -17,9 +17,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TiM, sample, torch, transports, EMA, TransitionLoss } from '../lib/index.js';
 import { TorchError } from '../lib/torch/errors.js';
-import * as dist from '../lib/torch/distributed.js';
-import { freePort } from '../lib/torch/distributed.js';
-import { preset, type TiMConfig } from '../lib/tim/index.js';
+import * as dist from '../lib/torch/distributed/process_group.js';
+import { freePort } from '../lib/torch/distributed/process_group.js';
+import { preset, type TiMConfig } from '../lib/tim/network/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
 import { get, GOLDEN_DIR, loadGolden, maxAbsDiff, type GoldenCase } from './helpers/golden.js';
 

@@ -11,7 +11,7 @@ import jpeg from 'jpeg-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { torch } from '../lib/index.js';
 import { TorchError } from '../lib/torch/errors.js';
-import { encodePngHost } from '../lib/tim/image.js';
+import { encodePngHost } from '../lib/torch/io/image.js';
 import { ImageFolderDataset } from '../lib/tim/data/image_folder.js';
 import { DataLoader } from '../lib/tim/data/loader.js';
 import { py } from './helpers/python.js';

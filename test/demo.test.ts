@@ -1,5 +1,5 @@
 /**
- * The CPU demo end to end at a tiny budget (lib/tim/demo.ts, lib/cli/demo.ts): a tiny TiM trained
+ * The CPU demo end to end at a tiny budget (lib/cli/demo/recipe.ts, lib/cli/demo/command.ts): a tiny TiM trained
  * for a few steps, sampled at 1 and 2 NFE, evaluated with the project's evaluator (a classifier
  * trained for one epoch into a temporary cache: seconds, not minutes), and the report written.
  * Checks the files and their contents, that a second run resumes instead of redoing work, and that
@@ -10,10 +10,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { torch } from '../lib/index.js';
-import { decodePngHost } from '../lib/tim/image.js';
+import { decodePngHost } from '../lib/torch/io/image.js';
 import { ensureClassifierAsync } from '../lib/tim/eval/classifier.js';
-import { runDemo, demoLr, emaWarmupDecay, demoConfig, type DemoOptions, type DemoResult } from '../lib/tim/demo.js';
-import { parseTrainConfig } from '../lib/tim/train_config.js';
+import { runDemo, demoLr, emaWarmupDecay, demoConfig, type DemoOptions, type DemoResult } from '../lib/cli/demo/recipe.js';
+import { parseTrainConfig } from '../lib/tim/train/config.js';
 import { main } from '../lib/cli/tim.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'demo-'));

@@ -8,7 +8,7 @@ import { torch } from '../lib/index.js';
 
 import { TorchError } from '../lib/torch/errors.js';
 import { PYTHON } from './helpers/python.js';
-import { freePort } from '../lib/torch/distributed.js';
+import { freePort } from '../lib/torch/distributed/process_group.js';
 
 const dist = torch.distributed;
 const root = fileURLToPath(new URL('..', import.meta.url));

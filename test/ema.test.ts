@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { torch } from '../lib/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
 import type { ScriptModule } from '../lib/torch/jit.js';
-import { EMA, cloneScriptModule } from '../lib/tim/ema.js';
+import { EMA, cloneScriptModule } from '../lib/tim/train/ema.js';
 import { get, loadGolden, maxAbsDiff, type GoldenCase } from './helpers/golden.js';
 import { expectError, scoped } from './helpers/tensor-expect.js';
 

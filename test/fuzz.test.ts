@@ -9,7 +9,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { torch } from '../lib/index.js';
-import { mulberry32 } from '../lib/tim/host_rng.js';
+import { mulberry32 } from '../lib/tim/data/host_rng.js';
 
 type Tensor = torch.Tensor;
 type Err = Error & { code?: unknown };

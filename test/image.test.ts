@@ -10,7 +10,7 @@ import jpeg from 'jpeg-js';
 import { afterAll, describe, expect, it } from 'vitest';
 import { torch } from '../lib/index.js';
 import { TorchError } from '../lib/torch/errors.js';
-import { decodeImageHost, decodePng, encodePng, makeGrid, savePng } from '../lib/tim/image.js';
+import { decodeImageHost, decodePng, encodePng, makeGrid, savePng } from '../lib/torch/io/image.js';
 import { py } from './helpers/python.js';
 import { noiseBytes } from './helpers/noise.js';
 

@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import { torch, TiM } from '../lib/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
 import { OTFM } from '../lib/tim/transports/index.js';
-import { TransitionLoss, type LossOutput, type TransitionLossOptions } from '../lib/tim/loss.js';
+import { TransitionLoss, type LossOutput, type TransitionLossOptions } from '../lib/tim/objective/loss.js';
 import { GOLDEN_DIR, get, loadGolden, maxAbsDiff, type GoldenCase } from './helpers/golden.js';
 import { scoped } from './helpers/tensor-expect.js';
 

@@ -14,8 +14,8 @@ import { OTFM, VPSDE } from '../lib/tim/transports/index.js';
 import {
   TransitionLoss, directionalTerm, meanFlat, mseTerm, projectionTerm, pythonRound, rowCounts, transitionTimes,
   type LossOutput,
-} from '../lib/tim/loss.js';
-import { adaptiveWeight, timeWeight, type WeightTimeType } from '../lib/tim/time_weights.js';
+} from '../lib/tim/objective/loss.js';
+import { adaptiveWeight, timeWeight, type WeightTimeType } from '../lib/tim/objective/time_weights.js';
 import { GOLDEN_DIR, get, loadGolden, maxAbsDiff, type GoldenCase } from './helpers/golden.js';
 import { expectError, scoped } from './helpers/tensor-expect.js';
 

@@ -18,9 +18,9 @@ import { join } from 'node:path';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { torch } from '../lib/index.js';
-import { Trainer } from '../lib/tim/trainer.js';
-import { listCheckpoints, pruneCheckpoints, removeStaleTemps, writeCheckpoint } from '../lib/tim/checkpoint.js';
-import { LOCK_FILE } from '../lib/tim/run_lock.js';
+import { Trainer } from '../lib/tim/train/trainer.js';
+import { listCheckpoints, pruneCheckpoints, removeStaleTemps, writeCheckpoint } from '../lib/tim/train/checkpoints.js';
+import { LOCK_FILE } from '../lib/tim/train/run_lock.js';
 import { main } from '../lib/cli/tim.js';
 
 let root: string;

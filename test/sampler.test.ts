@@ -7,10 +7,10 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TiM, sample, torch, transports, type SampleOptions, type SamplerModel } from '../lib/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
-import { decodeLatents, guided, resolveSample } from '../lib/tim/sampler.js';
+import { decodeLatents, guided, resolveSample } from '../lib/tim/sampling/sampler.js';
 import {
   cfgActive, explicitTimeSteps, modelR, roundToDType, sampleTypeOf, samplingPlan, stochasticActive, timeSteps,
-} from '../lib/tim/schedule.js';
+} from '../lib/tim/sampling/schedule.js';
 import { get, GOLDEN_DIR, loadGolden, maxAbsDiff, type GoldenCase } from './helpers/golden.js';
 import { join } from 'node:path';
 

@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { torch } from '../lib/index.js';
-import { parameterCounts } from '../lib/tim/index.js';
+import { parameterCounts } from '../lib/tim/network/index.js';
 import { maxAbsDiff, repoRoot } from './helpers/golden_adamw.js';
 import { PYTHON } from './helpers/python.js';
 

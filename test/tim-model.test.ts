@@ -1,5 +1,5 @@
 /**
- * TiM (lib/tim/model.ts): the official network built in-process through the module builder, checked
+ * TiM (lib/tim/network/model.ts): the official network built in-process through the module builder, checked
  * against the official code's golden vectors (test/fixtures/golden/forward, square and non-square), the
  * eager reference of the official code (test/fixtures/tim_reference.py) for T2I, Python's
  * torch.jit.load for saved modules, and Python's torch.save for .bin checkpoints.
@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TiM, torch } from '../lib/index.js';
-import { buildTiMSpec, defaultAttention, parameterCounts, resolveConfig, stateDictEntries, type TiMConfig } from '../lib/tim/index.js';
+import { buildTiMSpec, defaultAttention, parameterCounts, resolveConfig, stateDictEntries, type TiMConfig } from '../lib/tim/network/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
 import { PY_SAFETENSORS, maxAbsDiff, repoRoot } from './helpers/golden_adamw.js';
 import { PYTHON, pythonEnv } from './helpers/python.js';

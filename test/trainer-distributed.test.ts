@@ -1,5 +1,5 @@
 /**
- * Data-parallel training (lib/tim/data_parallel.ts, the Trainer's distributed mode, the `tim train
+ * Data-parallel training (lib/torch/distributed/data_parallel.ts, the Trainer's distributed mode, the `tim train
  * --nproc` launcher) in real processes on the CPU with Gloo over 127.0.0.1:
  *
  * - the global data position: from any position of the global stream, the ranks' next batches are
@@ -21,11 +21,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { torch } from '../lib/index.js';
-import { Trainer } from '../lib/tim/trainer.js';
+import { Trainer } from '../lib/tim/train/trainer.js';
 import { DataLoader, type Dataset } from '../lib/tim/data/loader.js';
 import { ShardedOrder } from '../lib/tim/data/sampler.js';
-import { planBuckets } from '../lib/tim/data_parallel.js';
-import { freePort } from '../lib/torch/distributed.js';
+import { planBuckets } from '../lib/torch/distributed/data_parallel.js';
+import { freePort } from '../lib/torch/distributed/process_group.js';
 
 const STEPS = 5;
 const B = 8; // the 1-process batch; 2 processes read B/2 each

@@ -11,12 +11,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { torch } from '../lib/index.js';
-import { Trainer } from '../lib/tim/trainer.js';
-import { parseTrainConfig, readTrainConfig, effectiveLearningRate, transportFromOfficialConfig } from '../lib/tim/train_config.js';
+import { Trainer } from '../lib/tim/train/trainer.js';
+import { parseTrainConfig, readTrainConfig, effectiveLearningRate, transportFromOfficialConfig } from '../lib/tim/train/config.js';
 import {
   writeCheckpoint, listCheckpoints, latestCheckpoint, pruneCheckpoints, removeStaleTemps, resolveResume, readCheckpointState,
-} from '../lib/tim/checkpoint.js';
-import { MetricsLog, progressLine, formatDuration } from '../lib/tim/progress.js';
+} from '../lib/tim/train/checkpoints.js';
+import { MetricsLog, progressLine, formatDuration } from '../lib/tim/train/progress.js';
 import { ShardedOrder } from '../lib/tim/data/sampler.js';
 
 const FIXTURE = 'test/fixtures/tiny-train.yaml';

@@ -6,7 +6,7 @@
  */
 import { resolve } from 'node:path';
 import { existsSync } from 'node:fs';
-import { TiM, checkpointKind, torchScriptRefused } from '../tim/index.js';
+import { TiM, checkpointKind, torchScriptRefused } from '../tim/network/index.js';
 import { UsageError, type CommandSpec, type Parsed } from './args.js';
 
 export const CONVERT: CommandSpec = {

@@ -8,7 +8,7 @@ import * as torch from '../torch/index.js';
 import {
   TiM, checkpointConfig, checkpointKind, torchScriptRefused, parameterCounts, resolveConfig, resolvePreset, buildTiMSpec, stateDictEntries,
   type TiMConfig, type TiMParameterCounts,
-} from '../tim/index.js';
+} from '../tim/network/index.js';
 import type { CommandSpec, Parsed } from './args.js';
 
 export const INFO: CommandSpec = {

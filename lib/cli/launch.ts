@@ -17,7 +17,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { defaultNumThreads } from '../torch/native.js';
-import { freePort } from '../torch/distributed.js';
+import { freePort } from '../torch/distributed/process_group.js';
 
 export interface LaunchOptions {
   /** worker processes on this machine */

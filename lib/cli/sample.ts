@@ -1,6 +1,6 @@
 /**
  * `tim sample --ckpt <file|checkpoint|run> [--config <yaml>] --steps 1,2,4,8 --out <dir>`: samples a
- * class-conditional TiM at several step counts in one call (lib/tim/sampler.ts), writing a PNG per
+ * class-conditional TiM at several step counts in one call (lib/tim/sampling/sampler.ts), writing a PNG per
  * image, a grid per step count and a samples file `tim eval --samples` reads (docs/sampler.md).
  *
  *   <out>/nfe-<N>/<class>-<i>.png   image i of that class (i zero-padded), N = each --steps value
@@ -19,15 +19,15 @@ import type { Tensor } from '../torch/tensor.js';
 import { TorchError } from '../torch/errors.js';
 import type { Device } from '../torch/dtype.js';
 import type { ScriptModule } from '../torch/jit.js';
-import { TiM, checkpointKind, configFromValue, torchScriptRefused } from '../tim/model.js';
+import { TiM, checkpointKind, configFromValue, torchScriptRefused } from '../tim/network/model.js';
 import type { TiMConfig } from '../tim/network/index.js';
-import { sample, decodeLatents } from '../tim/sampler.js';
-import { transportFromOfficialConfig } from '../tim/train_config.js';
+import { sample, decodeLatents } from '../tim/sampling/sampler.js';
+import { transportFromOfficialConfig } from '../tim/train/config.js';
 import type { Transport } from '../tim/transports/transport.js';
-import { STATE_FILE, latestCheckpoint, readCheckpointState } from '../tim/checkpoint.js';
-import { fsError } from '../tim/run_lock.js';
-import { makeGrid, savePng } from '../tim/image.js';
-import { ProgressDisplay, formatDuration } from '../tim/progress.js';
+import { STATE_FILE, latestCheckpoint, readCheckpointState } from '../tim/train/checkpoints.js';
+import { fsError } from '../tim/train/run_lock.js';
+import { makeGrid, savePng } from '../torch/io/image.js';
+import { ProgressDisplay, formatDuration } from '../tim/train/progress.js';
 import {
   UsageError, intListOption, intOption, numberListOption, numberOption, type CommandSpec, type Parsed,
 } from './args.js';

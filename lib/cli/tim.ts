@@ -11,7 +11,7 @@ import { INFO, runInfo } from './info.js';
 import { CONVERT, runConvert } from './convert.js';
 import { TRAIN, runTrain } from './train.js';
 import { EVAL, runEval } from './eval.js';
-import { DEMO, runDemoCommand } from './demo.js';
+import { DEMO, runDemoCommand } from './demo/command.js';
 import { SAMPLE, runSample } from './sample.js';
 
 const PROG = 'tim';

@@ -1,6 +1,6 @@
 /**
  * `tim train --config <yaml> --out <dir> [--max-steps N] [--resume latest]`: trains a TiM from an
- * official-layout config (lib/tim/trainer.ts). Progress goes to stderr, the run's files to <dir>.
+ * official-layout config (lib/tim/train/trainer.ts). Progress goes to stderr, the run's files to <dir>.
  * The first SIGINT/SIGTERM finishes the current step, writes a checkpoint and exits 130/143; a
  * second one exits at once (the last checkpoint is still whole).
  *
@@ -9,9 +9,9 @@
  * > 1) joins the process group and trains its shard (docs/distributed.md).
  */
 import { setNumThreads } from '../torch/state.js';
-import { resolveInitOptions } from '../torch/distributed.js';
-import { Trainer } from '../tim/trainer.js';
-import { readTrainConfig, type MixedPrecision } from '../tim/train_config.js';
+import { resolveInitOptions } from '../torch/distributed/process_group.js';
+import { Trainer } from '../tim/train/trainer.js';
+import { readTrainConfig, type MixedPrecision } from '../tim/train/config.js';
 import { UsageError, intOption, numberOption, type CommandSpec, type Parsed } from './args.js';
 import { launch } from './launch.js';
 

@@ -27,7 +27,7 @@ export * as optim from './optim/index.js';
 /** torch.jit: TorchScript modules (load, call, build, save). */
 export * as jit from './jit.js';
 /** torch.distributed: c10d process groups (TCPStore + Gloo/NCCL), see docs/distributed.md. */
-export * as distributed from './distributed.js';
+export * as distributed from './distributed/index.js';
 import * as nnUtils from './nn_utils.js';
 /** torch.nn.utils (clipGradNorm_). If a fuller torch.nn namespace lands, it should re-export nn_utils as `utils`. */
 export const nn = { utils: nnUtils } as const;

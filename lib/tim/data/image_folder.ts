@@ -11,7 +11,7 @@ import { readdirSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TorchError, argError } from '../../torch/errors.js';
-import { decodeImageHost } from '../image.js';
+import { decodeImageHost } from '../../torch/io/image.js';
 import type { Dataset } from './loader.js';
 import { listFiles } from './files.js';
 import { centerCropArr, convertChannels, toUnitRange } from './transforms.js';

@@ -8,7 +8,7 @@
  * kernel widens by the scale when shrinking), coefficients in 22-bit fixed point and an 8-bit
  * image between the passes. That is what makes the result byte-for-byte Pillow's.
  */
-import type { HostImage } from '../image.js';
+import type { HostImage } from '../../torch/io/image.js';
 
 const PRECISION_BITS = 32 - 8 - 2;
 

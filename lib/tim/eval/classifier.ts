@@ -19,7 +19,7 @@ import * as torch from '../../torch/index.js';
 import type { Tensor } from '../../torch/index.js';
 import { TorchError, argError } from '../../torch/errors.js';
 import { MnistDataset } from '../data/mnist.js';
-import { mulberry32 } from '../host_rng.js';
+import { mulberry32 } from '../data/host_rng.js';
 
 export const FEATURE_DIM = 128;
 export const NUM_CLASSES = 10;

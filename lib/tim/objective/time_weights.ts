@@ -8,9 +8,9 @@
  *
  * Pure functions of (B,) tensors; results are new tensors, inputs are never modified.
  */
-import * as torch from '../torch/index.js';
-import { argError } from '../torch/errors.js';
-import type { Tensor } from '../torch/tensor.js';
+import * as torch from '../../torch/index.js';
+import { argError } from '../../torch/errors.js';
+import type { Tensor } from '../../torch/tensor.js';
 
 /** The official weight_time_type values. */
 export const WEIGHT_TIME_TYPES = ['constant', 'reciprocal', 'sqrt', 'square', 'Soft-Min-SNR'] as const;

@@ -7,7 +7,7 @@
  */
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
-import { TorchError, argError } from '../torch/errors.js';
+import { TorchError, argError } from '../../torch/errors.js';
 import { fsError } from './run_lock.js';
 
 export const STATE_FILE = 'state.json';

@@ -19,16 +19,16 @@ import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
 import { stringify as toYaml } from 'yaml';
 import { cpus } from 'node:os';
 import { join } from 'node:path';
-import * as torch from '../torch/index.js';
-import type { Tensor } from '../torch/tensor.js';
-import { Trainer } from './trainer.js';
-import { sample } from './sampler.js';
-import { makeGrid, savePng } from './image.js';
-import { writeFileAtomicSync } from './checkpoint.js';
-import { MetricsLog, formatDuration, type StepMetrics } from './progress.js';
-import { evaluateSamples, type EvalResult } from './eval/evaluate.js';
-import { ensureClassifierAsync } from './eval/classifier.js';
-import type { MixedPrecision } from './train_config.js';
+import * as torch from '../../torch/index.js';
+import type { Tensor } from '../../torch/tensor.js';
+import { Trainer } from '../../tim/train/trainer.js';
+import { sample } from '../../tim/sampling/sampler.js';
+import { makeGrid, savePng } from '../../torch/io/image.js';
+import { writeFileAtomicSync } from '../../tim/train/checkpoints.js';
+import { MetricsLog, formatDuration, type StepMetrics } from '../../tim/train/progress.js';
+import { evaluateSamples, type EvalResult } from '../../tim/eval/evaluate.js';
+import { ensureClassifierAsync } from '../../tim/eval/classifier.js';
+import type { MixedPrecision } from '../../tim/train/config.js';
 
 /** Network sizes: `demo` is the default; `tiny` is for tests (seconds, not minutes). */
 export type DemoSize = 'demo' | 'tiny';

@@ -16,7 +16,7 @@
  * (tested by killing a real process). Sample grids save and restore the RNG state around
  * themselves and so change nothing in training.
  *
- * Data parallel (several processes, lib/tim/data_parallel.ts; docs/distributed.md): every rank
+ * Data parallel (several processes, lib/torch/distributed/data_parallel.ts; docs/distributed.md): every rank
  * holds the whole model and reads its own shard of the global stream (batch_size per process, as
  * the official trainer: the global batch is batch_size · processes · accumulation). Each rank draws
  * the randomness of the whole global micro-batch from the same generator and keeps its own rows, so
@@ -28,31 +28,31 @@
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve as resolvePath } from 'node:path';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
-import * as torch from '../torch/index.js';
-import { TorchError, argError } from '../torch/errors.js';
-import * as dist from '../torch/distributed.js';
-import type { Tensor } from '../torch/tensor.js';
-import type { Device } from '../torch/dtype.js';
-import { AdamW, Adam, SGD, getScheduler, type LambdaLR, type Optimizer, type BaseHyper } from '../torch/optim/index.js';
-import type { ScriptModule } from '../torch/jit.js';
-import { TiM } from './model.js';
+import * as torch from '../../torch/index.js';
+import { TorchError, argError } from '../../torch/errors.js';
+import * as dist from '../../torch/distributed/process_group.js';
+import type { Tensor } from '../../torch/tensor.js';
+import type { Device } from '../../torch/dtype.js';
+import { AdamW, Adam, SGD, getScheduler, type LambdaLR, type Optimizer, type BaseHyper } from '../../torch/optim/index.js';
+import type { ScriptModule } from '../../torch/jit.js';
+import { TiM } from '../network/model.js';
 import { EMA, cloneScriptModule } from './ema.js';
-import { TransitionLoss, type LossDict } from './loss.js';
-import type { Transport } from './transports/transport.js';
-import { DataLoader, type Dataset, type LoaderState } from './data/loader.js';
-import { sample, decodeLatents, type Decoder } from './sampler.js';
-import { makeGrid, savePng } from './image.js';
+import { TransitionLoss, type LossDict } from '../objective/loss.js';
+import type { Transport } from '../transports/transport.js';
+import { DataLoader, type Dataset, type LoaderState } from '../data/loader.js';
+import { sample, decodeLatents, type Decoder } from '../sampling/sampler.js';
+import { makeGrid, savePng } from '../../torch/io/image.js';
 import {
   parseTrainConfig, readTrainConfig, effectiveLearningRate, transportFromOfficialConfig, optimizerOptions,
   type TrainConfig, type MixedPrecision,
-} from './train_config.js';
-import { datasetFromConfig } from './train_data.js';
+} from './config.js';
+import { datasetFromConfig } from './data.js';
 import {
   writeCheckpoint, pruneCheckpoints, resolveResume, readCheckpointState, removeStaleTemps, writeFileAtomicSync, checkpointsDir,
   listCheckpoints, STATE_FILE, type CheckpointState,
-} from './checkpoint.js';
+} from './checkpoints.js';
 import { RunLock, fsError } from './run_lock.js';
-import { DataParallel, type DataParallelOptions } from './data_parallel.js';
+import { DataParallel, type DataParallelOptions } from '../../torch/distributed/data_parallel.js';
 import { MetricsLog, ProgressDisplay, RateMeter, progressLine, type StepMetrics, type StepLosses } from './progress.js';
 
 export interface TrainerOptions {

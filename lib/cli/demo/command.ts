@@ -1,14 +1,14 @@
 /**
  * `tim demo [--budget-min M] [--out dir] [--steps N] [--fresh]`: train a small TiM on MNIST for a
  * wall-clock budget, sample 100 digits per class at 1, 2, 4, 8 and 16 NFE, evaluate them and write
- * <out>/report.md (lib/tim/demo.ts, docs/demo.md). Running it again resumes where it stopped. The
+ * <out>/report.md (lib/cli/demo/recipe.ts, docs/demo.md). Running it again resumes where it stopped. The
  * first SIGINT/SIGTERM stops after the current step with a checkpoint (exit 130/143); a second exits
  * at once (the last checkpoint is still whole).
  */
-import { setNumThreads } from '../torch/state.js';
-import { runDemo, type DemoSize } from '../tim/demo.js';
-import type { MixedPrecision } from '../tim/train_config.js';
-import { UsageError, intListOption, intOption, type CommandSpec, type Parsed } from './args.js';
+import { setNumThreads } from '../../torch/state.js';
+import { runDemo, type DemoSize } from './recipe.js';
+import type { MixedPrecision } from '../../tim/train/config.js';
+import { UsageError, intListOption, intOption, type CommandSpec, type Parsed } from '../args.js';
 
 export const DEMO: CommandSpec = {
   name: 'demo',

@@ -22,10 +22,10 @@
  * autocast switched off (float32 weights stay float32). `precision: 'autocast'` keeps the caller's
  * autocast state instead.
  */
-import * as torch from '../torch/index.js';
-import { TorchError } from '../torch/errors.js';
-import type { Tensor } from '../torch/tensor.js';
-import type { Transport } from './transports/transport.js';
+import * as torch from '../../torch/index.js';
+import { TorchError } from '../../torch/errors.js';
+import type { Tensor } from '../../torch/tensor.js';
+import type { Transport } from '../transports/transport.js';
 
 /** One network evaluation on the network's time inputs (c_noise already applied). Must not mutate its arguments. */
 export type NetworkFn = (xT: Tensor, tInput: Tensor, rInput: Tensor, y: Tensor) => Tensor;

@@ -17,12 +17,12 @@
  */
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
-import { TorchError, argError } from '../torch/errors.js';
-import { configFromValue } from './model.js';
-import type { TiMConfig } from './network/config.js';
-import * as transports from './transports/index.js';
-import type { Transport } from './transports/transport.js';
-import type { SchedulerName } from '../torch/optim/lr_scheduler.js';
+import { TorchError, argError } from '../../torch/errors.js';
+import { configFromValue } from '../network/model.js';
+import type { TiMConfig } from '../network/config.js';
+import * as transports from '../transports/index.js';
+import type { Transport } from '../transports/transport.js';
+import type { SchedulerName } from '../../torch/optim/lr_scheduler.js';
 
 export type MixedPrecision = 'no' | 'bf16' | 'fp16';
 export type OptimizerName = 'AdamW' | 'Adam' | 'SGD';

@@ -11,11 +11,11 @@
  * comes back as float32. The decisions of each step (times, guidance, noise) are pure functions in
  * schedule.ts; this file runs them.
  */
-import * as torch from '../torch/index.js';
-import { Tensor } from '../torch/tensor.js';
-import { argError, TorchError } from '../torch/errors.js';
-import type { ScriptModule } from '../torch/jit.js';
-import { checkKnownKeys, type Transport } from './transports/transport.js';
+import * as torch from '../../torch/index.js';
+import { Tensor } from '../../torch/tensor.js';
+import { argError, TorchError } from '../../torch/errors.js';
+import type { ScriptModule } from '../../torch/jit.js';
+import { checkKnownKeys, type Transport } from '../transports/transport.js';
 import {
   explicitTimeSteps, samplingPlan, sampleTypeOf, timeSteps,
   type PlannedStep, type SampleType, type SampleTypeInput, type TimeDType,

@@ -13,9 +13,9 @@
  * broken (the peers disagree on which collective comes next): destroy() and exit.
  */
 import { createServer } from 'node:net';
-import { native } from './native.js';
-import { TorchError, argError } from './errors.js';
-import { Tensor, _wrap as wrap, handleOf } from './tensor.js';
+import { native } from '../native.js';
+import { TorchError, argError } from '../errors.js';
+import { Tensor, _wrap as wrap, handleOf } from '../tensor.js';
 
 export type Backend = 'gloo' | 'nccl';
 /** 'avg' is 'sum' followed by a division by worldSize (floating tensors only), as in torch. */

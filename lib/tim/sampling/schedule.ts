@@ -4,9 +4,9 @@
  * decisions of a whole run can be computed, printed and tested before any network runs. Semantics are those of the
  * official TransitionSchedule.sample (github WZDTHU/TiM, tim/schedulers/transition.py).
  */
-import * as torch from '../torch/index.js';
-import { argError } from '../torch/errors.js';
-import type { DType } from '../torch/dtype.js';
+import * as torch from '../../torch/index.js';
+import { argError } from '../../torch/errors.js';
+import type { DType } from '../../torch/dtype.js';
 
 /** 'transition' feeds the network r = t_next (a jump); 'diffusion' feeds r = t_cur (an ODE step). */
 export type SampleType = 'transition' | 'diffusion';

@@ -13,13 +13,13 @@
  * Collectives pair up by call order (c10d), so every rank must make the same calls in the same
  * order: the trainer calls these at the same points of every step on every rank. A dead peer or one
  * that does not answer within timeoutMs makes the pending call reject with E_DIST naming the rank
- * (lib/torch/distributed.ts); the group is then broken and the process should exit non-zero.
+ * (lib/torch/distributed/process_group.ts); the group is then broken and the process should exit non-zero.
  */
-import * as torch from '../torch/index.js';
-import * as dist from '../torch/distributed.js';
-import { TorchError } from '../torch/errors.js';
-import type { Tensor } from '../torch/tensor.js';
-import type { DType, Device } from '../torch/dtype.js';
+import * as torch from '../index.js';
+import * as dist from './process_group.js';
+import { TorchError } from '../errors.js';
+import type { Tensor } from '../tensor.js';
+import type { DType, Device } from '../dtype.js';
 
 /** Bucket size of the gradient all-reduce (DDP's default bucket_cap_mb is 25). */
 export const BUCKET_BYTES = 25 * 2 ** 20;

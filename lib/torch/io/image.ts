@@ -13,9 +13,9 @@ import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } fro
 import { basename, dirname, join } from 'node:path';
 import { PNG, type ColorType } from 'pngjs';
 import jpeg from 'jpeg-js';
-import * as torch from '../torch/index.js';
-import type { Tensor } from '../torch/tensor.js';
-import { TorchError, argError } from '../torch/errors.js';
+import * as torch from '../index.js';
+import type { Tensor } from '../tensor.js';
+import { TorchError, argError } from '../errors.js';
 
 /** Decoded pixels on the host: 8-bit, HWC (row-major, channels interleaved). */
 export interface HostImage {

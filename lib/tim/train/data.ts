@@ -7,12 +7,12 @@
  *   mnist   data.dataset.split (train/test/all): the embedded MNIST digits, 1x32x32 (ours: a demo)
  * Relative paths are taken from the working directory, as the official trainer does.
  */
-import { TorchError } from '../torch/errors.js';
-import type { Dataset } from './data/loader.js';
-import { LatentFolderDataset } from './data/latents.js';
-import { ImageFolderDataset } from './data/image_folder.js';
-import { MnistDataset } from './data/mnist.js';
-import type { TrainConfig } from './train_config.js';
+import { TorchError } from '../../torch/errors.js';
+import type { Dataset } from '../data/loader.js';
+import { LatentFolderDataset } from '../data/latents.js';
+import { ImageFolderDataset } from '../data/image_folder.js';
+import { MnistDataset } from '../data/mnist.js';
+import type { TrainConfig } from './config.js';
 
 function cfgError(msg: string): TorchError {
   return new TorchError(`training config: ${msg}`, 'E_CONFIG');

@@ -4,7 +4,7 @@
  * so a killed run keeps every line it printed).
  */
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, writeSync } from 'node:fs';
-import { writeFileAtomicSync } from './checkpoint.js';
+import { writeFileAtomicSync } from './checkpoints.js';
 
 /** What one optimizer step reports. */
 export interface StepLosses {

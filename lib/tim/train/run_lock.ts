@@ -10,7 +10,7 @@
 import { closeSync, fsyncSync, linkSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { TorchError } from '../torch/errors.js';
+import { TorchError } from '../../torch/errors.js';
 
 export const LOCK_FILE = '.tim-train.lock';
 

@@ -6,21 +6,21 @@
  *                 round(consistencyRatio·B) rows r = T_min (consistency rows); round is Python's (half to even)
  *   x_t, v_t      alpha(t)·x + sigma(t)·z and its time derivative
  *   F_pred, h     the network at (x_t, c_noise(t), c_noise(r), y), with the REPA projector output h
- *   dF/dt         DDE central difference (default) or exact JVP, rows ≥ nDiffusion (lib/tim/derivative.ts)
+ *   dF/dt         DDE central difference (default) or exact JVP, rows ≥ nDiffusion (lib/tim/objective/derivative.ts)
  *   F_target      transport.target: v_t (or its EMA-enhanced mix) − (t − r)·dF/dt, a constant
  *   L_i           mean (F_pred − F_target)² + [mean over pixels of 1 − cos over channels]
- *   weighted      mean_i time_weight(t, r)_i · L_i / (L_i + 1e-5)   (lib/tim/time_weights.ts)
+ *   weighted      mean_i time_weight(t, r)_i · L_i / (L_i + 1e-5)   (lib/tim/objective/time_weights.ts)
  *   proj          mean_i mean_n (1 − cos(h_{i,n}, h_target_{i,n}))  (0 when no h_target is given)
  *
  * Every loss term passes nan_to_num(nan 0, ±inf ±1e5) like the official code. The trainer then
  * minimizes weightedLoss + projCoeff·projLoss.
  */
-import * as torch from '../torch/index.js';
-import { TorchError, argError } from '../torch/errors.js';
-import { ScriptModule } from '../torch/jit.js';
-import type { Tensor } from '../torch/tensor.js';
-import type { DType, Device } from '../torch/dtype.js';
-import type { Transport } from './transports/transport.js';
+import * as torch from '../../torch/index.js';
+import { TorchError, argError } from '../../torch/errors.js';
+import { ScriptModule } from '../../torch/jit.js';
+import type { Tensor } from '../../torch/tensor.js';
+import type { DType, Device } from '../../torch/dtype.js';
+import type { Transport } from '../transports/transport.js';
 import { ddeDerivative, jvpDerivative, jvpMethodDefault, type DerivativePrecision, type JvpMethod, type NetworkFn } from './derivative.js';
 import { WEIGHT_TIME_TYPES, adaptiveWeight, timeWeight, type WeightTimeType } from './time_weights.js';
 

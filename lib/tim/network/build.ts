@@ -6,11 +6,11 @@
  * Children are built and registered before their parent's methods are defined, because a parent's
  * TorchScript source calls its children's methods and must see their types when it compiles.
  */
-import * as torch from '../torch/index.js';
-import type { Tensor } from '../torch/tensor.js';
-import { argError } from '../torch/errors.js';
-import type { InitSpec, ModuleSpec } from './network/index.js';
-import type { AttentionImpl } from './network/index.js';
+import * as torch from '../../torch/index.js';
+import type { Tensor } from '../../torch/tensor.js';
+import { argError } from '../../torch/errors.js';
+import type { InitSpec, ModuleSpec } from './index.js';
+import type { AttentionImpl } from './index.js';
 
 /**
  * How the parameters start:

@@ -13,17 +13,17 @@
 import { closeSync, existsSync, fstatSync, readFileSync, readSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
-import * as torch from '../torch/index.js';
-import type { Tensor } from '../torch/tensor.js';
-import { TorchError, argError } from '../torch/errors.js';
-import { openForReading } from '../torch/checkpoint.js';
-import type { DType, Device } from '../torch/dtype.js';
+import * as torch from '../../torch/index.js';
+import type { Tensor } from '../../torch/tensor.js';
+import { TorchError, argError } from '../../torch/errors.js';
+import { openForReading } from '../../torch/checkpoint.js';
+import type { DType, Device } from '../../torch/dtype.js';
 import {
   PRESETS, buildTiMSpec, countParameters, fromOfficialConfig, stateDictEntries, toOfficialParams, validateConfig,
   type AttentionImpl, type OfficialNetworkParams, type TiMConfig, type TiMPresetName, type TiMVariant,
-} from './network/index.js';
+} from './index.js';
 import { buildModule, defaultAttention, type InitMode } from './build.js';
-import { saveStateDictBin } from './state_dict_bin.js';
+import { saveStateDictBin } from '../state_dict_bin.js';
 
 /** The official `network.target` of each variant (the YAML's model.network.target). */
 export const OFFICIAL_TARGETS: Readonly<Record<TiMVariant, string>> = {

@@ -10,10 +10,10 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import * as torch from '../torch/index.js';
-import { argError } from '../torch/errors.js';
-import { ScriptModule, load as jitLoad } from '../torch/jit.js';
-import type { Tensor } from '../torch/tensor.js';
+import * as torch from '../../torch/index.js';
+import { argError } from '../../torch/errors.js';
+import { ScriptModule, load as jitLoad } from '../../torch/jit.js';
+import type { Tensor } from '../../torch/tensor.js';
 
 /**
  * What an EMA follows: a TorchScript module's parameters, an object holding one as `module` (such as
