@@ -77,7 +77,7 @@ export async function run(o: CudaBenchOptions): Promise<Result> {
   const dir = mkdtempSync(join(os.tmpdir(), 'tim-cuda-bench-'));
   try {
     // ---- training step -------------------------------------------------------------------------------
-    const S = makeSetup(config, batch, 0, 'cuda', 'math');
+    const S = makeSetup(config, { batch, device: 'cuda', attention: 'math' });
     let py: Awaited<ReturnType<typeof startPyScript>> | null = null;
     try {
       r.notes.push(`model: ${(S.model.numParameters() / 1e6).toFixed(0)}M parameters`);
@@ -125,7 +125,7 @@ export async function run(o: CudaBenchOptions): Promise<Result> {
     o.checkpoint?.(r);
 
     // Node with its default attention (SDPA kernels on 2.x), alone: information for the TS user.
-    const D = makeSetup(config, batch, 0, 'cuda');
+    const D = makeSetup(config, { batch, device: 'cuda' });
     try {
       for (let i = 0; i < 3; i++) { D.step(true); sync(); }
       const ts: number[] = [];

@@ -27,7 +27,8 @@ import { createInterface } from 'node:readline';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { benchDir, formatTable, median, newResult, PYTHON, pythonEnv, ratioRow, writeResult } from './harness.js';
+import type { TiMConfig } from '../lib/tim/network/index.js';
+import { benchDir, cliArgs, formatTable, median, newResult, PYTHON, pythonEnv, ratioRow, writeResult } from './harness.js';
 
 interface Case { hidden: number; depth: number; batch: number; dtype: 'fp32' | 'bf16' }
 interface SideResult { ms: number[]; cpu: number[]; rss: number[]; hwm: number[]; live?: number[]; startRss: number; info?: Record<string, unknown> }
@@ -38,56 +39,34 @@ const status = (): { rss: number; hwm: number } => {
   return { rss: g('VmRSS'), hwm: g('VmHWM') };
 };
 
-/** The Node side, in this (child) process: writes weights/inputs for Python into dir, runs the steps. */
-async function nodeChild(c: Case, steps: number, threads: number, dir: string): Promise<SideResult> {
-  const { torch, TiM, EMA, TransitionLoss, transports } = await import('../lib/index.js');
+/** The benchmark's network at size `c` (the official constructor arguments go to Python). */
+async function caseConfig(c: Case): Promise<TiMConfig> {
   const { preset } = await import('../lib/tim/network/index.js');
-  torch.setNumThreads(threads);
-  torch.manualSeed(0);
-  const config = {
+  return {
     ...preset('TiM-B/4'), hiddenSize: c.hidden, depth: c.depth, numHeads: Math.max(2, c.hidden / 64), patchSize: 2, inputSize: 32,
     inChannels: 4, numClasses: 10, encoderDepth: Math.min(2, c.depth), classDropoutProb: 0.1, zDim: 64, projectorDim: 128,
   };
-  const model = TiM.create(config, { init: 'official' });
-  model.train();
-  const ema = new EMA(model, { decay: 0.9999 });
-  const params = torch.keep(model.parameters());
-  const opt = new torch.optim.AdamW(params, { lr: 1e-4, betas: [0.9, 0.95], weightDecay: 0.01, eps: 1e-6 });
-  const loss = new TransitionLoss(new transports.OTFM({ pMean: -0.4, pStd: 1.0 }), {
-    diffusionRatio: 0.5, consistencyRatio: 0.1, derivativeType: 'dde', differentialEpsilon: 0.005, weightTimeType: 'sqrt', weightTimeTangent: true,
-  });
-  const tokens = (config.inputSize / config.patchSize) ** 2;
-  const data = torch.scope(() => torch.keep({
-    x: torch.randn([c.batch, 4, 32, 32]), y: torch.randint(0, 10, [c.batch], { dtype: 'int64' }), h: torch.randn([c.batch, tokens, config.zDim]),
-  }));
-  model.save(join(dir, 'weights.safetensors'));
-  torch.save(data, join(dir, 'inputs.safetensors'));
-  const step = (): void => {
-    torch.scope(() => {
-      const z = torch.randnLike(data.x);
-      const yIn = torch.where(torch.rand([c.batch]).lt(0.1), torch.fullLike(data.y, 10), data.y);
-      const run = () => {
-        const out = loss.compute({ model, x: data.x, z, y: yIn, hTarget: data.h, useDirLoss: true });
-        return out.weightedLoss.add(out.projLoss.mul(0.5));
-      };
-      const total = c.dtype === 'bf16' ? torch.autocast({ dtype: 'bfloat16' }, run) : run();
-      total.backward();
-      return total.item();
-    });
-    torch.nn.utils.clipGradNorm_(params, 1.0);
-    opt.step();
-    opt.zeroGrad({ setToNone: true });
-    ema.update(model);
-  };
+}
+
+/** The Node side, in this (child) process: writes weights/inputs for Python into dir, runs the steps. */
+async function nodeChild(c: Case, steps: number, threads: number, dir: string): Promise<SideResult & { params: Record<string, unknown> }> {
+  const { torch } = await import('../lib/index.js');
+  const { makeSetup } = await import('./train-step.js');
+  torch.setNumThreads(threads);
+  const S = makeSetup(await caseConfig(c), { batch: c.batch, projection: true });
+  S.model.save(join(dir, 'weights.safetensors'));
+  torch.save(S.data, join(dir, 'inputs.safetensors'));
   const r: SideResult = { ms: [], cpu: [], rss: [], hwm: [], live: [], startRss: status().rss };
   for (let i = 0; i < steps; i++) {
     const c0 = process.cpuUsage(); const t0 = performance.now();
-    step();
+    S.step(c.dtype === 'bf16');
     r.ms.push(performance.now() - t0);
     const cu = process.cpuUsage(c0); r.cpu.push((cu.user + cu.system) / 1e3);
     const s = status(); r.rss.push(s.rss); r.hwm.push(s.hwm); r.live!.push(torch.memory().liveTensors);
   }
-  return r;
+  const params = S.model.officialParams();
+  S.dispose();
+  return { ...r, params };
 }
 
 function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv, input?: string): Promise<string[]> {
@@ -120,17 +99,9 @@ async function runCase(c: Case, steps: number, threads: number, official: string
 
 if (process.argv.includes('--child')) {
   const { c, steps, threads, dir } = JSON.parse(process.argv[process.argv.indexOf('--child') + 1]!) as { c: Case; steps: number; threads: number; dir: string };
-  const r = await nodeChild(c, steps, threads, dir);
-  // the model's official constructor arguments, for Python
-  const { TiM } = await import('../lib/index.js');
-  const { preset } = await import('../lib/tim/network/index.js');
-  const m = TiM.create({ ...preset('TiM-B/4'), hiddenSize: c.hidden, depth: c.depth, numHeads: Math.max(2, c.hidden / 64), patchSize: 2, inputSize: 32,
-    inChannels: 4, numClasses: 10, encoderDepth: Math.min(2, c.depth), classDropoutProb: 0.1, zDim: 64, projectorDim: 128 });
-  const params = m.officialParams(); m.dispose();
-  console.log(JSON.stringify({ ...r, params }));
+  console.log(JSON.stringify(await nodeChild(c, steps, threads, dir)));
 } else if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const argv = process.argv.slice(2);
-  const arg = (n: string): string | undefined => { const i = argv.indexOf(`--${n}`); return i >= 0 ? argv[i + 1] : undefined; };
+  const arg = cliArgs().str;
   const official = arg('official');
   if (!official) throw new Error('--official DIR (a snapshot of WZDTHU/TiM holding tim/) is required');
   const steps = Number(arg('steps') ?? 6), threads = Number(arg('threads') ?? 2), batch = Number(arg('batch') ?? 64);

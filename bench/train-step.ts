@@ -59,11 +59,23 @@ async function startPython(cfg: Record<string, unknown>): Promise<PySide> {
   };
 }
 
+export interface SetupOptions {
+  batch: number;
+  seed?: number;
+  device?: Device;
+  /** TiM.create's `attention` (default 'auto') */
+  attention?: 'auto' | 'math' | 'sdpa';
+  /** also train the REPA projector: a fixed random target h (batch, tokens, zDim), loss + 0.5 * projLoss */
+  projection?: boolean;
+}
+
 /**
- * A model + EMA + AdamW + loss, and a step function (optionally under bf16 autocast), on `device`
- * (bench/cuda.ts uses it on a GPU; `attention` as TiM.create's, default 'auto').
+ * The official trainer's step through the public API (the one definition the benchmarks and the
+ * memory test share): a model + EMA + AdamW + transition loss (OT-FM, DDE), and a step function
+ * (optionally under bf16 autocast) doing loss inside torch.scope, backward, clipGradNorm_, AdamW,
+ * zeroGrad(setToNone), EMA.update. bench/cuda.ts runs it on a GPU.
  */
-export function makeSetup(config: TiMConfig, batch: number, seed: number, device: Device = 'cpu', attention?: 'auto' | 'math' | 'sdpa') {
+export function makeSetup(config: TiMConfig, { batch, seed = 0, device = 'cpu', attention, projection = false }: SetupOptions) {
   torch.manualSeed(seed);
   const model = TiM.create(config, { init: 'official', ...(device !== 'cpu' ? { device } : {}), ...(attention ? { attention } : {}) });
   model.train();
@@ -76,21 +88,26 @@ export function makeSetup(config: TiMConfig, batch: number, seed: number, device
     weightTimeType: 'sqrt', weightTimeTangent: true,
   });
   const onDevice = (t: Tensor): Tensor => (device === 'cpu' ? t : t.to(device));
-  const data = torch.scope(() => torch.keep({
+  const tokens = (config.inputSize / config.patchSize) ** 2;
+  const data: { x: Tensor; y: Tensor; h?: Tensor } = torch.scope(() => torch.keep({
     x: onDevice(torch.randn([batch, config.inChannels, config.inputSize, config.inputSize])),
     y: onDevice(torch.randint(0, config.numClasses, [batch], { dtype: 'int64' })),
+    ...(projection ? { h: onDevice(torch.randn([batch, tokens, config.zDim])) } : {}),
   }));
   const autocastDevice = device === 'cpu' ? 'cpu' : 'cuda';
   const step = (bf16 = false): { loss: number; denoising: number } => {
     const r = torch.scope(() => {
-      const { x, y } = data;
+      const { x, y, h } = data;
       const z = torch.randnLike(x);
       const yNull = torch.fullLike(y, config.numClasses);
       const yIn = torch.where(torch.rand([batch], device === 'cpu' ? {} : { device }).lt(config.classDropoutProb), yNull, y);
-      const run = () => loss.compute({ model, x, z, y: yIn, useDirLoss: true });
-      const out = bf16 ? torch.autocast({ device: autocastDevice, dtype: 'bfloat16' }, run) : run();
-      out.weightedLoss.backward();
-      return { loss: out.weightedLoss.item(), denoising: out.denoisingLoss.mean().item() };
+      const run = () => {
+        const out = loss.compute({ model, x, z, y: yIn, useDirLoss: true, ...(h ? { hTarget: h } : {}) });
+        return { out, total: h ? out.weightedLoss.add(out.projLoss.mul(0.5)) : out.weightedLoss };
+      };
+      const { out, total } = bf16 ? torch.autocast({ device: autocastDevice, dtype: 'bfloat16' }, run) : run();
+      total.backward();
+      return { loss: total.item(), denoising: out.denoisingLoss.mean().item() };
     });
     torch.nn.utils.clipGradNorm_(params, 1.0);
     opt.step();
@@ -99,7 +116,7 @@ export function makeSetup(config: TiMConfig, batch: number, seed: number, device
     return r;
   };
   const dispose = (): void => {
-    opt.dispose(); ema.dispose(); params.forEach((p) => p.dispose()); data.x.dispose(); data.y.dispose(); model.dispose();
+    opt.dispose(); ema.dispose(); params.forEach((p) => p.dispose()); data.x.dispose(); data.y.dispose(); data.h?.dispose(); model.dispose();
   };
   return { model, data, step, dispose };
 }
@@ -127,7 +144,7 @@ export async function run(o: TrainStepOptions): Promise<Result> {
   // (freed memory stays in the process's heap, which would dilute a relative RSS growth).
   if (!o.skipMem) memoryRun(r, memSteps);
   const dir = mkdtempSync(join(os.tmpdir(), 'tim-ts-'));
-  const S = makeSetup(config, batch, 0, 'cpu', o.attention);
+  const S = makeSetup(config, { batch, attention: o.attention });
   let py: PySide | null = null;
   try {
     S.model.save(join(dir, 'weights.safetensors'));
@@ -136,7 +153,7 @@ export async function run(o: TrainStepOptions): Promise<Result> {
     // curve first (both from the same initial weights), if asked
     if (o.curveSteps) {
       torch.manualSeed(123);
-      const C = makeSetup(config, batch, 0); // same init seed -> same weights as S at creation
+      const C = makeSetup(config, { batch }); // same init seed -> same weights as S at creation
       try {
         const nd: number[] = [];
         for (let i = 0; i < o.curveSteps; i++) nd.push(C.step(true).denoising);
@@ -202,7 +219,7 @@ function cpuFlag(f: string): boolean {
 /** `n` training steps of a tiny model: live tensors sampled every 100 steps, RSS growth after warm-up. */
 function memoryRun(r: Result, n: number): void {
   const cfg: TiMConfig = { ...preset('TiM-B/4'), hiddenSize: 32, depth: 2, numHeads: 2, patchSize: 2, inputSize: 8, inChannels: 4, numClasses: 10, encoderDepth: 1, classDropoutProb: 0.1, zDim: 16, projectorDim: 32 };
-  const S = makeSetup(cfg, 8, 1);
+  const S = makeSetup(cfg, { batch: 8, seed: 1 });
   try {
     const warm = Math.min(200, Math.floor(n / 10));
     for (let i = 0; i < warm; i++) S.step();
