@@ -5,7 +5,7 @@ import { dirname, join } from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { torch } from '../lib/index.js';
-import { _testing } from '../lib/torch/serialization.js';
+import { _testing } from '../lib/torch/io/safetensors.js';
 import { py } from './helpers/python.js';
 
 const repoRoot = join(dirname(fileURLToPath(import.meta.url)), '..');

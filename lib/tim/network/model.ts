@@ -16,14 +16,14 @@ import { parse as parseYaml } from 'yaml';
 import * as torch from '../../torch/index.js';
 import type { Tensor } from '../../torch/tensor.js';
 import { TorchError, argError } from '../../torch/errors.js';
-import { openForReading } from '../../torch/checkpoint.js';
+import { openForReading } from '../../torch/io/pickle.js';
 import type { DType, Device } from '../../torch/dtype.js';
 import {
   PRESETS, buildTiMSpec, countParameters, fromOfficialConfig, stateDictEntries, toOfficialParams, validateConfig,
   type AttentionImpl, type OfficialNetworkParams, type TiMConfig, type TiMPresetName, type TiMVariant,
 } from './index.js';
 import { buildModule, defaultAttention, type InitMode } from './build.js';
-import { saveStateDictBin } from '../state_dict_bin.js';
+import { saveStateDictBin } from '../../torch/io/torch_zip.js';
 
 /** The official `network.target` of each variant (the YAML's model.network.target). */
 export const OFFICIAL_TARGETS: Readonly<Record<TiMVariant, string>> = {

@@ -10,7 +10,7 @@ import { Tensor } from '../tensor.js';
 import { noGrad } from '../autograd.js';
 import { keep } from '../scope.js';
 import { argError, TorchError } from '../errors.js';
-import { save, loadSafetensors } from '../serialization.js';
+import { save, loadSafetensors } from '../io/safetensors.js';
 import { native } from '../native.js';
 import { zero_ } from './foreach.js';
 import { op } from '../ops.js';

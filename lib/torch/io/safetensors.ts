@@ -12,12 +12,12 @@
  * file size. See docs/checkpoints.md.
  */
 import { closeSync, readSync } from 'node:fs';
-import { native } from './native.js';
-import { TorchError, argError } from './errors.js';
-import { type DType, type Device, dtypeCode, normalizeDevice } from './dtype.js';
-import { Tensor, _wrap as wrap } from './tensor.js';
-import { op } from './ops.js';
-import { openForReading, planCheckpoint } from './checkpoint.js';
+import { native } from '../native.js';
+import { TorchError, argError } from '../errors.js';
+import { type DType, type Device, dtypeCode, normalizeDevice } from '../dtype.js';
+import { Tensor, _wrap as wrap } from '../tensor.js';
+import { op } from '../ops.js';
+import { openForReading, planCheckpoint } from './pickle.js';
 
 /** A record of named tensors: what load() returns and save() takes. */
 export type TensorRecord = Record<string, Tensor>;

@@ -13,8 +13,8 @@
  * native reader straight from the zip's stored records, bounds-checked against the file.
  */
 import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { TorchError } from './errors.js';
-import { type DType } from './dtype.js';
+import { TorchError } from '../errors.js';
+import { type DType } from '../dtype.js';
 
 function formatError(path: string, msg: string): TorchError {
   return new TorchError(`'${path}' is not a readable PyTorch checkpoint: ${msg}`, 'E_FORMAT');

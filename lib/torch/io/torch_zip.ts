@@ -12,8 +12,8 @@
 import { closeSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { crc32 } from 'node:zlib';
-import type { Tensor } from '../torch/tensor.js';
-import { TorchError, argError } from '../torch/errors.js';
+import type { Tensor } from '../tensor.js';
+import { TorchError, argError } from '../errors.js';
 
 const STORAGE: Readonly<Record<string, string>> = {
   float32: 'FloatStorage', float64: 'DoubleStorage', int64: 'LongStorage', int32: 'IntStorage',
