@@ -1,8 +1,14 @@
 /**
- * A small command-line parser for the `tim` CLI: `--name value`, `--name=value`, boolean `--flag`,
- * short aliases (`-h`), and `--` to end options. Anything it does not know is a UsageError, which
- * the entry point reports with the command's help and exit code 2 (the usual "bad usage" status).
+ * Command-line parsing for the `tim` CLI over Node's own `util.parseArgs` (tokens mode): it splits
+ * `--name value`, `--name=value`, boolean `--flag`, short aliases (`-h`, `-hx`) and `--`; this file
+ * keeps what it leaves to its callers: one-line messages naming the flag (parseArgs' strict mode
+ * words them for a programmer and refuses `--class -1`, which here is a range error of --class),
+ * the count of positionals, the help text, and typed flag values. Every problem is a UsageError,
+ * which the entry point reports with the command's help and exit code 2 (the usual "bad usage").
+ * Not commander: it would bring its own help layout, messages and process.exit, all to override.
  */
+import { parseArgs as parseTokens } from 'node:util';
+import type { Device } from '../torch/dtype.js';
 
 export class UsageError extends Error {
   readonly code = 'E_USAGE';
@@ -42,42 +48,25 @@ export interface Parsed {
 }
 
 export function parseArgs(argv: string[], spec: CommandSpec): Parsed {
+  const { tokens } = parseTokens({
+    args: argv,
+    options: Object.fromEntries(Object.entries(spec.options).map(([n, o]) => [n, { type: o.value ? 'string' : 'boolean', ...(o.short ? { short: o.short } : {}) }])),
+    strict: false,
+    allowPositionals: true,
+    tokens: true,
+  });
   const positionals: string[] = [];
   const options: Record<string, string | boolean> = {};
-  const byShort = new Map(Object.entries(spec.options).filter(([, o]) => o.short).map(([n, o]) => [o.short!, n]));
-  let onlyPositionals = false;
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (onlyPositionals || a === '-' || !a.startsWith('-')) {
-      positionals.push(a);
-      continue;
-    }
-    if (a === '--') {
-      onlyPositionals = true;
-      continue;
-    }
-    let name: string;
-    let inline: string | undefined;
-    if (a.startsWith('--')) {
-      const eq = a.indexOf('=');
-      name = eq >= 0 ? a.slice(2, eq) : a.slice(2);
-      inline = eq >= 0 ? a.slice(eq + 1) : undefined;
-    } else {
-      const n = byShort.get(a.slice(1));
-      if (!n) throw new UsageError(`unknown option '${a}'`, spec.name);
-      name = n;
-    }
-    const o = spec.options[name];
-    if (!o) throw new UsageError(`unknown option '--${name}'`, spec.name);
-    if (name in options) throw new UsageError(`option '--${name}' given twice`, spec.name);
-    if (o.value) {
-      const v = inline ?? argv[++i];
-      if (v === undefined || (inline === undefined && v.startsWith('--'))) throw new UsageError(`option '--${name}' needs a value`, spec.name);
-      options[name] = v;
-    } else {
-      if (inline !== undefined) throw new UsageError(`option '--${name}' takes no value`, spec.name);
-      options[name] = true;
-    }
+  for (const t of tokens) {
+    if (t.kind === 'positional') positionals.push(t.value);
+    if (t.kind !== 'option') continue;
+    const o = spec.options[t.name];
+    if (!o) throw new UsageError(`unknown option '${t.rawName}'`, spec.name);
+    if (t.name in options) throw new UsageError(`option '--${t.name}' given twice`, spec.name);
+    if (!o.value && t.value !== undefined) throw new UsageError(`option '--${t.name}' takes no value`, spec.name);
+    // parseArgs takes the next argument whatever it is; `--out --seed 1` is a forgotten value
+    if (o.value && (t.value === undefined || (!t.inlineValue && t.value.startsWith('--')))) throw new UsageError(`option '--${t.name}' needs a value`, spec.name);
+    options[t.name] = t.value ?? true;
   }
   if (options.help) return { positionals, options };
   const [min, max] = spec.positionals;
@@ -96,69 +85,79 @@ export function commandHelp(prog: string, spec: CommandSpec): string {
   return lines.join('\n');
 }
 
-/**
- * An integer flag: undefined when absent, else a whole number >= min (and <= max when given);
- * anything else is a UsageError for `command`.
- */
+// ---- typed flag values: undefined when absent, else checked; anything else is a UsageError naming the flag
+
+const DECIMAL = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
+const INTEGER = /^\d+$/;
+
+function range(min: number | undefined, max: number | undefined): string {
+  return min !== undefined && max !== undefined ? ` in [${min}, ${max}]` : min !== undefined ? ` >= ${min}` : max !== undefined ? ` <= ${max}` : '';
+}
+
+/** The numbers of a comma-separated flag value, or null when one is not `pattern` or out of range. */
+function numbers(v: string | boolean, pattern: RegExp, min?: number, max?: number): number[] | null {
+  const items = typeof v === 'string' ? v.split(',') : [];
+  const nums = items.map(Number);
+  const ok = items.length > 0 && items.every((s, i) => pattern.test(s) && Number.isFinite(nums[i]) && (pattern !== INTEGER || Number.isSafeInteger(nums[i]))
+    && (min === undefined || nums[i]! >= min) && (max === undefined || nums[i]! <= max));
+  return ok ? nums : null;
+}
+
+/** A whole number >= min (and <= max when given). */
 export function intOption(p: Parsed, name: string, command: string, min: number, max?: number): number | undefined {
   const v = p.options[name];
   if (v === undefined) return undefined;
-  const n = Number(v);
-  if (typeof v !== 'string' || !/^\d+$/.test(v) || !Number.isSafeInteger(n) || n < min || (max !== undefined && n > max)) {
-    const range = max === undefined ? `>= ${min}` : `in [${min}, ${max}]`;
-    throw new UsageError(`--${name} must be an integer ${range}, got '${String(v)}'`, command);
-  }
-  return n;
+  const n = numbers(v, INTEGER, min, max);
+  if (n?.length !== 1) throw new UsageError(`--${name} must be an integer${range(min, max)}, got '${String(v)}'`, command);
+  return n[0];
 }
 
 /**
  * A comma-separated list of whole numbers, each >= min (and <= max when given), without repeats
- * (a repeated step count or class would only redo work and overwrite its own files): undefined
- * when absent; anything else is a UsageError for `command`.
+ * (a repeated step count or class would only redo work and overwrite its own files).
  */
 export function intListOption(p: Parsed, name: string, command: string, min: number, max?: number): number[] | undefined {
   const v = p.options[name];
   if (v === undefined) return undefined;
-  const items = typeof v === 'string' ? v.split(',') : [];
-  const nums = items.map(Number);
-  const ok = items.length > 0 && items.every((s, i) => /^\d+$/.test(s) && Number.isSafeInteger(nums[i]) && nums[i]! >= min && (max === undefined || nums[i]! <= max));
-  if (!ok) {
-    const range = max === undefined ? `>= ${min}` : `in [${min}, ${max}]`;
-    throw new UsageError(`--${name} must be a comma-separated list of integers ${range}, got '${String(v)}'`, command);
-  }
+  const nums = numbers(v, INTEGER, min, max);
+  if (!nums) throw new UsageError(`--${name} must be a comma-separated list of integers${range(min, max)}, got '${String(v)}'`, command);
   const dup = nums.find((n, i) => nums.indexOf(n) !== i);
   if (dup !== undefined) throw new UsageError(`--${name} lists ${dup} twice, got '${String(v)}'`, command);
   return nums;
 }
 
-const DECIMAL = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
-
-/**
- * A decimal number (finite; `1e-3` and `.5` are fine), >= min and <= max when given: undefined when
- * absent, else the number; anything else is a UsageError for `command`.
- */
+/** A decimal number (finite; `1e-3` and `.5` are fine), >= min and <= max when given. */
 export function numberOption(p: Parsed, name: string, command: string, min?: number, max?: number): number | undefined {
   const v = p.options[name];
   if (v === undefined) return undefined;
-  const n = Number(v);
-  if (typeof v !== 'string' || !DECIMAL.test(v) || !Number.isFinite(n) || (min !== undefined && n < min) || (max !== undefined && n > max)) {
-    const range = min !== undefined && max !== undefined ? ` in [${min}, ${max}]` : min !== undefined ? ` >= ${min}` : max !== undefined ? ` <= ${max}` : '';
-    throw new UsageError(`--${name} must be a number${range}, got '${String(v)}'`, command);
-  }
-  return n;
+  const n = numbers(v, DECIMAL, min, max);
+  if (n?.length !== 1) throw new UsageError(`--${name} must be a number${range(min, max)}, got '${String(v)}'`, command);
+  return n[0];
 }
 
-/**
- * A comma-separated list of exactly `count` decimal numbers (e.g. an interval `lo,hi`): undefined
- * when absent; anything else is a UsageError for `command`.
- */
+/** A comma-separated list of exactly `count` decimal numbers (e.g. an interval `lo,hi`). */
 export function numberListOption(p: Parsed, name: string, command: string, count: number, arg = `${count} numbers`): number[] | undefined {
   const v = p.options[name];
   if (v === undefined) return undefined;
-  const items = typeof v === 'string' ? v.split(',') : [];
-  const nums = items.map(Number);
-  if (items.length !== count || !items.every((s, i) => DECIMAL.test(s) && Number.isFinite(nums[i]))) {
-    throw new UsageError(`--${name} must be ${arg} separated by a comma, got '${String(v)}'`, command);
-  }
+  const nums = numbers(v, DECIMAL);
+  if (nums?.length !== count) throw new UsageError(`--${name} must be ${arg} separated by a comma, got '${String(v)}'`, command);
   return nums;
+}
+
+/** One of `choices`; `shown` lists them in the message (default: all, "a, b or c"). */
+export function choiceOption<T extends string>(p: Parsed, name: string, command: string, choices: readonly T[], shown: readonly string[] = choices): T | undefined {
+  const v = p.options[name];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || !(choices as readonly string[]).includes(v)) {
+    throw new UsageError(`--${name} must be ${shown.slice(0, -1).join(', ')} or ${shown.at(-1)}, got '${String(v)}'`, command);
+  }
+  return v as T;
+}
+
+/** A device flag: cpu, cuda or cuda:i. */
+export function deviceOption(p: Parsed, name: string, command: string): Device | undefined {
+  const v = p.options[name];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(v)) throw new UsageError(`--${name} must be cpu or cuda[:i], got '${String(v)}'`, command);
+  return v as Device;
 }

@@ -3,7 +3,7 @@
  * of class-conditional MNIST samples (lib/tim/eval/evaluate.ts; docs/eval.md).
  */
 import { evaluateSamplesAsync, formatEval, type EvaluateOptions, type InputRange } from '../tim/eval/evaluate.js';
-import { UsageError, intOption, type CommandSpec, type Parsed } from './args.js';
+import { UsageError, choiceOption, intOption, type CommandSpec, type Parsed } from './args.js';
 
 export const EVAL: CommandSpec = {
   name: 'eval',
@@ -39,8 +39,7 @@ export function evalOptions(p: Parsed): { samples: string; options: EvaluateOpti
   const str = (k: string): string | undefined => p.options[k] as string | undefined;
   const channels = intOption(p, 'channels', 'eval', 1, 3);
   if (channels === 2) throw new UsageError("--channels must be 1 or 3, got '2'", 'eval');
-  const range = str('range');
-  if (range !== undefined && !['-1,1', '0,1', '0,255'].includes(range)) throw new UsageError(`--range must be -1,1, 0,1 or 0,255, got '${range}'`, 'eval');
+  const range = choiceOption<InputRange>(p, 'range', 'eval', ['-1,1', '0,1', '0,255']);
   const features = str('features');
   const resize = intOption(p, 'resize', 'eval', 8, 1024);
   if (features === undefined && (resize !== undefined || channels !== undefined || range !== undefined)) {
@@ -51,7 +50,7 @@ export function evalOptions(p: Parsed): { samples: string; options: EvaluateOpti
     features,
     resize,
     channels: channels as 1 | 3 | undefined,
-    range: range as InputRange | undefined,
+    range,
     cacheDir: str('cache'),
     batchSize: intOption(p, 'batch-size', 'eval', 1, 100_000),
     floor: !p.options['no-floor'],

@@ -29,7 +29,7 @@ import { fsError } from '../tim/train/run_lock.js';
 import { makeGrid, savePng } from '../torch/io/image.js';
 import { ProgressDisplay, formatDuration } from '../tim/train/progress.js';
 import {
-  UsageError, intListOption, intOption, numberListOption, numberOption, type CommandSpec, type Parsed,
+  UsageError, choiceOption, deviceOption, intListOption, intOption, numberListOption, numberOption, type CommandSpec, type Parsed,
 } from './args.js';
 
 export const SAMPLE: CommandSpec = {
@@ -122,12 +122,9 @@ export function sampleSettings(p: Parsed): SampleSettings {
   if (ckpt === null) throw new UsageError('--ckpt <path> is required (a weights file, a checkpoint folder or a run folder)', C);
   const out = str('out');
   if (out === null) throw new UsageError('--out <dir> is required', C);
-  const weights = str('weights');
-  if (weights !== null && weights !== 'ema' && weights !== 'model') throw new UsageError(`--weights must be ema or model, got '${weights}'`, C);
-  const sampleType = str('sample-type') ?? 'transition';
-  if (sampleType !== 'transition' && sampleType !== 'diffusion' && sampleType !== 'ddiffusion') {
-    throw new UsageError(`--sample-type must be transition or diffusion, got '${sampleType}'`, C);
-  }
+  const weights = choiceOption(p, 'weights', C, ['ema', 'model']) ?? null;
+  // ddiffusion: the official name of the diffusion sampler, accepted but not advertised
+  const sampleType = choiceOption(p, 'sample-type', C, ['transition', 'diffusion', 'ddiffusion'], ['transition', 'diffusion']) ?? 'transition';
   const interval = numberListOption(p, 'cfg-interval', C, 2, 'two numbers lo,hi') ?? [0, 1];
   const [lo, hi] = interval as [number, number];
   if (!(lo >= 0 && hi <= 1 && lo <= hi)) throw new UsageError(`--cfg-interval must be lo,hi with 0 <= lo <= hi <= 1, got '${String(p.options['cfg-interval'])}'`, C);
@@ -138,8 +135,7 @@ export function sampleSettings(p: Parsed): SampleSettings {
   const latentStd = numberOption(p, 'latent-std', C) ?? null;
   const latentMean = numberOption(p, 'latent-mean', C) ?? null;
   if (decoder === null && (latentStd !== null || latentMean !== null)) throw new UsageError('--latent-std and --latent-mean scale the input of --decoder; pass --decoder', C);
-  const device = str('device');
-  if (device !== null && !/^(cpu|cuda(:\d+)?)$/.test(device)) throw new UsageError(`--device must be cpu or cuda[:i], got '${device}'`, C);
+  const device = deviceOption(p, 'device', C) ?? null;
   return {
     ckpt,
     config: str('config'),
@@ -161,7 +157,7 @@ export function sampleSettings(p: Parsed): SampleSettings {
     latentMean,
     safetensors: !p.options['no-safetensors'],
     allowTorchScript: p.options['allow-torchscript'] === true,
-    device: device as Device | null,
+    device,
     threads: intOption(p, 'threads', C, 1) ?? null,
   };
 }

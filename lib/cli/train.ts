@@ -11,8 +11,8 @@
 import { setNumThreads } from '../torch/state.js';
 import { resolveInitOptions } from '../torch/distributed/process_group.js';
 import { Trainer } from '../tim/train/trainer.js';
-import { readTrainConfig, type MixedPrecision } from '../tim/train/config.js';
-import { UsageError, intOption, numberOption, type CommandSpec, type Parsed } from './args.js';
+import { readTrainConfig } from '../tim/train/config.js';
+import { UsageError, choiceOption, deviceOption, intOption, numberOption, type CommandSpec, type Parsed } from './args.js';
 import { launch } from './launch.js';
 
 export const TRAIN: CommandSpec = {
@@ -65,14 +65,8 @@ export async function runTrain(p: Parsed, print: (s: string) => void): Promise<n
   const seed = intOption(p, 'seed', 'train', 0);
   const threads = intOption(p, 'threads', 'train', 1);
   const maxNonFinite = intOption(p, 'max-nonfinite-steps', 'train', 1);
-  const precision = p.options.precision;
-  if (precision !== undefined && precision !== 'no' && precision !== 'bf16' && precision !== 'fp16') {
-    throw new UsageError(`--precision must be no, bf16 or fp16, got '${String(precision)}'`, 'train');
-  }
-  const device = p.options.device;
-  if (device !== undefined && (typeof device !== 'string' || !/^(cpu|cuda(:\d+)?)$/.test(device))) {
-    throw new UsageError(`--device must be cpu or cuda[:i], got '${String(device)}'`, 'train');
-  }
+  const precision = choiceOption(p, 'precision', 'train', ['no', 'bf16', 'fp16']);
+  const device = deviceOption(p, 'device', 'train');
   const resumeOpt = p.options.resume;
   const resume = resumeOpt === undefined ? undefined : resumeOpt === 'none' ? null : String(resumeOpt);
   const nproc = intOption(p, 'nproc', 'train', 1);
@@ -122,8 +116,8 @@ export async function runTrain(p: Parsed, print: (s: string) => void): Promise<n
   try {
     trainer = Trainer.create({
       config, outDir: out, ...(maxSteps !== undefined ? { maxSteps } : {}), ...(resume !== undefined ? { resume } : {}),
-      ...(seed !== undefined ? { seed } : {}), ...(precision !== undefined ? { mixedPrecision: precision as MixedPrecision } : {}),
-      ...(device !== undefined ? { device: device as 'cpu' } : {}), ...(distributed ? { distributed } : {}),
+      ...(seed !== undefined ? { seed } : {}), ...(precision !== undefined ? { mixedPrecision: precision } : {}),
+      ...(device !== undefined ? { device } : {}), ...(distributed ? { distributed } : {}),
       ...(maxNonFinite !== undefined ? { maxNonFiniteSteps: maxNonFinite } : {}),
     });
   } catch (e) {

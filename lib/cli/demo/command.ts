@@ -8,7 +8,7 @@
 import { setNumThreads } from '../../torch/state.js';
 import { runDemo, type DemoSize } from './recipe.js';
 import type { MixedPrecision } from '../../tim/train/config.js';
-import { UsageError, intListOption, intOption, type CommandSpec, type Parsed } from '../args.js';
+import { UsageError, choiceOption, intListOption, intOption, type CommandSpec, type Parsed } from '../args.js';
 
 export const DEMO: CommandSpec = {
   name: 'demo',
@@ -53,10 +53,8 @@ export async function runDemoCommand(p: Parsed, print: (s: string) => void): Pro
   const seed = intOption(p, 'seed', 'demo', 0);
   const threads = intOption(p, 'threads', 'demo', 1);
   const nfes = intListOption(p, 'nfe', 'demo', 1);
-  const size = p.options.size;
-  if (size !== undefined && size !== 'demo' && size !== 'tiny') throw new UsageError(`--size must be demo or tiny, got '${String(size)}'`, 'demo');
-  const precision = p.options.precision;
-  if (precision !== undefined && precision !== 'auto' && precision !== 'bf16' && precision !== 'no') throw new UsageError(`--precision must be auto, bf16 or no, got '${String(precision)}'`, 'demo');
+  const size = choiceOption<DemoSize>(p, 'size', 'demo', ['demo', 'tiny']);
+  const precision = choiceOption<MixedPrecision | 'auto'>(p, 'precision', 'demo', ['auto', 'bf16', 'no']);
   if (threads !== undefined) setNumThreads(threads);
 
   const signal = { stop: false };
@@ -78,8 +76,8 @@ export async function runDemoCommand(p: Parsed, print: (s: string) => void): Pro
       ...(perClass !== undefined ? { perClass } : {}),
       ...(seed !== undefined ? { seed } : {}),
       ...(nfes !== undefined ? { nfes } : {}),
-      ...(size !== undefined ? { size: size as DemoSize } : {}),
-      ...(precision !== undefined ? { precision: precision as MixedPrecision | 'auto' } : {}),
+      ...(size !== undefined ? { size } : {}),
+      ...(precision !== undefined ? { precision } : {}),
       fresh: Boolean(p.options.fresh),
       evaluate: !p.options['no-eval'],
       ...(typeof p.options.cache === 'string' ? { cacheDir: p.options.cache } : {}),
