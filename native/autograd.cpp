@@ -120,13 +120,17 @@ static Napi::Value SetGrad(const Napi::CallbackInfo& info) {
 }
 
 static Napi::Value SetGradEnabled(const Napi::CallbackInfo& info) {
-  bool prev = at::GradMode::is_enabled();
-  if (info[0].IsBoolean()) at::GradMode::set_enabled(info[0].As<Napi::Boolean>().Value());
-  return Napi::Boolean::New(info.Env(), prev);
+  return guard(info, "setGradEnabled", [&]() -> Napi::Value {
+    bool prev = at::GradMode::is_enabled();
+    if (info[0].IsBoolean()) at::GradMode::set_enabled(info[0].As<Napi::Boolean>().Value());
+    return Napi::Boolean::New(info.Env(), prev);
+  });
 }
 
 static Napi::Value IsGradEnabled(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), at::GradMode::is_enabled());
+  return guard(info, "isGradEnabled", [&]() -> Napi::Value {
+    return Napi::Boolean::New(info.Env(), at::GradMode::is_enabled());
+  });
 }
 
 void registerAutograd(Napi::Env env, Napi::Object exports) {

@@ -73,25 +73,14 @@ std::shared_ptr<DistState>& g_state = *new std::shared_ptr<DistState>();
 // `done` callback, which runs only on success, clears it otherwise). Atomic for that hand-over.
 std::atomic<bool> g_busy{false};
 
-std::string stripTrace(std::string m) {
-  auto p = m.find("\nException raised from");
-  if (p != std::string::npos) m.resize(p);
-  p = m.find("Exception raised from ");
-  if (p != std::string::npos) m.resize(p);
-  while (!m.empty() && (m.back() == '\n' || m.back() == ' ')) m.pop_back();
-  return m;
-}
-
 // Runs f, turning anything c10d / gloo throws into a TorchError with code E_DIST.
 template <typename F>
 void distCall(F&& f) {
   try {
     f();
-  } catch (const c10::Error& e) {
-    throwTorch(stripTrace(e.what_without_backtrace()), "E_DIST");
   } catch (const std::exception& e) {
-    // ArgError (from throwTorch) is not a std::exception, so it passes through untouched.
-    throwTorch(stripTrace(e.what()), "E_DIST");
+    // Everything, even a throwTorch error, becomes E_DIST: f only ever calls into c10d.
+    throwTorch(messageOf(e), "E_DIST");
   }
 }
 

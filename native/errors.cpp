@@ -84,6 +84,11 @@ void throwType(const std::string& msg, const std::string& code) { throw ArgError
 void throwRange(const std::string& msg, const std::string& code) { throw ArgError({JsError::Range, code, msg}); }
 void throwTorch(const std::string& msg, const std::string& code) { throw ArgError({JsError::Torch, code, msg}); }
 
+std::string messageOf(const std::exception& e) {
+  if (auto* c = dynamic_cast<const c10::Error*>(&e)) return clean(c->what_without_backtrace());
+  return clean(e.what());
+}
+
 std::string describeTensor(const at::Tensor& t) {
   if (!t.defined()) return "None";
   std::ostringstream s;
@@ -181,8 +186,11 @@ void setErrorClasses(Napi::Env env, Napi::Function torchError) {
 }
 
 static Napi::Value SetErrorClass(const Napi::CallbackInfo& info) {
-  setErrorClasses(info.Env(), info[0].As<Napi::Function>());
-  return info.Env().Undefined();
+  return guard(info, "setErrorClass", [&]() -> Napi::Value {
+    if (!info[0].IsFunction()) throwType("setErrorClass expects the TorchError class");
+    setErrorClasses(info.Env(), info[0].As<Napi::Function>());
+    return info.Env().Undefined();
+  });
 }
 
 void registerErrors(Napi::Env env, Napi::Object exports) {

@@ -1,37 +1,78 @@
-// The handle table: JS holds int32 handles, never pointers, so a stale or forged handle can only
-// ever produce a clean E_DISPOSED error. Also the memory accounting behind torch.memory().
-#include "common.h"
+// Tensors in the handle table (handle_table.h): JS holds numbers, never pointers, so a stale or
+// forged handle can only ever produce a clean E_DISPOSED error. Also the memory accounting behind
+// torch.memory().
+#include "handle_table.h"
 #include <atomic>
 #include <mutex>
 #include <thread>
-#include <unordered_map>
 
 namespace tim {
 namespace {
 
-// A handle is `generation * kSlots + slot`. Each free bumps the slot's generation, so a stale handle
-// (held by a FinalizationRegistry entry, a disposed Tensor, or forged from JS) never names the
-// newer tensor that reuses its slot: it can only fail with E_DISPOSED. Handles stay below 2^53
-// (exact JS numbers); the first 127 generations of every slot are still V8 small integers.
-constexpr int64_t kSlotBits = 24;
-constexpr int64_t kSlots = int64_t(1) << kSlotBits;   // at most 16M live tensors
-constexpr int64_t kMaxGen = int64_t(1) << 29;          // kMaxGen * kSlots == 2^53
+HandleTable<at::Tensor> g_tensors("too many live tensors (16M): dispose tensors or use torch.scope");
 
-struct Slot {
-  at::Tensor t;  // undefined marks a free slot
-  int64_t gen = 0;
-};
-std::vector<Slot> g_slots;
-std::vector<int32_t> g_free;
-int64_t g_live = 0;
+// Views share storage: bytes are counted once per storage, with a reference count. Open addressing
+// keyed by the StorageImpl pointer (linear probing, backward-shift deletion): unlike a node-based
+// std::unordered_map, adding and dropping a tensor allocates nothing (this runs for every op result).
+class StorageUses {
+ public:
+  struct Use {
+    const void* key;
+    int64_t refs;
+    int64_t bytes;
+    bool cuda;
+  };
+  StorageUses() { rehash(1024); }
+  size_t size() const { return n_; }
+  // The entry of `key`, made with refs == 0 when new.
+  Use& acquire(const void* key, int64_t bytes, bool cuda) {
+    if ((n_ + 1) * 4 > slots_.size() * 3) rehash(slots_.size() * 2);
+    size_t i = home(key);
+    while (slots_[i].key && slots_[i].key != key) i = (i + 1) & mask_;
+    if (!slots_[i].key) {
+      slots_[i] = Use{key, 0, bytes, cuda};
+      ++n_;
+    }
+    return slots_[i];
+  }
+  Use* find(const void* key) {
+    for (size_t i = home(key);; i = (i + 1) & mask_) {
+      if (!slots_[i].key) return nullptr;
+      if (slots_[i].key == key) return &slots_[i];
+    }
+  }
+  void erase(Use* u) {
+    size_t i = (size_t)(u - slots_.data());
+    for (size_t j = (i + 1) & mask_; slots_[j].key; j = (j + 1) & mask_) {
+      // an entry may fill the hole at i unless its home lies cyclically in (i, j]
+      if (((j - home(slots_[j].key)) & mask_) >= ((j - i) & mask_)) {
+        slots_[i] = slots_[j];
+        i = j;
+      }
+    }
+    slots_[i].key = nullptr;
+    --n_;
+  }
 
-// Views share storage: bytes are counted once per storage, with a reference count.
-struct StorageUse {
-  int64_t refs;
-  int64_t bytes;
-  bool cuda;
+ private:
+  size_t home(const void* k) const {
+    return (size_t)((reinterpret_cast<uint64_t>(k) * 0x9E3779B97F4A7C15ull) >> shift_);
+  }
+  void rehash(size_t cap) {
+    std::vector<Use> old = std::move(slots_);
+    slots_.assign(cap, Use{nullptr, 0, 0, false});
+    mask_ = cap - 1;
+    shift_ = 64;
+    for (size_t c = cap; c > 1; c >>= 1) --shift_;
+    n_ = 0;
+    for (const Use& u : old)
+      if (u.key) acquire(u.key, u.bytes, u.cuda).refs = u.refs;
+  }
+  std::vector<Use> slots_;
+  size_t mask_ = 0, n_ = 0;
+  int shift_ = 64;
 };
-std::unordered_map<const void*, StorageUse> g_storages;
+StorageUses g_storages;
 int64_t g_bytesCpu = 0, g_bytesCuda = 0;
 int64_t g_reportedToV8 = 0;  // external memory last reported to V8 (batched: every 4 MiB)
 
@@ -48,16 +89,14 @@ void track(Napi::Env env, const at::Tensor& t, int sign) {
   const auto& storage = t.storage();
   const void* key = storage.unsafeGetStorageImpl();
   if (sign > 0) {
-    auto [it, fresh] = g_storages.try_emplace(key, StorageUse{0, (int64_t)storage.nbytes(), t.is_cuda()});
-    if (it->second.refs++ == 0) {
-      (it->second.cuda ? g_bytesCuda : g_bytesCpu) += it->second.bytes;
-    }
+    auto& use = g_storages.acquire(key, (int64_t)storage.nbytes(), t.is_cuda());
+    if (use.refs++ == 0) (use.cuda ? g_bytesCuda : g_bytesCpu) += use.bytes;
   } else {
-    auto it = g_storages.find(key);
-    if (it == g_storages.end()) return;
-    if (--it->second.refs == 0) {
-      (it->second.cuda ? g_bytesCuda : g_bytesCpu) -= it->second.bytes;
-      g_storages.erase(it);
+    auto* use = g_storages.find(key);
+    if (!use) return;
+    if (--use->refs == 0) {
+      (use->cuda ? g_bytesCuda : g_bytesCpu) -= use->bytes;
+      g_storages.erase(use);
     }
   }
   reportExternal(env);
@@ -73,56 +112,34 @@ std::atomic<bool> g_hasDeferred{false};  // lets free() skip the mutex when noth
 
 int64_t insertTensor(Napi::Env env, at::Tensor t) {
   if (!t.defined()) return -1;
-  int32_t slot;
-  if (!g_free.empty()) {
-    slot = g_free.back();
-    g_free.pop_back();
-  } else {
-    if ((int64_t)g_slots.size() >= kSlots) throwRange("too many live tensors (16M): dispose tensors or use torch.scope", "E_OOM");
-    g_slots.emplace_back();
-    slot = (int32_t)g_slots.size() - 1;
-  }
   track(env, t, +1);
-  ++g_live;
-  Slot& s = g_slots[slot];
-  s.t = std::move(t);
-  return s.gen * kSlots + slot;
+  return g_tensors.insert(std::move(t));
 }
 
 int64_t handleFrom(const Napi::Value& v) {
-  if (!v.IsNumber()) return -1;
-  double d = v.As<Napi::Number>().DoubleValue();
+  // One napi call: it fails (napi_number_expected) for anything that is not a number.
+  double d;
+  if (napi_get_value_double(v.Env(), v, &d) != napi_ok) return -1;
   // NaN, fractions and out-of-range numbers are not handles (Int32Value would map NaN to slot 0).
   if (!(d >= 0) || d >= 9007199254740992.0 || d != (double)(int64_t)d) return -1;
   return (int64_t)d;
 }
 
-const at::Tensor* tryTensorAt(int64_t h) {
-  if (h < 0) return nullptr;
-  int64_t slot = h & (kSlots - 1), gen = h >> kSlotBits;
-  if (slot >= (int64_t)g_slots.size()) return nullptr;
-  const Slot& s = g_slots[slot];
-  if (s.gen != gen || !s.t.defined()) return nullptr;
-  return &s.t;
-}
+const at::Tensor* tryTensorAt(int64_t h) { return g_tensors.find(h); }
 
 const at::Tensor& tensorAt(Napi::Env env, const Napi::Value& v) {
-  if (!v.IsNumber()) throwType("expected a Tensor");
-  const at::Tensor* t = tryTensorAt(handleFrom(v));
+  double d;
+  if (napi_get_value_double(env, v, &d) != napi_ok) throwType("expected a Tensor");
+  const at::Tensor* t = (d >= 0 && d < 9007199254740992.0 && d == (double)(int64_t)d) ? g_tensors.find((int64_t)d) : nullptr;
   if (!t) throwTorch("tensor was disposed (use after dispose)", "E_DISPOSED");
   return *t;
 }
 
 bool freeTensor(Napi::Env env, int64_t h) {
-  if (!tryTensorAt(h)) return false;
-  int32_t slot = (int32_t)(h & (kSlots - 1));
-  Slot& s = g_slots[slot];
-  track(env, s.t, -1);
-  at::Tensor dying = std::move(s.t);  // released after the table is consistent again
-  s.t = at::Tensor();
-  --g_live;
-  // A slot whose generation would leave the exact-integer range is retired, never reused.
-  if (++s.gen < kMaxGen) g_free.push_back(slot);
+  const at::Tensor* t = g_tensors.find(h);
+  if (!t) return false;
+  track(env, *t, -1);
+  std::optional<at::Tensor> dying = g_tensors.remove(h);  // released after the table is consistent again
   return true;
 }
 
@@ -152,36 +169,51 @@ static Napi::Value Free(const Napi::CallbackInfo& info) {
   });
 }
 
-// Frees every handle of an array: one call at the end of a scope instead of one per tensor.
+// Frees every handle of an array (or a Float64Array): one call at the end of a scope instead of
+// one per tensor. The typed array is read in place, without a napi call per element.
 static Napi::Value FreeMany(const Napi::CallbackInfo& info) {
   return guard(info, "freeMany", [&]() -> Napi::Value {
     Napi::Env env = info.Env();
-    if (!info[0].IsArray()) throwType("freeMany expects an array of handles");
-    auto arr = info[0].As<Napi::Array>();
-    uint32_t n = arr.Length(), freed = 0;
-    for (uint32_t i = 0; i < n; ++i)
-      if (freeTensor(env, handleFrom(arr.Get(i)))) ++freed;
+    uint32_t freed = 0;
+    if (info[0].IsTypedArray() && info[0].As<Napi::TypedArray>().TypedArrayType() == napi_float64_array) {
+      auto ta = info[0].As<Napi::Float64Array>();
+      const double* hs = ta.Data();
+      for (size_t i = 0, n = ta.ElementLength(); i < n; ++i) {
+        double d = hs[i];
+        if (d >= 0 && d < 9007199254740992.0 && d == (double)(int64_t)d && freeTensor(env, (int64_t)d)) ++freed;
+      }
+    } else {
+      if (!info[0].IsArray()) throwType("freeMany expects an array of handles");
+      auto arr = info[0].As<Napi::Array>();
+      uint32_t n = arr.Length();
+      for (uint32_t i = 0; i < n; ++i)
+        if (freeTensor(env, handleFrom(arr.Get(i)))) ++freed;
+    }
     drainDeferredReleases(env);
     return Napi::Number::New(env, freed);
   });
 }
 
 static Napi::Value IsLive(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), tryTensorAt(handleFrom(info[0])) != nullptr);
+  return guard(info, "isLive", [&]() -> Napi::Value {
+    return Napi::Boolean::New(info.Env(), tryTensorAt(handleFrom(info[0])) != nullptr);
+  });
 }
 
 static Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  drainDeferredReleases(env);
-  auto o = Napi::Object::New(env);
-  o.Set("liveTensors", Napi::Number::New(env, (double)g_live));
-  o.Set("cpu", Napi::Number::New(env, (double)g_bytesCpu));
-  o.Set("cuda", Napi::Number::New(env, (double)g_bytesCuda));
-  o.Set("storages", Napi::Number::New(env, (double)g_storages.size()));
-  // What V8 was told (it schedules GC by it): our share, and V8's total external memory.
-  o.Set("reportedToV8", Napi::Number::New(env, (double)g_reportedToV8));
-  o.Set("v8External", Napi::Number::New(env, (double)Napi::MemoryManagement::AdjustExternalMemory(env, 0)));
-  return o;
+  return guard(info, "memoryStats", [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    drainDeferredReleases(env);
+    auto o = Napi::Object::New(env);
+    o.Set("liveTensors", Napi::Number::New(env, (double)g_tensors.live()));
+    o.Set("cpu", Napi::Number::New(env, (double)g_bytesCpu));
+    o.Set("cuda", Napi::Number::New(env, (double)g_bytesCuda));
+    o.Set("storages", Napi::Number::New(env, (double)g_storages.size()));
+    // What V8 was told (it schedules GC by it): our share, and V8's total external memory.
+    o.Set("reportedToV8", Napi::Number::New(env, (double)g_reportedToV8));
+    o.Set("v8External", Napi::Number::New(env, (double)Napi::MemoryManagement::AdjustExternalMemory(env, 0)));
+    return o;
+  });
 }
 
 void registerHandles(Napi::Env env, Napi::Object exports) {

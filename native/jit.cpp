@@ -1,8 +1,10 @@
-// TorchScript modules: a table of int32 handles to torch::jit::Module (a reference type, so a
-// handle to a submodule aliases the parent's submodule), method calls converted by the method's
-// schema, and the builder primitives (register parameter / buffer / attribute / submodule, define).
-// Policy (state-dict checks, atomic save, options) lives in lib/torch/jit.ts.
+// TorchScript modules: handles (handle_table.h) to torch::jit::Module (a reference type, so a handle
+// to a submodule aliases the parent's submodule), method calls converted by the method's schema
+// (convert.cpp, Form::Objects), clone, and the builder primitives (register parameter / buffer /
+// attribute / submodule, define). Policy (state-dict checks, atomic save, options) lives in
+// lib/torch/jit.ts.
 #include "async.h"
+#include "handle_table.h"
 #include <ATen/core/jit_type.h>
 #include <torch/csrc/jit/api/compilation_unit.h>
 #include <torch/csrc/jit/api/function_impl.h>
@@ -21,58 +23,21 @@ namespace {
 using torch::jit::Module;
 
 // ---- module table ----------------------------------------------------------------------------
-// Separate from the tensor table: module handles are not tensors and do not count in liveTensors.
-std::vector<std::optional<Module>> g_mods;
-std::vector<int64_t> g_freeMods;
-int64_t g_liveMods = 0;
+// Its own table (module handles are not tensors and do not count in liveTensors), same rules.
+HandleTable<Module> g_mods("too many live modules (16M)");
 
 // Modules built in TS share one compilation unit (like Python's global one); their class names are
 // made unique with a counter, so two builders named alike never clash.
 std::shared_ptr<torch::jit::CompilationUnit> g_cu = std::make_shared<torch::jit::CompilationUnit>();
 int64_t g_classCounter = 0;
 
-// JS callbacks set once by lib/torch/jit.ts: wrap a tensor / module handle into its JS object, and
-// the Tensor class, to tell a Tensor argument from a plain number.
-Napi::FunctionReference g_wrapTensor, g_wrapModule, g_tensorClass;
-
-// A handle is slot + generation * 2^22: a stale handle (kept after dispose) never names a module
-// that later reuses its slot.
-constexpr int64_t kSlotBits = 22;
-constexpr int64_t kSlotMask = (int64_t(1) << kSlotBits) - 1;
-std::vector<uint32_t> g_gens;
-
-int64_t insertModule(Module m) {
-  int64_t slot;
-  if (!g_freeMods.empty()) {
-    slot = g_freeMods.back();
-    g_freeMods.pop_back();
-    g_mods[slot] = std::move(m);
-  } else {
-    if (g_mods.size() > (size_t)kSlotMask) throwRange("too many live modules", "E_OOM");
-    g_mods.emplace_back(std::move(m));
-    g_gens.push_back(0);
-    slot = (int64_t)g_mods.size() - 1;
-  }
-  ++g_liveMods;
-  return slot + ((int64_t)(g_gens[slot] & 0x7fffffu) << kSlotBits);
-}
-
-int64_t liveSlot(const Napi::Value& v) {
-  if (!v.IsNumber()) return -1;
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || d > 9007199254740991.0 || d != (double)(int64_t)d) return -1;
-  int64_t h = (int64_t)d, slot = h & kSlotMask;
-  if ((size_t)slot >= g_mods.size() || !g_mods[slot] || (h >> kSlotBits) != (int64_t)(g_gens[slot] & 0x7fffffu)) return -1;
-  return slot;
-}
-
-// A copy (Module is a reference to the object), so no caller holds a pointer into g_mods across a
-// call that may grow it.
+// A copy (Module is a reference to the object), so no caller holds a pointer into the table across
+// a call that may grow it.
 Module moduleAt(const Napi::Value& v) {
   if (!v.IsNumber()) throwType("expected a ScriptModule");
-  int64_t slot = liveSlot(v);
-  if (slot < 0) throwTorch("module was disposed (use after dispose)", "E_DISPOSED");
-  return *g_mods[slot];
+  Module* m = g_mods.find(handleFrom(v));
+  if (!m) throwTorch("module was disposed (use after dispose)", "E_DISPOSED");
+  return *m;
 }
 
 std::string str(const Napi::Value& v, const char* what) {
@@ -88,122 +53,6 @@ void requireBuilt(const Module& m, const char* what) {
     throwTorch(std::string(what) + ": only modules created with torch.jit.createModule() can be extended (this one is " +
                    m.type()->repr_str() + ")",
                "E_MODULE");
-}
-
-bool isTensorObject(const Napi::Value& v) {
-  return v.IsObject() && !g_tensorClass.IsEmpty() && v.As<Napi::Object>().InstanceOf(g_tensorClass.Value());
-}
-
-// Handles carry a generation above bit 24 and can exceed int32 (see handles.cpp): read them whole.
-int64_t handleOfTensorObject(const Napi::Value& v) {
-  return handleFrom(v.As<Napi::Object>().Get("_h"));
-}
-
-// JS -> IValue for TorchScript values. Where the type expects a Tensor, only a Tensor object is
-// accepted (a plain number must never be taken for a tensor handle); everything without tensors
-// goes through the shared schema-driven toIValue.
-c10::IValue argToIValue(Napi::Env env, const Napi::Value& v, const c10::TypePtr& type, const std::string& name) {
-  using K = c10::TypeKind;
-  switch (type->kind()) {
-    case K::TensorType: {
-      if (!isTensorObject(v)) throwType(name + ": expected a Tensor");
-      int64_t h = handleOfTensorObject(v);
-      return tensorAt(env, Napi::Number::New(env, (double)h));
-    }
-    case K::OptionalType:
-      if (v.IsNull() || v.IsUndefined()) return c10::IValue();
-      return argToIValue(env, v, type->castRaw<c10::OptionalType>()->getElementType(), name);
-    case K::ListType: {
-      auto elem = type->castRaw<c10::ListType>()->getElementType();
-      if (!v.IsArray()) break;  // toIValue reports it (or accepts a lone number for int[])
-      auto arr = v.As<Napi::Array>();
-      c10::impl::GenericList list(elem);
-      for (uint32_t i = 0; i < arr.Length(); ++i)
-        list.push_back(argToIValue(env, arr.Get(i), elem, name + "[" + std::to_string(i) + "]"));
-      return list;
-    }
-    case K::TupleType: {
-      if (!v.IsArray()) throwType(name + ": expected an array for a tuple");
-      auto arr = v.As<Napi::Array>();
-      auto elems = type->castRaw<c10::TupleType>()->elements();
-      if (arr.Length() != elems.size())
-        throwType(name + ": expected a tuple of " + std::to_string(elems.size()) + " elements, got " +
-                  std::to_string(arr.Length()));
-      std::vector<c10::IValue> items;
-      for (size_t i = 0; i < elems.size(); ++i)
-        items.push_back(argToIValue(env, arr.Get(i), elems[i], name + "[" + std::to_string(i) + "]"));
-      return c10::ivalue::Tuple::create(std::move(items));
-    }
-    case K::DictType: {
-      auto dt = type->castRaw<c10::DictType>();
-      if (!v.IsObject() || v.IsArray() || isTensorObject(v)) throwType(name + ": expected an object for a dict");
-      auto kk = dt->getKeyType()->kind();
-      if (kk != K::StringType && kk != K::IntType) throwType(name + ": only Dict[str, T] and Dict[int, T] are supported");
-      c10::impl::GenericDict dict(dt->getKeyType(), dt->getValueType());
-      auto obj = v.As<Napi::Object>();
-      auto keys = obj.GetPropertyNames();
-      for (uint32_t i = 0; i < keys.Length(); ++i) {
-        std::string k = keys.Get(i).ToString().Utf8Value();
-        c10::IValue key;
-        if (kk == K::StringType) {
-          key = k;
-        } else {
-          char* end = nullptr;
-          long long x = std::strtoll(k.c_str(), &end, 10);
-          if (k.empty() || *end) throwType(name + ": key '" + k + "' is not an integer");
-          key = (int64_t)x;
-        }
-        dict.insert(key, argToIValue(env, obj.Get(keys.Get(i)), dt->getValueType(), name + "." + k));
-      }
-      return dict;
-    }
-    case K::AnyType:
-      if (isTensorObject(v)) return tensorAt(env, Napi::Number::New(env, (double)handleOfTensorObject(v)));
-      break;
-    default:
-      break;
-  }
-  if (isTensorObject(v)) throwType(name + ": expected " + type->repr_str() + ", got a Tensor");
-  return toIValue(env, v, type, name);
-}
-
-// IValue -> JS: tensors and modules come back as their JS objects (via the wrap callbacks).
-Napi::Value toJs(Napi::Env env, const c10::IValue& v) {
-  if (v.isTensor()) {
-    const at::Tensor& t = v.toTensor();
-    if (!t.defined()) return env.Null();
-    return g_wrapTensor.Call({Napi::Number::New(env, (double)insertTensor(env, t))});
-  }
-  if (v.isNone()) return env.Null();
-  if (v.isInt()) return Napi::Number::New(env, (double)v.toInt());
-  if (v.isDouble()) return Napi::Number::New(env, v.toDouble());
-  if (v.isBool()) return Napi::Boolean::New(env, v.toBool());
-  if (v.isString()) return Napi::String::New(env, v.toStringRef());
-  if (v.isDevice()) return Napi::String::New(env, v.toDevice().str());
-  if (v.isList()) {
-    auto list = v.toListRef();
-    auto arr = Napi::Array::New(env, list.size());
-    for (size_t i = 0; i < list.size(); ++i) arr.Set((uint32_t)i, toJs(env, list[i]));
-    return arr;
-  }
-  if (v.isTuple()) {
-    const auto& elems = v.toTupleRef().elements();
-    auto arr = Napi::Array::New(env, elems.size());
-    for (size_t i = 0; i < elems.size(); ++i) arr.Set((uint32_t)i, toJs(env, elems[i]));
-    return arr;
-  }
-  if (v.isGenericDict()) {
-    auto obj = Napi::Object::New(env);
-    for (const auto& kv : v.toGenericDict()) {
-      const auto& k = kv.key();
-      std::string key = k.isString() ? k.toStringRef() : k.isInt() ? std::to_string(k.toInt()) : "";
-      if (!k.isString() && !k.isInt()) throwType("cannot convert a dict with " + k.tagKind() + " keys to JS");
-      obj.Set(key, toJs(env, kv.value()));
-    }
-    return obj;
-  }
-  if (v.isModule()) return g_wrapModule.Call({Napi::Number::New(env, (double)insertModule(v.toModule()))});
-  throwType("cannot convert a TorchScript " + v.tagKind() + " value to JS");
 }
 
 // Positional arguments, then keyword arguments by name, then schema defaults. `self` is skipped.
@@ -238,7 +87,7 @@ torch::jit::Stack buildMethodStack(Napi::Env env, const c10::FunctionSchema& sch
     } else if (v.IsUndefined() && a.type()->kind() != c10::TypeKind::OptionalType) {
       throwType(schema.name() + "() missing argument '" + a.name() + "' (schema: " + c10::toString(schema) + ")");
     } else {
-      stack.push_back(argToIValue(env, v, a.type(), a.name()));
+      stack.push_back(toIValue(env, v, a.type(), a.name(), Form::Objects));
     }
   }
   if (hasKw) {
@@ -306,13 +155,7 @@ void moveTensor(const at::Tensor& t, const std::optional<c10::Device>& device, c
 Napi::Value Init(const Napi::CallbackInfo& info) {
   return guard(info, "jit.init", [&]() -> Napi::Value {
     if (!info[0].IsFunction() || !info[1].IsFunction() || !info[2].IsFunction()) throwType("jitInit(wrapTensor, wrapModule, Tensor)");
-    g_wrapTensor = Napi::Persistent(info[0].As<Napi::Function>());
-    g_wrapModule = Napi::Persistent(info[1].As<Napi::Function>());
-    g_tensorClass = Napi::Persistent(info[2].As<Napi::Function>());
-    // Process-lifetime references: never deleted from static destructors after the env is gone.
-    g_wrapTensor.SuppressDestruct();
-    g_wrapModule.SuppressDestruct();
-    g_tensorClass.SuppressDestruct();
+    setObjectForm(info[0].As<Napi::Function>(), info[1].As<Napi::Function>(), info[2].As<Napi::Function>());
     return info.Env().Undefined();
   });
 }
@@ -329,15 +172,10 @@ Napi::Value Load(const Napi::CallbackInfo& info) {
     Module m;
     try {
       m = device ? torch::jit::load(path, *device) : torch::jit::load(path);
-    } catch (const c10::Error& e) {
-      std::string msg = e.what_without_backtrace();
-      auto p = msg.find("\nException raised from");
-      if (p != std::string::npos) msg.resize(p);
-      throwTorch("'" + path + "' is not a loadable TorchScript archive: " + msg, "E_FORMAT");
     } catch (const std::exception& e) {
-      throwTorch("'" + path + "' is not a loadable TorchScript archive: " + std::string(e.what()), "E_FORMAT");
+      throwTorch("'" + path + "' is not a loadable TorchScript archive: " + messageOf(e), "E_FORMAT");
     }
-    return Napi::Number::New(info.Env(), (double)insertModule(std::move(m)));
+    return Napi::Number::New(info.Env(), (double)insertModule(m));
   });
 }
 
@@ -351,21 +189,40 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
     Module m(c10::QualifiedName(qual), g_cu, /*shouldMangle=*/true);
     // Every nn.Module has `training`; Module::train() and `self.training` in TorchScript need it.
     m.register_attribute("training", c10::BoolType::get(), true);
-    return Napi::Number::New(info.Env(), (double)insertModule(std::move(m)));
+    return Napi::Number::New(info.Env(), (double)insertModule(m));
   });
 }
 
 Napi::Value Free(const Napi::CallbackInfo& info) {
-  int64_t slot = liveSlot(info[0]);
-  if (slot < 0) return Napi::Boolean::New(info.Env(), false);
-  g_mods[slot].reset();
-  ++g_gens[slot];
-  g_freeMods.push_back(slot);
-  --g_liveMods;
-  return Napi::Boolean::New(info.Env(), true);
+  return guard(info, "jitFree", [&]() -> Napi::Value {
+    return Napi::Boolean::New(info.Env(), g_mods.remove(handleFrom(info[0])).has_value());
+  });
 }
 
-Napi::Value LiveModules(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), (double)g_liveMods); }
+Napi::Value LiveModules(const Napi::CallbackInfo& info) {
+  return guard(info, "jitLiveModules", [&]() -> Napi::Value { return Napi::Number::New(info.Env(), (double)g_mods.live()); });
+}
+
+// clone(h) -> a new module with its own copies of every parameter, buffer and attribute (and its
+// own class types, so extending the clone never changes the original). Like Python's deepcopy of
+// parameters, the copies are leaves with the originals' requires_grad; gradients are not copied.
+Napi::Value Clone(const Napi::CallbackInfo& info) {
+  return guard(info, "clone", [&]() -> Napi::Value {
+    Module m = moduleAt(info[0]);
+    Module c;
+    {
+      at::NoGradGuard noGrad;  // a copy made under autograd would be a non-leaf with a CloneBackward
+      c = m.clone();
+    }
+    auto restore = [](auto from, auto to) {
+      auto f = from.begin(), t = to.begin();
+      for (; f != from.end() && t != to.end(); ++f, ++t) (*t).value.set_requires_grad((*f).value.requires_grad());
+    };
+    restore(m.named_parameters(true), c.named_parameters(true));
+    restore(m.named_buffers(true), c.named_buffers(true));
+    return Napi::Number::New(info.Env(), (double)insertModule(c));
+  });
+}
 
 Napi::Value TypeName(const Napi::CallbackInfo& info) {
   return guard(info, "typeName", [&]() -> Napi::Value {
@@ -412,7 +269,7 @@ Napi::Value Call(const Napi::CallbackInfo& info) {
     auto method = methodOf(moduleAt(info[0]), name);
     auto stack = buildMethodStack(env, method.function().getSchema(), info[2], info[3]);
     method.run(stack);
-    return stack.empty() ? env.Undefined() : toJs(env, stack.front());
+    return stack.empty() ? env.Undefined() : fromIValue(env, stack.front(), Form::Objects);
   });
 }
 
@@ -425,7 +282,7 @@ Napi::Value CallAsync(const Napi::CallbackInfo& info) {
     auto stack = std::make_shared<torch::jit::Stack>(buildMethodStack(env, method.function().getSchema(), info[2], info[3]));
     return AsyncTask::start(
         env, "forwardAsync", [method, stack]() mutable { method.run(*stack); },
-        [stack](Napi::Env env) { return stack->empty() ? env.Undefined() : toJs(env, stack->front()); });
+        [stack](Napi::Env env) { return stack->empty() ? env.Undefined() : fromIValue(env, stack->front(), Form::Objects); });
   });
 }
 
@@ -556,7 +413,7 @@ Napi::Value GetAttr(const Napi::CallbackInfo& info) {
     Module m = moduleAt(info[0]);
     std::string name = str(info[1], "name");
     if (!m.hasattr(name)) throwTorch("module " + m.type()->repr_str() + " has no attribute '" + name + "'", "E_ATTR");
-    return toJs(info.Env(), m.attr(name));
+    return fromIValue(info.Env(), m.attr(name), Form::Objects);
   });
 }
 
@@ -567,7 +424,7 @@ Napi::Value SetAttr(const Napi::CallbackInfo& info) {
     auto type = m.type()->findAttribute(name);
     if (!type) throwTorch("module " + m.type()->repr_str() + " has no attribute '" + name + "' (register it first)", "E_ATTR");
     if (type->kind() == c10::TypeKind::ClassType) throwType("setAttr('" + name + "'): replacing a submodule is not supported");
-    m.setattr(name, argToIValue(info.Env(), info[2], type, name));
+    m.setattr(name, toIValue(info.Env(), info[2], type, name, Form::Objects));
     return info.Env().Undefined();
   });
 }
@@ -583,10 +440,7 @@ Napi::Value Save(const Napi::CallbackInfo& info) {
     try {
       m.save(path);
     } catch (const c10::Error& e) {
-      std::string msg = e.what_without_backtrace();
-      auto p = msg.find("\nException raised from");
-      if (p != std::string::npos) msg.resize(p);
-      throwTorch("saving to '" + path + "' failed: " + msg, "E_IO");
+      throwTorch("saving to '" + path + "' failed: " + messageOf(e), "E_IO");
     }
     return info.Env().Undefined();
   });
@@ -632,7 +486,7 @@ Napi::Value RegisterAttribute(const Napi::CallbackInfo& info) {
     } catch (const std::exception& e) {
       throwType("registerAttribute('" + name + "'): cannot parse type '" + typeStr + "': " + e.what(), "E_ARG");
     }
-    c10::IValue v = argToIValue(info.Env(), info[3], type, name);
+    c10::IValue v = toIValue(info.Env(), info[3], type, name, Form::Objects);
     m.register_attribute(name, type, std::move(v));
     return info.Env().Undefined();
   });
@@ -681,6 +535,8 @@ Napi::Value Define(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+int64_t insertModule(const Module& m) { return g_mods.insert(m); }
+
 void registerJit(Napi::Env env, Napi::Object exports) {
   auto fn = [&](const char* name, Napi::Function::Callback cb) { exports.Set(name, Napi::Function::New(env, cb, name)); };
   fn("jitInit", Init);
@@ -688,6 +544,7 @@ void registerJit(Napi::Env env, Napi::Object exports) {
   fn("jitCreate", Create);
   fn("jitFree", Free);
   fn("jitLiveModules", LiveModules);
+  fn("jitClone", Clone);
   fn("jitTypeName", TypeName);
   fn("jitSame", Same);
   fn("jitMethods", Methods);

@@ -128,56 +128,40 @@ static Napi::Value OpSchema(const Napi::CallbackInfo& info) {
   });
 }
 
+// Errors of a call name the op and the argument shapes, described only when the call failed.
+#define TIM_CALL_CONTEXT [&] { return describeCall(info, 1); }
+
 // call(opId, ...args)
 static Napi::Value Call(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  try {
+  return guard(info, TIM_CALL_CONTEXT, [&]() -> Napi::Value {
     const auto& op = opAt(info[0]);
     torch::jit::Stack stack = buildStack(info, 1, op.schema());
     op.callBoxed(&stack);
-    return returnsToJs(env, stack);
-  } catch (const Napi::Error& e) {
-    rethrowWithCode(e);
-    return env.Undefined();
-  } catch (...) {
-    return raise(env, translate(std::current_exception(), describeCall(info, 1)));
-  }
+    return returnsToJs(info.Env(), stack);
+  });
 }
 
 // callVoid(opId, ...args): call() without converting the results, for in-place ops (add_, fill_ ...):
 // their result is `self`, and converting it would put a second, never-freed handle in the table.
 static Napi::Value CallVoid(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  try {
+  return guard(info, TIM_CALL_CONTEXT, [&]() -> Napi::Value {
     const auto& op = opAt(info[0]);
     torch::jit::Stack stack = buildStack(info, 1, op.schema());
     op.callBoxed(&stack);
-    return env.Undefined();
-  } catch (const Napi::Error& e) {
-    rethrowWithCode(e);
-    return env.Undefined();
-  } catch (...) {
-    return raise(env, translate(std::current_exception(), describeCall(info, 1)));
-  }
+    return info.Env().Undefined();
+  });
 }
 
 // callAsync(opId, ...args) -> Promise: the same, on a worker thread.
 static Napi::Value CallAsync(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  try {
+  return guard(info, TIM_CALL_CONTEXT, [&]() -> Napi::Value {
     const c10::OperatorHandle op = opAt(info[0]);
     auto stack = std::make_shared<torch::jit::Stack>(buildStack(info, 1, op.schema()));
     // Described now, on the JS thread: a worker error names the op and the argument shapes too.
-    std::string what = describeCall(info, 1);
     return AsyncTask::start(
-        env, what, [op, stack]() { op.callBoxed(stack.get()); },
+        info.Env(), describeCall(info, 1), [op, stack]() { op.callBoxed(stack.get()); },
         [stack](Napi::Env env) { return returnsToJs(env, *stack); });
-  } catch (const Napi::Error& e) {
-    rethrowWithCode(e);
-    return env.Undefined();
-  } catch (...) {
-    return raise(env, translate(std::current_exception(), describeCall(info, 1)));
-  }
+  });
 }
 
 // opTypes(opId) -> { args: [...], returns: [...] }: the schema's argument and return types as

@@ -243,48 +243,43 @@ Napi::Value GetTensor(const Napi::CallbackInfo& info) {
 // Off the JS thread: copies are read with pread; zero-copy tensors have their pages faulted in
 // (one byte per page), so the data is resident when the promise resolves.
 Napi::Value ReadAsync(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::shared_ptr<StFile> f;
-  std::vector<Request> reqs;
-  bool copy = false;
-  Napi::Value err = guard(info, "safetensors loadAsync", [&]() -> Napi::Value {
-    f = fileFrom(info[0]);
+  return guard(info, "safetensors loadAsync", [&]() -> Napi::Value {
+    auto f = fileFrom(info[0]);
     if (!info[1].IsArray()) throwType("expected an array of tensor requests");
     auto arr = info[1].As<Napi::Array>();
+    std::vector<Request> reqs;
     for (uint32_t i = 0; i < arr.Length(); ++i) {
       Napi::Value e = arr.Get(i);
       if (!e.IsArray() || e.As<Napi::Array>().Length() != 4) throwType("bad tensor request");
       auto a = e.As<Napi::Array>();
       reqs.push_back(requestFrom(*f, a.Get(0u), a.Get(1u), a.Get(2u), a.Get(3u)));
     }
-    copy = info[2].IsBoolean() && info[2].As<Napi::Boolean>().Value();
-    return env.Null();
-  });
-  if (env.IsExceptionPending()) return err;
-  auto out = std::make_shared<std::vector<at::Tensor>>();
-  return AsyncTask::start(
-      env, "safetensors loadAsync",
-      [f, reqs, copy, out]() {
-        long page = sysconf(_SC_PAGESIZE);
-        for (const Request& r : reqs) {
-          at::Tensor t = makeTensor(f, r, copy);
-          if (!copy && t.nbytes() > 0) {
-            const volatile uint8_t* p = static_cast<const uint8_t*>(t.data_ptr());
-            uint8_t acc = 0;
-            for (size_t off = 0; off < t.nbytes(); off += (size_t)page) acc = (uint8_t)(acc ^ p[off]);
-            volatile uint8_t sink = acc;
-            (void)sink;
+    bool copy = info[2].IsBoolean() && info[2].As<Napi::Boolean>().Value();
+    auto out = std::make_shared<std::vector<at::Tensor>>();
+    return AsyncTask::start(
+        info.Env(), "safetensors loadAsync",
+        [f, reqs, copy, out]() {
+          long page = sysconf(_SC_PAGESIZE);
+          for (const Request& r : reqs) {
+            at::Tensor t = makeTensor(f, r, copy);
+            if (!copy && t.nbytes() > 0) {
+              const volatile uint8_t* p = static_cast<const uint8_t*>(t.data_ptr());
+              uint8_t acc = 0;
+              for (size_t off = 0; off < t.nbytes(); off += (size_t)page) acc = (uint8_t)(acc ^ p[off]);
+              volatile uint8_t sink = acc;
+              (void)sink;
+            }
+            out->push_back(std::move(t));
           }
-          out->push_back(std::move(t));
-        }
-      },
-      [out](Napi::Env env) -> Napi::Value {
-        auto arr = Napi::Array::New(env, out->size());
-        for (size_t i = 0; i < out->size(); ++i)
-          arr.Set((uint32_t)i, Napi::Number::New(env, (double)insertTensor(env, std::move((*out)[i]))));
-        out->clear();
-        return arr;
-      });
+        },
+        [out](Napi::Env env) -> Napi::Value {
+          auto arr = Napi::Array::New(env, out->size());
+          for (size_t i = 0; i < out->size(); ++i)
+            arr.Set((uint32_t)i, Napi::Number::New(env, (double)insertTensor(env, std::move((*out)[i]))));
+          out->clear();
+          return arr;
+        });
+  });
 }
 
 // ---- writing -------------------------------------------------------------------------------
@@ -310,36 +305,20 @@ struct WriteJob {
   int64_t failAfter = -1;             // test-only fault injection: fail once this many bytes are written
 };
 
-// Writes to a fresh temporary file next to the target, fsyncs it, then renames it over the
-// target: readers see the old file or the new one, never a partial one. Any failure removes the
-// temporary file. (An already-open mapping of the old file stays valid: rename keeps its inode.)
+// Writes the file at exactly job.path (created or truncated) and fsyncs it. Atomic replacement
+// is the caller's: lib/torch/io/atomic.ts passes a temporary path, then renames it over the target
+// and removes it on failure (the one rule every writer in the project follows).
 void runWrite(WriteJob& job) {
-  std::string dir = ".", base = job.path;
-  auto slash = job.path.rfind('/');
-  if (slash != std::string::npos) {
-    dir = slash == 0 ? "/" : job.path.substr(0, slash);
-    base = job.path.substr(slash + 1);
-  }
-  if (base.empty()) throwTorch("cannot save to '" + job.path + "': it names a directory", "E_IO");
-  std::random_device rd;
-  std::string tmp;
-  int fd = -1;
-  for (int attempt = 0; attempt < 16 && fd < 0; ++attempt) {
-    char suffix[32];
-    std::snprintf(suffix, sizeof suffix, ".tmp-%d-%08x", (int)getpid(), (unsigned)rd());
-    tmp = (dir == "/" ? "" : dir) + "/." + base + suffix;
-    fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-    if (fd < 0 && errno != EEXIST) ioError("cannot create a temporary file for", job.path, errno);
-  }
-  if (fd < 0) ioError("cannot create a temporary file for", job.path, EEXIST);
+  int fd = open(job.path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666);
+  if (fd < 0) ioError("cannot create", job.path, errno);
   try {
     uint64_t written = 0;
     auto put = [&](const uint8_t* p, uint64_t len) {
       if (job.failAfter >= 0 && written + len > (uint64_t)job.failAfter) {
-        writeAll(fd, p, (uint64_t)job.failAfter - written, tmp);
+        writeAll(fd, p, (uint64_t)job.failAfter - written, job.path);
         throwTorch("cannot write '" + job.path + "': injected failure (test)", "E_IO");
       }
-      writeAll(fd, p, len, tmp);
+      writeAll(fd, p, len, job.path);
       written += len;
     };
     put(job.header.data(), job.header.size());
@@ -354,26 +333,17 @@ void runWrite(WriteJob& job) {
     int rc = close(fd);
     fd = -1;
     if (rc != 0) ioError("cannot write", job.path, errno);
-    if (rename(tmp.c_str(), job.path.c_str()) != 0) ioError("cannot replace", job.path, errno);
   } catch (...) {
     if (fd >= 0) close(fd);
-    unlink(tmp.c_str());
     throw;
-  }
-  // Make the rename itself durable; best effort (some filesystems refuse fsync on directories).
-  int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    (void)fsync(dfd);
-    close(dfd);
   }
 }
 
 // write(path, header: Buffer, handles: number[], nbytes: number[], async: boolean, failAfter?)
 Napi::Value Write(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto job = std::make_shared<WriteJob>();
-  bool async = false;
-  Napi::Value err = guard(info, "save", [&]() -> Napi::Value {
+  return guard(info, "save", [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    auto job = std::make_shared<WriteJob>();
     if (!info[0].IsString()) throwType("path must be a string");
     job->path = info[0].As<Napi::String>().Utf8Value();
     if (job->path.empty() || job->path.find('\0') != std::string::npos) throwType("invalid path");
@@ -400,19 +370,15 @@ Napi::Value Write(const Napi::CallbackInfo& info) {
       if (job->nbytes.back() != (uint64_t)t.numel() * t.element_size())
         throwRange("tensor size does not match the header", "E_VALUE");
     }
-    async = info[4].IsBoolean() && info[4].As<Napi::Boolean>().Value();
+    bool async = info[4].IsBoolean() && info[4].As<Napi::Boolean>().Value();
     if (info[5].IsNumber()) job->failAfter = (int64_t)info[5].As<Napi::Number>().DoubleValue();
-    return env.Null();
-  });
-  if (env.IsExceptionPending()) return err;
-  if (!async) {
-    return guard(info, "save", [&]() -> Napi::Value {
+    if (!async) {
       runWrite(*job);
       return env.Undefined();
-    });
-  }
-  return AsyncTask::start(env, "saveAsync", [job]() { runWrite(*job); },
-                          [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+    }
+    return AsyncTask::start(env, "saveAsync", [job]() { runWrite(*job); },
+                            [](Napi::Env env) -> Napi::Value { return env.Undefined(); });
+  });
 }
 
 }  // namespace

@@ -85,7 +85,9 @@ static Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
 }
 
 static Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), at::get_num_threads());
+  return guard(info, "getNumThreads", [&]() -> Napi::Value {
+    return Napi::Number::New(info.Env(), at::get_num_threads());
+  });
 }
 
 static Napi::Value SetNumInteropThreads(const Napi::CallbackInfo& info) {
@@ -121,15 +123,21 @@ static Napi::Value MallocTune(const Napi::CallbackInfo& info) {
 }
 
 static Napi::Value ParallelInfo(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), at::get_parallel_info());
+  return guard(info, "parallelInfo", [&]() -> Napi::Value {
+    return Napi::String::New(info.Env(), at::get_parallel_info());
+  });
 }
 
 static Napi::Value CudaIsAvailable(const Napi::CallbackInfo& info) {
-  return Napi::Boolean::New(info.Env(), torch::cuda::is_available());
+  return guard(info, "cudaIsAvailable", [&]() -> Napi::Value {
+    return Napi::Boolean::New(info.Env(), torch::cuda::is_available());
+  });
 }
 
 static Napi::Value CudaDeviceCount(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), (double)torch::cuda::device_count());
+  return guard(info, "cudaDeviceCount", [&]() -> Napi::Value {
+    return Napi::Number::New(info.Env(), (double)torch::cuda::device_count());
+  });
 }
 
 static Napi::Value CudaSynchronize(const Napi::CallbackInfo& info) {
@@ -210,7 +218,9 @@ static Napi::Value ForwardAdExit(const Napi::CallbackInfo& info) {
 }
 
 static Napi::Value SdpBackends(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), compat::sdpBackends());
+  return guard(info, "sdpBackends", [&]() -> Napi::Value {
+    return Napi::Number::New(info.Env(), compat::sdpBackends());
+  });
 }
 
 static Napi::Value SetSdpBackends(const Napi::CallbackInfo& info) {
@@ -222,19 +232,21 @@ static Napi::Value SetSdpBackends(const Napi::CallbackInfo& info) {
 }
 
 static Napi::Value BuildInfo(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto o = Napi::Object::New(env);
-  o.Set("torchVersion", TORCH_VERSION);
-  o.Set("torchMajor", TORCH_VERSION_MAJOR);
-  o.Set("torchMinor", TORCH_VERSION_MINOR);
-  o.Set("sourceHash", TIM_SOURCE_HASH);
+  return guard(info, "buildInfo", [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    auto o = Napi::Object::New(env);
+    o.Set("torchVersion", TORCH_VERSION);
+    o.Set("torchMajor", TORCH_VERSION_MAJOR);
+    o.Set("torchMinor", TORCH_VERSION_MINOR);
+    o.Set("sourceHash", TIM_SOURCE_HASH);
 #ifdef TIM_WITH_CUDA
-  o.Set("cudaBuild", true);
+    o.Set("cudaBuild", true);
 #else
-  o.Set("cudaBuild", false);
+    o.Set("cudaBuild", false);
 #endif
-  o.Set("napiVersion", NAPI_VERSION);
-  return o;
+    o.Set("napiVersion", NAPI_VERSION);
+    return o;
+  });
 }
 
 void registerState(Napi::Env env, Napi::Object exports) {
