@@ -52,7 +52,7 @@ async function startPython(cfg: Record<string, unknown>): Promise<PyWorker> {
   };
 }
 
-function options(name: keyof typeof RUNS, z: torch.Tensor, y: torch.Tensor): SampleOptions & { returnFPred?: false } {
+function options(name: keyof typeof RUNS, z: torch.Tensor, y: torch.Tensor): SampleOptions {
   const r = RUNS[name];
   return {
     z, y, numSteps: r.num_steps, cfgScale: r.cfg_scale, cfgLow: r.cfg_low, cfgHigh: r.cfg_high,

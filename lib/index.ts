@@ -17,7 +17,7 @@ export { type WeightTimeType } from './tim/objective/time_weights.js';
 export { type DerivativePrecision } from './tim/objective/derivative.js';
 /** The any-step sampler (official TransitionSchedule.sample): `sample(model, transport, { z, y, numSteps, cfgScale, ... })`. */
 export {
-  sample, decodeLatents, resolveSample, type SampleOptions, type SampleOutput, type SamplerModel, type Decoder, type ResolvedSample,
+  sample, decodeLatents, resolveSample, type SampleOptions, type SamplerStep, type SamplerModel, type Decoder, type ResolvedSample,
 } from './tim/sampling/sampler.js';
 export { type SampleType, type SampleTypeInput, type PlannedStep } from './tim/sampling/schedule.js';
 /** Training data: `new data.DataLoader(new data.MnistDataset(), { batchSize, seed })`, LatentFolderDataset, ImageFolderDataset. */

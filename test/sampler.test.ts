@@ -5,11 +5,11 @@
  * logic on a fake model whose output is known in closed form.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TiM, sample, torch, transports, type SampleOptions, type SamplerModel } from '../lib/index.js';
+import { TiM, sample, torch, transports, type SampleOptions, type SamplerModel, type SamplerStep } from '../lib/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
 import { decodeLatents, guided, resolveSample } from '../lib/tim/sampling/sampler.js';
 import {
-  cfgActive, explicitTimeSteps, modelR, roundToDType, sampleTypeOf, samplingPlan, stochasticActive, timeSteps,
+  cfgActive, explicitTimeSteps, modelR, roundAllToDType, roundToDType, sampleTypeOf, samplingPlan, stochasticActive, timeSteps,
 } from '../lib/tim/sampling/schedule.js';
 import { get, GOLDEN_DIR, loadGolden, maxAbsDiff, type GoldenCase } from './helpers/golden.js';
 import { join } from 'node:path';
@@ -24,6 +24,18 @@ function leakFree(fn: () => void): () => void {
     torch.scope(fn);
     expect(torch.memory().liveTensors, 'live tensors').toBe(before);
   };
+}
+
+/**
+ * sample() with the trajectory and the per-step F collected through onStep (what the removed
+ * returnTrajectory / returnFPred options returned): traj (numSteps + 1, ...) float32 with z first,
+ * fPred (numSteps, ...) in z's dtype, and sample, the return value.
+ */
+function sampleCollect(model: SamplerModel, tr: transports.Transport, o: SampleOptions): { sample: Tensor; traj: Tensor; fPred: Tensor } {
+  const xs: Tensor[] = [o.z.to({ dtype: 'float32', copy: true })];
+  const fs: Tensor[] = [];
+  const out = sample(model, tr, { ...o, onStep: ({ x, F }) => { xs.push(x.to('float32')); fs.push(F.clone()); } });
+  return { sample: out, traj: torch.stack(xs, 0), fPred: torch.stack(fs, 0) };
 }
 
 function codeOf(fn: () => unknown): string {
@@ -53,7 +65,7 @@ describe('golden: official TransitionSchedule.sample', () => {
     console.log('sampler vs golden, worst max |diff| over 32 runs:', JSON.stringify(worst));
   });
 
-  const runOptions = (run: Record<string, any>): SampleOptions & { returnFPred?: false } => ({
+  const runOptions = (run: Record<string, any>): SampleOptions => ({
     z: get(g.inputs, 'z'), y: get(g.inputs, 'y'), yNull: get(g.inputs, 'y_null'),
     numSteps: run.num_steps, tMax: 1.0, tMin: 0.0, cfgScale: run.cfg_scale, cfgLow: 0.0, cfgHigh: 0.6,
     stochasticityRatio: run.stochasticity_ratio, sampleType: run.sample_type,
@@ -66,17 +78,18 @@ describe('golden: official TransitionSchedule.sample', () => {
 
   it('every run: trajectory and F_pred within 1e-5, nothing leaked', leakFree(() => {
     for (const [name, run] of Object.entries<Record<string, any>>(g.meta.runs)) {
-      const out = sample(model, ot, { ...runOptions(run), returnTrajectory: true, returnFPred: true });
-      expect(out.sample.dtype).toBe('float32');
-      const dT = maxAbsDiff(out.sample, get(g.outputs, `${name}/traj`));
+      const out = sampleCollect(model, ot, runOptions(run));
+      expect(out.traj.dtype).toBe('float32');
+      const dT = maxAbsDiff(out.traj, get(g.outputs, `${name}/traj`));
       const dF = maxAbsDiff(out.fPred, get(g.outputs, `${name}/F_pred`));
       worst.traj = Math.max(worst.traj, dT);
       worst.fPred = Math.max(worst.fPred, dF);
       expect(dT, `${name}/traj`).toBeLessThanOrEqual(TOL);
       expect(dF, `${name}/F_pred`).toBeLessThanOrEqual(TOL);
-      // without returnTrajectory: the last row of the trajectory
+      // the return value is the last row of the trajectory, with or without onStep
+      expect(maxAbsDiff(out.sample, out.traj.select(0, run.num_steps))).toBe(0);
       const last = sample(model, ot, runOptions(run));
-      expect(maxAbsDiff(last, out.sample.select(0, run.num_steps))).toBe(0);
+      expect(maxAbsDiff(last, out.sample)).toBe(0);
     }
   }));
 
@@ -91,7 +104,7 @@ describe('golden: official TransitionSchedule.sample', () => {
 
   it("'diffusion' is the official 'ddiffusion'; a C2I TiM defaults yNull to the null class", leakFree(() => {
     const run = g.meta.runs['ddiffusion_n4_cfg2.5_sto0.2'];
-    const a = sample(model, ot, { ...runOptions(run), sampleType: 'diffusion', yNull: undefined, returnTrajectory: true });
+    const a = sampleCollect(model, ot, { ...runOptions(run), sampleType: 'diffusion', yNull: undefined }).traj;
     expect(maxAbsDiff(a, get(g.outputs, 'ddiffusion_n4_cfg2.5_sto0.2/traj'))).toBeLessThanOrEqual(TOL);
   }));
 });
@@ -118,6 +131,56 @@ describe('schedule', () => {
       const want = Array.from(torch.tensor(vals, { dtype: 'float64' }).to(dt).double().toTypedArray() as Float64Array);
       expect(vals.map((v) => roundToDType(v, dt)), dt).toEqual(want);
     }
+  }));
+
+  it('roundToDType (now a libtorch cast) gives what the former hand-written rounding gave', leakFree(() => {
+    // The former schedule.ts rounding, kept here as the reference for parity.
+    const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
+    const legacy = (v: number, dtype: 'bfloat16' | 'float16'): number => {
+      if (dtype === 'bfloat16') {
+        if (!Number.isFinite(v)) return v;
+        f32[0] = v;
+        u32[0] = ((u32[0]! + 0x7fff + ((u32[0]! >>> 16) & 1)) >>> 16) << 16;
+        return f32[0];
+      }
+      if (!Number.isFinite(v) || v === 0) return v;
+      const a = Math.abs(v);
+      if (a >= 65520) return Math.sign(v) * Infinity;
+      let e = Math.floor(Math.log2(a));
+      if (2 ** e > a) e -= 1;
+      const ulp = 2 ** (Math.max(e, -14) - 10);
+      const q = a / ulp;
+      let r = Math.round(q);
+      if (q - Math.trunc(q) === 0.5 && r % 2 === 1) r -= 1;
+      return Math.sign(v) * r * ulp;
+    };
+    const vals: number[] = [];
+    // every default schedule of every transport up to 64 steps (in float64), and the guidance bounds
+    for (const [hi, lo] of [[1, 0], [1.57, 0], [80, 0.01], [1, 1e-5], [100, 0.02]] as const) {
+      for (let n = 1; n <= 64; n++) vals.push(...timeSteps(n, hi, lo, 'float64'));
+      for (let k = 0; k <= 20; k++) vals.push((k / 20) * hi);
+    }
+    // magnitudes from half subnormals to past the half range, both signs, and exact ties
+    let seed = 12345;
+    const rnd = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    for (let i = 0; i < 2000; i++) vals.push((rnd() < 0.5 ? -1 : 1) * 2 ** (rnd() * 44 - 26) * (1 + rnd()));
+    vals.push(0, -0, 65504, 65519.99, 65520, 1e6, 2 ** -24, 2 ** -25, 3 * 2 ** -26, 1 + 2 ** -11, 1 + 3 * 2 ** -11, 1 + 2 ** -8, 1 + 3 * 2 ** -8);
+    for (const dt of ['bfloat16', 'float16'] as const) {
+      const got = roundAllToDType(vals, dt);
+      expect(vals.slice(-13).map((v) => roundToDType(v, dt)), dt).toEqual(got.slice(-13));
+      const want = vals.map((v) => legacy(v, dt));
+      const diff = vals.filter((_, i) => !Object.is(got[i], want[i]) && !(got[i] === 0 && want[i] === 0));
+      expect(diff, dt).toEqual([]);
+    }
+    // The one place they part: a double within float32 rounding of a float16 tie. libtorch casts
+    // double → float16 through float32 (so does the official .to(z)), the former code rounded once.
+    expect(roundToDType(1 + 2 ** -11 + 2 ** -40, 'float16')).toBe(1);
+    expect(legacy(1 + 2 ** -11 + 2 ** -40, 'float16')).toBe(1 + 2 ** -10);
+    const t16 = torch.tensor([1 + 2 ** -11 + 2 ** -40], { dtype: 'float64' }).to('float16').double().item();
+    expect(t16).toBe(1);
+    // explicit schedules round the same way
+    const sched = [1, 0.7, 0.30000001, 0.1, 1e-6];
+    for (const dt of ['bfloat16', 'float16'] as const) expect(explicitTimeSteps(sched, dt)).toEqual(sched.map((v) => legacy(v, dt)));
   }));
 
   it('cfgActive: scale > 1, strict window scaled by tMax, bounds compared in the time dtype', () => {
@@ -268,7 +331,7 @@ describe('sampler loop (fake model)', () => {
     const { z, y, yNull } = mk();
     const eps = torch.randn([3, 2, 3, 4, 4]);
     const [z0, y0, n0, e0] = [z.clone(), y.clone(), yNull.clone(), eps.clone()];
-    const traj = sample(m, ot, { z, y, yNull, numSteps: 3, cfgScale: 2, stochasticityRatio: 0.2, noise: eps, returnTrajectory: true });
+    const { traj } = sampleCollect(m, ot, { z, y, yNull, numSteps: 3, cfgScale: 2, stochasticityRatio: 0.2, noise: eps });
     expect(traj.shape).toEqual([4, 2, 3, 4, 4]);
     expect(maxAbsDiff(traj.select(0, 0), z)).toBe(0);
     expect(maxAbsDiff(z, z0) + maxAbsDiff(eps, e0) + maxAbsDiff(y.double(), y0.double()) + maxAbsDiff(yNull.double(), n0.double())).toBe(0);
@@ -318,20 +381,18 @@ describe('sampler loop (fake model)', () => {
     expect(m.calls[0]!.t[0]).toBe(Math.fround(tf.tMax));
   }));
 
-  it('returnFPred: the guided output of every step', leakFree(() => {
+  it('onStep F: the guided output of every step', leakFree(() => {
     const m = fakeModel();
     const { z, y, yNull } = mk();
-    const { sample: x, fPred } = sample(m, ot, { z, y, yNull, numSteps: 2, cfgScale: 3, cfgHigh: 0.9, returnFPred: true });
+    const { sample: x, fPred } = sampleCollect(m, ot, { z, y, yNull, numSteps: 2, cfgScale: 3, cfgHigh: 0.9 });
     expect(x.shape).toEqual([2, 3, 4, 4]);
     expect(fPred.shape).toEqual([2, 2, 3, 4, 4]);
     expect(fPred.select(0, 0).select(0, 0).max().item()).toBe(3); // step 0 (t = 1): unguided
     expect(fPred.select(0, 1).select(0, 0).max().item()).toBe(10 + 3 * (3 - 10));
     expect(maxAbsDiff(guided(torch.ones([2]), torch.zeros([2]), 4), torch.full([2], 4))).toBe(0);
-    // a non-literal flag: the union type, and the object at run time
-    const flag = Math.random() < 2;
-    const u = sample(m, ot, { z, y, numSteps: 1, returnFPred: flag });
-    expect(u instanceof torch.Tensor).toBe(false);
-    expect(maxAbsDiff((u as { fPred: Tensor }).fPred.select(0, 0), torch.zerosLike(z).add(y.float().view([-1, 1, 1, 1])))).toBe(0);
+    const u = sampleCollect(m, ot, { z, y, numSteps: 1 });
+    expect(u.sample instanceof torch.Tensor).toBe(true);
+    expect(maxAbsDiff(u.fPred.select(0, 0), torch.zerosLike(z).add(y.float().view([-1, 1, 1, 1])))).toBe(0);
   }));
 
   it('decoder: a TorchScript module or a function, on latents·std + mean', leakFree(() => {
@@ -347,7 +408,11 @@ describe('sampler loop (fake model)', () => {
       const img2 = sample(m, ot, { z, y, numSteps: 2, decoder: (v: Tensor) => v.neg(), latentStd: chStd });
       expect(maxAbsDiff(img2, lat.mul(chStd.view([1, 3, 1, 1])).neg())).toBeLessThan(1e-6);
       expect(maxAbsDiff(decodeLatents((v: Tensor) => v.clone(), lat), lat)).toBe(0);
-      expect(codeOf(() => sample(m, ot, { z, y, decoder: dec, returnTrajectory: true }))).toBe('E_OPTION');
+      // onStep still sees the latents (float64 state) while the return value is decoded
+      let lastX: Tensor | null = null;
+      const img3 = sample(m, ot, { z, y, numSteps: 2, decoder: dec, onStep: ({ x }) => { lastX?.dispose(); lastX = x.to('float32'); } });
+      expect(maxAbsDiff(lastX!, lat)).toBe(0);
+      expect(maxAbsDiff(img3, lat.mul(2).add(1))).toBeLessThan(1e-5);
       expect(codeOf(() => decodeLatents(dec, lat, { std: torch.ones([5]) }))).toBe('E_SHAPE');
     } finally {
       dec.dispose();
@@ -373,7 +438,9 @@ describe('sampler loop (fake model)', () => {
       [{ numSteps: 3, stochasticityRatio: 0.2, noise: torch.zeros([2, 2, 3, 4, 4]) }, 'E_SHAPE'],
       [{ numSteps: 3, stochasticityRatio: 0.2, noise: [null, torch.zeros([2, 3]), null] }, 'E_SHAPE'],
       [{ numSteps: 3, noise: [null] }, 'E_RANGE'],
-      [{ returnTrajectory: 1 as never }, 'E_ARG'],
+      [{ onStep: 1 as never }, 'E_ARG'],
+      [{ returnTrajectory: true } as never, 'E_OPTION'], // removed: collect the trajectory in onStep
+      [{ returnFPred: true } as never, 'E_OPTION'],
       [{ cfgScale: '2' as never }, 'E_ARG'],
       [{ latentStd: 2 }, 'E_OPTION'],
       [{ nuMSteps: 2 } as never, 'E_OPTION'],
@@ -397,6 +464,65 @@ describe('sampler loop (fake model)', () => {
         return x.mul(0.5);
       },
     };
-    expect(() => sample(dies, ot, { z, y, yNull, numSteps: 4, returnTrajectory: true, returnFPred: true })).toThrow('boom');
+    expect(() => sampleCollect(dies, ot, { z, y, yNull, numSteps: 4 })).toThrow('boom');
+    // an onStep that throws: the error comes out, the sampler frees its state and F
+    expect(() => sample(m, ot, { z, y, numSteps: 3, onStep: ({ i }) => { if (i === 1) throw new RangeError('stop'); } })).toThrow('stop');
   }));
+});
+
+// ---- onStep -------------------------------------------------------------------------------------
+
+describe('onStep', () => {
+  const ot = new transports.OTFM();
+  const model: SamplerModel = { forward: (x: Tensor, t: Tensor) => x.mul(t.view([-1, 1, 1, 1])).mul(0.5) };
+
+  it('sees every step with its i, t, r (and rModel), and its last x is the return value', leakFree(() => {
+    const z = torch.randn([2, 3, 4, 4]);
+    const y = torch.tensor([1, 2], { dtype: 'int64' });
+    for (const sampleType of ['transition', 'diffusion'] as const) {
+      const seen: Omit<SamplerStep, 'x' | 'F'>[] = [];
+      let last: Tensor | null = null;
+      const out = sample(model, ot, {
+        z, y, numSteps: 4, sampleType,
+        onStep: ({ i, x, F, t, r, rModel }) => {
+          seen.push({ i, t, r, rModel });
+          expect(x.dtype).toBe('float64');
+          expect(F.dtype).toBe('float32');
+          expect(x.shape).toEqual(z.shape);
+          expect(F.shape).toEqual(z.shape);
+          last?.dispose();
+          last = x.to('float32');
+        },
+      });
+      const plan = resolveSample(model, ot, { z, y, numSteps: 4, sampleType }).plan;
+      expect(seen).toEqual(plan.map((s) => ({ i: s.index, t: s.tCur, r: s.tNext, rModel: s.rModel })));
+      expect(seen.map((s) => s.i)).toEqual([0, 1, 2, 3]);
+      expect(seen.map((s) => s.t)).toEqual(timeSteps(4, 1, 0).slice(0, 4));
+      expect(seen.map((s) => s.r)).toEqual(timeSteps(4, 1, 0).slice(1));
+      expect(seen.map((s) => s.rModel)).toEqual(sampleType === 'transition' ? seen.map((s) => s.r) : seen.map((s) => s.t));
+      expect(maxAbsDiff(last!, out)).toBe(0);
+    }
+  }));
+
+  it('leaks nothing: the tensors it is given are freed after the call; copies are the caller\'s', () => {
+    const z = torch.scope(() => torch.keep(torch.randn([2, 3, 4, 4])));
+    const y = torch.scope(() => torch.keep(torch.tensor([1, 2], { dtype: 'int64' })));
+    const before = torch.memory().liveTensors;
+    // outside any scope: the sampler must free its own intermediates
+    const given: Tensor[] = [];
+    const kept: Tensor[] = [];
+    const out = sample(model, ot, { z, y, numSteps: 3, stochasticityRatio: 0.3, onStep: ({ x, F }) => {
+      given.push(x, F);
+      kept.push(x.clone());
+    } });
+    expect(given.every((t) => t.isDisposed)).toBe(true);
+    expect(kept.every((t) => !t.isDisposed)).toBe(true);
+    expect(torch.memory().liveTensors).toBe(before + 1 + kept.length);
+    for (const t of [out, ...kept]) t.dispose();
+    // a plain run leaves exactly its result
+    sample(model, ot, { z, y, numSteps: 3 }).dispose();
+    expect(torch.memory().liveTensors).toBe(before);
+    z.dispose();
+    y.dispose();
+  });
 });

@@ -113,6 +113,16 @@ export class ScriptModule {
     return this._m < 0;
   }
 
+  /**
+   * A deep copy (libtorch's Module::clone): a new module with its own copies of every parameter,
+   * buffer and attribute, the same methods, training mode and devices. Parameters are leaves with the
+   * originals' requiresGrad (gradients are not copied); the clone has its own class types, so
+   * building on it never changes this module. Dispose it like any module.
+   */
+  clone(): ScriptModule {
+    return new ScriptModule(native.jitClone(this._m) as number);
+  }
+
   /** Qualified TorchScript class name, e.g. '__torch__.MyNet' or '__torch__.tim.TiMBlock_0'. */
   get typeName(): string {
     return native.jitTypeName(this._m) as string;

@@ -25,7 +25,7 @@
 import * as torch from '../../torch/index.js';
 import { TorchError } from '../../torch/errors.js';
 import type { Tensor } from '../../torch/tensor.js';
-import type { Transport } from '../transports/transport.js';
+import { unchecked, type Transport } from '../transports/transport.js';
 
 /** One network evaluation on the network's time inputs (c_noise already applied). Must not mutate its arguments. */
 export type NetworkFn = (xT: Tensor, tInput: Tensor, rInput: Tensor, y: Tensor) => Tensor;
@@ -99,7 +99,7 @@ export function withDerivativePrecision<T>(precision: DerivativePrecision, x: Te
 /** x_t = alpha(t)·x + sigma(t)·z for raw times t (B,). */
 export function interpolate(transport: Transport, x: Tensor, z: Tensor, t: Tensor): Tensor {
   return torch.scope(() => {
-    const ip = transport.interpolant(t.view([t.shape[0]!, ...new Array<number>(x.dim - 1).fill(1)]));
+    const ip = unchecked(transport).interpolantOf(t.view([t.shape[0]!, ...new Array<number>(x.dim - 1).fill(1)]));
     return ip.alpha.mul(x).add(ip.sigma.mul(z));
   });
 }
@@ -117,7 +117,7 @@ export function ddeDerivative(inputs: DerivativeInputs, epsilon: number): Deriva
     // is the same function of its inputs (agreement with the official outputs: docs/loss.md).
     const tPlus = ts.add(epsilon), tMinus = ts.sub(epsilon);
     const tBoth = torch.cat([tPlus, tMinus]);
-    const { tInput, rInput } = transport.modelTimes(tBoth, torch.cat([rs, rs]));
+    const { tInput, rInput } = unchecked(transport).modelTimesOf(tBoth, torch.cat([rs, rs]));
     const xBoth = torch.cat([interpolate(transport, xs, zs, tPlus), interpolate(transport, xs, zs, tMinus)]);
     const [fTPlusEps, fTMinusEps] = network(xBoth, tInput, rInput, torch.cat([ys, ys])).chunk(2) as [Tensor, Tensor];
     // Each output is scaled by 1/(2ε) before the difference, as the official code does (float32 parity).
@@ -148,7 +148,7 @@ function forwardJvp(inputs: DerivativeInputs): DerivativeResult {
     let jv: Tensor;
     try {
       jv = torch.autograd.jvp((xd, td) => {
-        const { tInput, rInput } = transport.modelTimes(td, rs);
+        const { tInput, rInput } = unchecked(transport).modelTimesOf(td, rs);
         return network(xd, tInput, rInput, ys);
       }, [xs, ts], [vs, torch.onesLike(ts)]).jvp;
     } catch (e) {
@@ -171,7 +171,7 @@ function doubleBackwardJvp(inputs: DerivativeInputs): DerivativeResult {
     const ts = transitionRows(t, nDiffusion).detach().clone().requiresGrad_();
     const rs = transitionRows(r, nDiffusion).detach();
     const vs = transitionRows(vT, nDiffusion).detach();
-    const { tInput, rInput } = transport.modelTimes(ts, rs);
+    const { tInput, rInput } = unchecked(transport).modelTimesOf(ts, rs);
     const F = network(xs, tInput, rInput, transitionRows(y, nDiffusion));
     const u = torch.zerosLike(F).requiresGrad_();
     let jv: Tensor | null;

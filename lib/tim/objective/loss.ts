@@ -17,10 +17,11 @@
  */
 import * as torch from '../../torch/index.js';
 import { TorchError, argError } from '../../torch/errors.js';
+import * as check from '../../torch/check.js';
 import { ScriptModule } from '../../torch/jit.js';
 import type { Tensor } from '../../torch/tensor.js';
 import type { DType, Device } from '../../torch/dtype.js';
-import type { Transport } from '../transports/transport.js';
+import { expandTimeLike, unchecked, type Transport } from '../transports/transport.js';
 import { ddeDerivative, jvpDerivative, jvpMethodDefault, type DerivativePrecision, type JvpMethod, type NetworkFn } from './derivative.js';
 import { WEIGHT_TIME_TYPES, adaptiveWeight, timeWeight, type WeightTimeType } from './time_weights.js';
 
@@ -214,60 +215,23 @@ export function transitionTimes(t: Tensor, rMin: Tensor, nDiffusion: number, nCo
 
 // ---- argument checks --------------------------------------------------------------------------
 
-function ratio(v: unknown, name: string): number {
-  if (typeof v !== 'number') throw argError('type', `${OWNER}: ${name} must be a number, got ${typeof v}`);
-  if (!(v >= 0 && v <= 1)) throw argError('range', `${OWNER}: ${name} must be in [0, 1], got ${v}`);
-  return v;
-}
-
-function bool(v: unknown, name: string): boolean {
-  if (typeof v !== 'boolean') throw argError('type', `${OWNER}: ${name} must be a boolean, got ${typeof v}`);
-  return v;
-}
-
-function oneOf<T extends string>(v: unknown, name: string, allowed: readonly T[]): T {
-  if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
-    throw argError('range', `${OWNER}: ${name} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${String(v)}`, 'E_OPTION');
-  }
-  return v as T;
-}
-
-function knownKeys(o: object, known: readonly string[], what: string): void {
-  if (o === null || typeof o !== 'object' || Array.isArray(o)) throw argError('type', `${what}: expected an object`);
-  for (const k of Object.keys(o)) {
-    if (!known.includes(k)) throw argError('type', `${what}: unknown option '${k}' (known: ${known.join(', ')})`, 'E_OPTION');
-  }
-}
-
-function tensorIn(v: unknown, name: string): Tensor {
-  if (!(v instanceof torch.Tensor)) throw argError('type', `${OWNER}.compute: ${name} must be a Tensor`);
-  if (v.isDisposed) throw new TorchError(`${OWNER}.compute: ${name} was disposed`, 'E_DISPOSED');
-  return v;
-}
-
-function isFloat(d: DType): boolean {
-  return d === 'float32' || d === 'float64' || d === 'float16' || d === 'bfloat16';
-}
-
-function floatIn(v: unknown, name: string): Tensor {
-  const t = tensorIn(v, name);
-  if (!isFloat(t.dtype)) throw argError('type', `${OWNER}.compute: ${name} must be a floating-point tensor, got ${t.dtype}`, 'E_DTYPE');
-  return t;
-}
+const COMPUTE = `${OWNER}.compute`;
 
 function shapeError(name: string, got: Tensor, want: string): Error {
-  return argError('range', `${OWNER}.compute: ${name} must be ${want}, got [${got.shape.join(', ')}]`, 'E_SHAPE');
-}
-
-function sameShape(a: Tensor, b: Tensor): boolean {
-  return a.shape.length === b.shape.length && a.shape.every((d, i) => d === b.shape[i]);
+  return argError('range', `${COMPUTE}: ${name} must be ${want}, got [${got.shape.join(', ')}]`, 'E_SHAPE');
 }
 
 /** A batch-leading tensor of B rows. */
 function batchIn(v: unknown, name: string, B: number): Tensor {
-  const t = tensorIn(v, name);
+  const t = check.tensor(v, name, COMPUTE);
   if (t.dim < 1 || t.shape[0] !== B) throw shapeError(name, t, `a batch of ${B} rows`);
   return t;
+}
+
+/** An EMA prediction must have x's shape (a wrong network would otherwise broadcast into the target). */
+function emaOutput(f: Tensor, x: Tensor, name: string): Tensor {
+  if (!check.isSameShape(f, x)) throw shapeError(`the EMA output ${name}`, f, `the shape of x [${x.shape.join(', ')}]`);
+  return f;
 }
 
 // ---- calling networks -------------------------------------------------------------------------
@@ -285,7 +249,7 @@ export function networkCalls(m: unknown, name: string): NetworkCalls {
   }
   if (mod instanceof ScriptModule) {
     const sm = mod;
-    if (sm.isDisposed) throw new TorchError(`${OWNER}.compute: ${name} was disposed`, 'E_DISPOSED');
+    if (sm.isDisposed) throw new TorchError(`${COMPUTE}: ${name} was disposed`, 'E_DISPOSED');
     return {
       plain: (x, t, r, y) => sm.forward<Tensor>(x, t, r, y),
       withZs: (x, t, r, y) => {
@@ -301,7 +265,7 @@ export function networkCalls(m: unknown, name: string): NetworkCalls {
       withZs: (x, t, r, y) => net.forward(x, t, r, y, { returnZs: true }),
     };
   }
-  throw argError('type', `${OWNER}.compute: ${name} must be a TiM, a TorchScript module, or an object with a 'module' (such as an EMA)`);
+  throw argError('type', `${COMPUTE}: ${name} must be a TiM, a TorchScript module, or an object with a 'module' (such as an EMA)`);
 }
 
 // ---- the loss ---------------------------------------------------------------------------------
@@ -324,21 +288,18 @@ export class TransitionLoss {
         typeof (transport as Transport).target !== 'function') {
       throw argError('type', `${OWNER}: the first argument must be a transport (e.g. new transports.OTFM())`);
     }
-    knownKeys(opts, OPTION_KEYS, OWNER);
+    check.knownKeys(opts, OPTION_KEYS, OWNER);
     this.transport = transport;
-    this.diffusionRatio = ratio(opts.diffusionRatio ?? 0, 'diffusionRatio');
-    this.consistencyRatio = ratio(opts.consistencyRatio ?? 0, 'consistencyRatio');
-    this.derivativeType = oneOf(opts.derivativeType ?? 'dde', 'derivativeType', ['dde', 'jvp'] as const);
-    const eps = opts.differentialEpsilon ?? 0.005;
-    if (typeof eps !== 'number') throw argError('type', `${OWNER}: differentialEpsilon must be a number, got ${typeof eps}`);
-    if (!(eps > 0 && Number.isFinite(eps))) throw argError('range', `${OWNER}: differentialEpsilon must be finite and > 0, got ${eps}`);
-    this.differentialEpsilon = eps;
-    this.weightTimeType = oneOf(opts.weightTimeType ?? 'constant', 'weightTimeType', WEIGHT_TIME_TYPES);
-    this.weightTimeTangent = bool(opts.weightTimeTangent ?? false, 'weightTimeTangent');
-    this.weightTimeSigmoid = bool(opts.weightTimeSigmoid ?? false, 'weightTimeSigmoid');
-    this.weightTAndR = bool(opts.weightTAndR ?? true, 'weightTAndR');
-    this.derivativePrecision = oneOf(opts.derivativePrecision ?? 'float32', 'derivativePrecision', ['float32', 'autocast'] as const);
-    this.jvpMethod = oneOf(opts.jvpMethod ?? jvpMethodDefault(), 'jvpMethod', ['forward', 'double-backward'] as const);
+    this.diffusionRatio = check.inRange(opts.diffusionRatio ?? 0, 'diffusionRatio', OWNER, 0, 1);
+    this.consistencyRatio = check.inRange(opts.consistencyRatio ?? 0, 'consistencyRatio', OWNER, 0, 1);
+    this.derivativeType = check.oneOf(opts.derivativeType ?? 'dde', 'derivativeType', OWNER, ['dde', 'jvp'] as const);
+    this.differentialEpsilon = check.positive(opts.differentialEpsilon ?? 0.005, 'differentialEpsilon', OWNER);
+    this.weightTimeType = check.oneOf(opts.weightTimeType ?? 'constant', 'weightTimeType', OWNER, WEIGHT_TIME_TYPES);
+    this.weightTimeTangent = check.bool(opts.weightTimeTangent ?? false, 'weightTimeTangent', OWNER);
+    this.weightTimeSigmoid = check.bool(opts.weightTimeSigmoid ?? false, 'weightTimeSigmoid', OWNER);
+    this.weightTAndR = check.bool(opts.weightTAndR ?? true, 'weightTAndR', OWNER);
+    this.derivativePrecision = check.oneOf(opts.derivativePrecision ?? 'float32', 'derivativePrecision', OWNER, ['float32', 'autocast'] as const);
+    this.jvpMethod = check.oneOf(opts.jvpMethod ?? jvpMethodDefault(), 'jvpMethod', OWNER, ['forward', 'double-backward'] as const);
   }
 
   /**
@@ -352,7 +313,7 @@ export class TransitionLoss {
       differential_epsilon: 'differentialEpsilon', weight_time_type: 'weightTimeType', weight_time_tangent: 'weightTimeTangent',
       weight_time_sigmoid: 'weightTimeSigmoid', weight_t_and_r: 'weightTAndR',
     };
-    knownKeys(cfg, Object.keys(map), `${OWNER}.fromOfficialConfig`);
+    check.knownKeys(cfg, Object.keys(map), `${OWNER}.fromOfficialConfig`, 'config');
     const opts: Record<string, unknown> = {};
     for (const [k, v] of Object.entries(cfg)) opts[map[k]!] = v;
     return new TransitionLoss(transport, opts as TransitionLossOptions);
@@ -368,7 +329,7 @@ export class TransitionLoss {
    * diffusion rows (r = t) and the consistency rows (r = T_min). Replay draws for reproducibility.
    */
   sampleTimes(batch: number, opts: SampleTimesOptions = {}): SampledTimes {
-    knownKeys(opts, ['normals', 'uniforms', 'dtype', 'device'], `${OWNER}.sampleTimes`);
+    check.knownKeys(opts, ['normals', 'uniforms', 'dtype', 'device'], `${OWNER}.sampleTimes`);
     if (!Number.isInteger(batch) || batch < 1) throw argError('range', `${OWNER}.sampleTimes: batch must be a positive integer, got ${batch}`);
     for (const k of ['normals', 'uniforms'] as const) {
       const d = opts[k];
@@ -384,14 +345,21 @@ export class TransitionLoss {
       if (opts.device !== undefined) o.device = opts.device;
       return o;
     };
-    const { nDiffusion, nConsistency } = this.rowCounts(batch);
-    return torch.scope(() => {
-      const t1 = this.transport.sampleT(batch, draw(0));
-      const t2 = this.transport.sampleT(batch, draw(1));
-      const t = t1.maximum(t2);
-      const r = transitionTimes(t, t1.minimum(t2), nDiffusion, nConsistency, this.transport.tMin);
-      return { t, r, nDiffusion };
-    });
+    return torch.scope(() => this.timesFromDraws(this.transport.sampleT(batch, draw(0)), this.transport.sampleT(batch, draw(1))));
+  }
+
+  /** sampleTimes(batch, { dtype, device }) without the checks (compute's own draw). */
+  private drawTimes(batch: number, dtype: DType, device: Device): SampledTimes {
+    const math = unchecked(this.transport);
+    return torch.scope(() => this.timesFromDraws(math.drawTimes(batch, dtype, device), math.drawTimes(batch, dtype, device)));
+  }
+
+  /** t = max, r = min of two draws of training times, then the diffusion and consistency rows. */
+  private timesFromDraws(t1: Tensor, t2: Tensor): SampledTimes {
+    const { nDiffusion, nConsistency } = this.rowCounts(t1.shape[0]!);
+    const t = t1.maximum(t2);
+    const r = transitionTimes(t, t1.minimum(t2), nDiffusion, nConsistency, this.transport.tMin);
+    return { t, r, nDiffusion };
   }
 
   /** Time weight (B,) for (t, r) with the first nDiffusion rows forced to 1. */
@@ -407,29 +375,30 @@ export class TransitionLoss {
    * backpropagate `weightedLoss` (+ projCoeff · `projLoss`). The inputs are not modified.
    */
   compute(inputs: LossInputs): LossOutput {
-    knownKeys(inputs, INPUT_KEYS, `${OWNER}.compute`);
+    check.knownKeys(inputs, INPUT_KEYS, COMPUTE, 'inputs');
     const tr = this.transport;
+    const math = unchecked(tr);
     const calls = networkCalls(inputs.model, 'model');
-    const x = floatIn(inputs.x, 'x');
+    const x = check.floatTensor(inputs.x, 'x', COMPUTE);
     if (x.dim < 2) throw shapeError('x', x, 'a batch (B, C, ...)');
     const B = x.shape[0]!;
-    const z = floatIn(inputs.z, 'z');
-    if (!sameShape(z, x)) throw shapeError('z', z, `the shape of x [${x.shape.join(', ')}]`);
+    const z = check.floatTensor(inputs.z, 'z', COMPUTE);
+    if (!check.isSameShape(z, x)) throw shapeError('z', z, `the shape of x [${x.shape.join(', ')}]`);
     const y = batchIn(inputs.y, 'y', B);
-    const useDirLoss = bool(inputs.useDirLoss ?? false, 'useDirLoss');
-    const hTarget = inputs.hTarget == null ? null : floatIn(inputs.hTarget, 'hTarget');
+    const useDirLoss = check.bool(inputs.useDirLoss ?? false, 'useDirLoss', COMPUTE);
+    const hTarget = inputs.hTarget == null ? null : check.floatTensor(inputs.hTarget, 'hTarget', COMPUTE);
     if (hTarget && hTarget.shape[0] !== B) throw shapeError('hTarget', hTarget, `(${B}, N, zDim)`);
 
     // Enhanced targets need the EMA's predictions at (t, t): conditional (when wCond ≠ 0) and null.
     const enhance = tr.enhanceTarget;
     let ema: NetworkCalls | null = null, yEma: Tensor | null = null, yNull: Tensor | null = null;
     if (enhance) {
-      if (inputs.emaModel == null) throw argError('type', `${OWNER}.compute: the transport enhances targets (enhanceTarget) and needs emaModel`);
+      if (inputs.emaModel == null) throw argError('type', `${COMPUTE}: the transport enhances targets (enhanceTarget) and needs emaModel`);
       ema = networkCalls(inputs.emaModel, 'emaModel');
-      if (inputs.yNull == null) throw argError('type', `${OWNER}.compute: enhanced targets need yNull (the null conditioning)`);
+      if (inputs.yNull == null) throw argError('type', `${COMPUTE}: enhanced targets need yNull (the null conditioning)`);
       yNull = batchIn(inputs.yNull, 'yNull', B);
       if (tr.wCond !== 0) {
-        if (inputs.yEma == null) throw argError('type', `${OWNER}.compute: enhanced targets with wCond ${tr.wCond} need yEma (the undropped conditioning)`);
+        if (inputs.yEma == null) throw argError('type', `${COMPUTE}: enhanced targets with wCond ${tr.wCond} need yEma (the undropped conditioning)`);
         yEma = batchIn(inputs.yEma, 'yEma', B);
       }
     }
@@ -437,13 +406,14 @@ export class TransitionLoss {
     return torch.scope(() => {
       const { t, r, nDiffusion } = this.resolveTimes(inputs, B, x);
 
+      // Everything below runs the transport's unchecked math: the inputs were checked above, once.
       const { xT, vT } = pathAt(tr, x, z, t);
 
-      const { tInput, rInput } = tr.modelTimes(t, r);
+      const { tInput, rInput } = math.modelTimesOf(t, r);
       let fPred: Tensor, hProj: Tensor | null = null;
       if (hTarget) {
         ({ out: fPred, hProj } = calls.withZs(xT, tInput, rInput, y));
-        if (!sameShape(hTarget, hProj)) throw shapeError('hTarget', hTarget, `the projector's shape [${hProj.shape.join(', ')}]`);
+        if (!check.isSameShape(hTarget, hProj)) throw shapeError('hTarget', hTarget, `the projector's shape [${hProj.shape.join(', ')}]`);
       } else {
         fPred = calls.plain(xT, tInput, rInput, y);
       }
@@ -458,15 +428,15 @@ export class TransitionLoss {
       if (ema) {
         torch.noGrad(() => {
           // c_noise applied once (the official code applies it twice; identical for OT-FM, see docs/loss.md).
-          const { tInput: tt, rInput: rr } = tr.modelTimes(t, t);
-          if (yEma) fTCond = ema!.plain(xT, tt, rr, yEma);
-          fTUncond = ema!.plain(xT, tt, rr, yNull!);
+          const { tInput: tt, rInput: rr } = math.modelTimesOf(t, t);
+          if (yEma) fTCond = emaOutput(ema!.plain(xT, tt, rr, yEma), x, 'fTCond');
+          fTUncond = emaOutput(ema!.plain(xT, tt, rr, yNull!), x, 'fTUncond');
         });
       }
       // The target is a constant of the loss (the official code builds it from no-grad pieces).
-      const fTarget = torch.noGrad(() => tr.target({
-        xT, vT, x, z, t, r, dFdvdt: der.dFdvdt, enhance,
-        ...(fTCond ? { fTCond } : {}), ...(fTUncond ? { fTUncond } : {}),
+      const fTarget = torch.noGrad(() => math.targetOf({
+        xT, vT, x, z, t: expandTimeLike(t, x), r: expandTimeLike(r, x), dFdvdt: der.dFdvdt, enhance,
+        fTCond: fTCond ?? 0, fTUncond: fTUncond ?? 0,
       })).detach();
 
       const mseLoss = mseTerm(fPred, fTarget);
@@ -506,23 +476,23 @@ export class TransitionLoss {
   private resolveTimes(inputs: LossInputs, B: number, x: Tensor): SampledTimes {
     const { t: tIn, r: rIn } = inputs;
     if (tIn === undefined && rIn === undefined) {
-      if (inputs.nDiffusion !== undefined) throw argError('type', `${OWNER}.compute: nDiffusion applies to given t and r only`);
-      return this.sampleTimes(B, { dtype: x.dtype, device: x.device });
+      if (inputs.nDiffusion !== undefined) throw argError('type', `${COMPUTE}: nDiffusion applies to given t and r only`);
+      return this.drawTimes(B, x.dtype, x.device);
     }
-    if (tIn === undefined || rIn === undefined) throw argError('type', `${OWNER}.compute: give both t and r, or neither`);
-    const t = floatIn(tIn, 't'), r = floatIn(rIn, 'r');
+    if (tIn === undefined || rIn === undefined) throw argError('type', `${COMPUTE}: give both t and r, or neither`);
+    const t = check.floatTensor(tIn, 't', COMPUTE), r = check.floatTensor(rIn, 'r', COMPUTE);
     if (t.dim !== 1 || t.shape[0] !== B) throw shapeError('t', t, `(${B},)`);
     if (r.dim !== 1 || r.shape[0] !== B) throw shapeError('r', r, `(${B},)`);
     // Times of another dtype would promote x_t (float64 times → a float64 network input).
     for (const [name, v] of [['t', t], ['r', r]] as const) {
-      if (v.dtype !== x.dtype) throw argError('type', `${OWNER}.compute: ${name} must have x's dtype ${x.dtype}, got ${v.dtype}`, 'E_DTYPE');
+      if (v.dtype !== x.dtype) throw argError('type', `${COMPUTE}: ${name} must have x's dtype ${x.dtype}, got ${v.dtype}`, 'E_DTYPE');
     }
     const nDiffusion = inputs.nDiffusion ?? this.rowCounts(B).nDiffusion;
     if (!Number.isInteger(nDiffusion) || nDiffusion < 0 || nDiffusion > B) {
-      throw argError('range', `${OWNER}.compute: nDiffusion must be an integer in [0, ${B}], got ${nDiffusion}`);
+      throw argError('range', `${COMPUTE}: nDiffusion must be an integer in [0, ${B}], got ${nDiffusion}`);
     }
     // r > t has no meaning (negative gaps make the sqrt weight NaN); one host sync, only for given times.
-    if (torch.scope(() => r.gt(t).anyTrue())) throw argError('range', `${OWNER}.compute: r must be <= t for every row`, 'E_VALUE');
+    if (torch.scope(() => r.gt(t).anyTrue())) throw argError('range', `${COMPUTE}: r must be <= t for every row`, 'E_VALUE');
     return { t: t.detach().clone(), r: r.detach().clone(), nDiffusion };
   }
 }
@@ -530,7 +500,7 @@ export class TransitionLoss {
 /** x_t = alpha(t)·x + sigma(t)·z and v_t = dAlpha(t)·x + dSigma(t)·z for times (B,), from one interpolant. */
 export function pathAt(tr: Transport, x: Tensor, z: Tensor, t: Tensor): { xT: Tensor; vT: Tensor } {
   return torch.scope(() => {
-    const ip = tr.interpolant(t.view([t.shape[0]!, ...new Array<number>(x.dim - 1).fill(1)]));
+    const ip = unchecked(tr).interpolantOf(t.view([t.shape[0]!, ...new Array<number>(x.dim - 1).fill(1)]));
     return { xT: ip.alpha.mul(x).add(ip.sigma.mul(z)), vT: ip.dAlpha.mul(x).add(ip.dSigma.mul(z)) };
   });
 }

@@ -7,15 +7,18 @@
  *     x = transport.step(x, t_cur, t_next, F, { sRatio })   stochastic only where the official code is
  *
  * Precision as the official code: the state x accumulates in float64, the network sees x and the
- * times in z's dtype, the times are 0-d tensors of z's dtype inside the step, and the trajectory
- * comes back as float32. The decisions of each step (times, guidance, noise) are pure functions in
- * schedule.ts; this file runs them.
+ * times in z's dtype, the times are 0-d tensors of z's dtype inside the step, and the sample comes
+ * back as float32. The decisions of each step (times, guidance, noise) are pure functions in
+ * schedule.ts; this file runs them, and hands each step to an optional onStep callback (which is how
+ * a trajectory or the network outputs are collected).
  */
 import * as torch from '../../torch/index.js';
 import { Tensor } from '../../torch/tensor.js';
 import { argError, TorchError } from '../../torch/errors.js';
+import * as check from '../../torch/check.js';
+import { isFloating } from '../../torch/dtype.js';
 import type { ScriptModule } from '../../torch/jit.js';
-import { checkKnownKeys, type Transport } from '../transports/transport.js';
+import { unchecked, type Transport, type TransportMath } from '../transports/transport.js';
 import {
   explicitTimeSteps, samplingPlan, sampleTypeOf, timeSteps,
   type PlannedStep, type SampleType, type SampleTypeInput, type TimeDType,
@@ -58,10 +61,11 @@ export interface SampleOptions {
    * read and may be null): an array of z-shaped tensors or one (numSteps, ...z.shape) tensor
    */
   noise?: readonly (Tensor | null | undefined)[] | Tensor;
-  /** return the stacked float32 trajectory (numSteps + 1, ...z.shape), z first (default false) */
-  returnTrajectory?: boolean;
-  /** also return the guided network output of each step, (numSteps, ...z.shape) in z's dtype */
-  returnFPred?: boolean;
+  /**
+   * called after every step with that step's state and network output (see SamplerStep: the tensors
+   * are valid during the call only; clone what you keep). A trajectory or the per-step F is collected here.
+   */
+  onStep?: (step: SamplerStep) => void;
   /** decodes the final sample (a VAE for latent models; pixel-space models leave it out) */
   decoder?: Decoder;
   /** the decoder sees latents·latentStd + latentMean (official sd_vae_decode); numbers or (C,) tensors */
@@ -69,24 +73,32 @@ export interface SampleOptions {
   latentStd?: number | Tensor;
 }
 
-/** What sample() returns when `returnFPred` is set. */
-export interface SampleOutput {
-  /** what sample() would return without returnFPred: final sample, trajectory or images */
-  sample: Tensor;
-  /** (numSteps, ...z.shape): the network output after guidance, per step */
-  fPred: Tensor;
+/**
+ * One finished step x_t → x_r, as onStep sees it. The tensors belong to the sampler and are valid
+ * only during the call: x is the live state the next step continues from, F is freed after the call.
+ * Do not modify or dispose them; to keep one, copy it (`x.to('float32')`, `F.clone()`): the copy is
+ * created in the caller's current scope and is the caller's, like any tensor made there.
+ */
+export interface SamplerStep {
+  /** the step's index, 0 … numSteps − 1 */
+  i: number;
+  /** the state after the step, at time r: float64 (the sampler's accumulator), z's shape */
+  x: Tensor;
+  /** the network output this step used (after guidance), in z's dtype, z's shape */
+  F: Tensor;
+  /** the step's start time t_i (in z's dtype, as a number) */
+  t: number;
+  /** the step's end time t_{i+1}: x is at r */
+  r: number;
+  /** the r the network was given: r for 'transition', t for 'diffusion' */
+  rModel: number;
 }
 
 const OPTION_KEYS = [
   'z', 'y', 'yNull', 'numSteps', 'tMax', 'tMin', 'cfgScale', 'cfgLow', 'cfgHigh', 'stochasticityRatio', 'sampleType',
-  'timesteps', 'noise', 'returnTrajectory', 'returnFPred', 'decoder', 'latentMean', 'latentStd',
+  'timesteps', 'noise', 'onStep', 'decoder', 'latentMean', 'latentStd',
 ] as const;
-
-/**
- * Transports whose step uses the stochasticity ratio. The official from_x_t_to_x_r draws noise only
- * in OT_FM (and OPT_1, not ported); the others ignore s_ratio, so their runs stay deterministic.
- */
-const STOCHASTIC_TRANSPORTS: ReadonlySet<string> = new Set(['OTFM']);
+const OWNER = 'sample';
 
 /** Classifier-free guidance: Fu + s·(Fc − Fu), in that order of operations (as the official code). */
 export function guided(fCond: Tensor, fUncond: Tensor, scale: number): Tensor {
@@ -105,8 +117,7 @@ export interface ResolvedSample {
   plan: PlannedStep[];
   /** per-step draws: the caller's array, or its stacked (numSteps, ...) tensor; null: draw afresh */
   noise: (Tensor | null)[] | Tensor | null;
-  returnTrajectory: boolean;
-  returnFPred: boolean;
+  onStep: ((step: SamplerStep) => void) | null;
   decoder: Decoder | null;
   latentMean: number | Tensor;
   latentStd: number | Tensor;
@@ -122,28 +133,24 @@ export function resolveSample(model: SamplerModel, transport: Transport, opts: S
   if (model === null || typeof model !== 'object' || typeof (model as { forward?: unknown }).forward !== 'function') {
     throw argError('type', 'sample: model must have forward(x, t, r, y)');
   }
-  if (transport === null || typeof transport !== 'object' || typeof transport.step !== 'function' || typeof transport.cNoise !== 'function') {
+  if (transport === null || typeof transport !== 'object' || typeof transport.step !== 'function' || typeof transport.cNoise !== 'function' ||
+      typeof transport.stochasticStep !== 'boolean') {
     throw argError('type', 'sample: transport must be a Transport (transports.OTFM, ...)');
   }
-  if (opts === null || typeof opts !== 'object') throw argError('type', 'sample: options must be an object');
-  checkKnownKeys(opts, OPTION_KEYS, 'sample');
+  check.knownKeys(opts, OPTION_KEYS, OWNER);
 
-  const z = tensorOpt(opts.z, 'z');
-  const dtype = z.dtype;
-  if (dtype !== 'float32' && dtype !== 'float64' && dtype !== 'float16' && dtype !== 'bfloat16') {
-    throw argError('type', `sample: z must be a floating-point tensor, got ${dtype}`, 'E_DTYPE');
-  }
+  const z = check.floatTensor(opts.z, 'z', OWNER);
+  const dtype = z.dtype as TimeDType;
   if (z.dim < 1 || z.shape[0]! < 1) throw argError('range', `sample: z must be (B, ...) with B >= 1, got [${z.shape.join(', ')}]`, 'E_SHAPE');
   const B = z.shape[0]!;
-  const y = tensorOpt(opts.y, 'y');
+  const y = check.tensor(opts.y, 'y', OWNER);
   if (y.dim < 1 || y.shape[0] !== B) throw argError('range', `sample: y must have z's batch size ${B} first, got [${y.shape.join(', ')}]`, 'E_SHAPE');
 
   const sampleType = sampleTypeOf(opts.sampleType ?? 'transition');
-  const cfgScale = num(opts.cfgScale ?? 1.0, 'cfgScale');
-  const cfgLow = num(opts.cfgLow ?? 0.0, 'cfgLow');
-  const cfgHigh = num(opts.cfgHigh ?? 1.0, 'cfgHigh');
-  const ratio = num(opts.stochasticityRatio ?? 0.0, 'stochasticityRatio');
-  if (ratio < 0) throw argError('range', `sample: stochasticityRatio must be >= 0, got ${ratio}`);
+  const cfgScale = check.number(opts.cfgScale ?? 1.0, 'cfgScale', OWNER);
+  const cfgLow = check.number(opts.cfgLow ?? 0.0, 'cfgLow', OWNER);
+  const cfgHigh = check.number(opts.cfgHigh ?? 1.0, 'cfgHigh', OWNER);
+  const ratio = check.nonNegative(opts.stochasticityRatio ?? 0.0, 'stochasticityRatio', OWNER);
 
   let timesteps: number[];
   let tMax: number;
@@ -155,25 +162,26 @@ export function resolveSample(model: SamplerModel, transport: Transport, opts: S
     }
     // The official schedule always starts at T_max and ends at T_min; keeping that for an explicit
     // schedule keeps the first step deterministic and the guidance window relative to the start.
-    tMax = num(opts.tMax ?? timesteps[0]!, 'tMax');
-    tMin = num(opts.tMin ?? timesteps[timesteps.length - 1]!, 'tMin');
+    tMax = check.number(opts.tMax ?? timesteps[0]!, 'tMax', OWNER);
+    tMin = check.number(opts.tMin ?? timesteps[timesteps.length - 1]!, 'tMin', OWNER);
   } else {
     const n = opts.numSteps ?? 4;
     if (typeof n !== 'number' || !Number.isInteger(n) || n < 1) throw argError('range', `sample: numSteps must be an integer >= 1, got ${String(n)}`);
-    tMax = num(opts.tMax ?? transport.tMax, 'tMax');
-    tMin = num(opts.tMin ?? transport.tMin, 'tMin');
+    tMax = check.number(opts.tMax ?? transport.tMax, 'tMax', OWNER);
+    tMin = check.number(opts.tMin ?? transport.tMin, 'tMin', OWNER);
     timesteps = timeSteps(n, tMax, tMin, dtype);
   }
 
   const plan = samplingPlan({
     timesteps, sampleType, cfgScale, cfgLow, cfgHigh, stochasticityRatio: ratio, tMax, tMin, dtype,
-    stochasticTransport: STOCHASTIC_TRANSPORTS.has(transport.name),
+    // the official from_x_t_to_x_r draws noise only in OT_FM; the transport says whether its step does
+    stochasticTransport: transport.stochasticStep,
   });
 
   let yNull: Tensor | null = null;
   let ownsYNull = false;
   if (opts.yNull !== undefined) {
-    yNull = tensorOpt(opts.yNull, 'yNull');
+    yNull = check.tensor(opts.yNull, 'yNull', OWNER);
     if (yNull.dtype !== y.dtype || yNull.shape.length !== y.shape.length || yNull.shape.some((d, i) => d !== y.shape[i])) {
       throw argError('range', `sample: yNull must be like y (${y.dtype} [${y.shape.join(', ')}]), got ${yNull.dtype} [${yNull.shape.join(', ')}]`, 'E_SHAPE');
     }
@@ -188,19 +196,17 @@ export function resolveSample(model: SamplerModel, transport: Transport, opts: S
 
   try {
     const noise = opts.noise === undefined ? null : noiseEntries(opts.noise, plan, z);
-    const returnTrajectory = bool(opts.returnTrajectory ?? false, 'returnTrajectory');
-    const returnFPred = bool(opts.returnFPred ?? false, 'returnFPred');
-    let decoder: Decoder | null = null;
-    if (opts.decoder !== undefined) {
-      decoder = decoderOpt(opts.decoder);
-      if (returnTrajectory) throw argError('type', 'sample: decoder decodes the final sample; it cannot be combined with returnTrajectory (decode trajectory entries with decodeLatents)', 'E_OPTION');
+    if (opts.onStep !== undefined && typeof opts.onStep !== 'function') {
+      throw argError('type', `sample: onStep must be a function ({ i, x, F, t, r, rModel }) => void, got ${check.describe(opts.onStep)}`);
     }
+    const onStep = opts.onStep ?? null;
+    const decoder = opts.decoder === undefined ? null : decoderOpt(opts.decoder);
     const latentMean = scaleOpt(opts.latentMean ?? 0, 'latentMean');
     const latentStd = scaleOpt(opts.latentStd ?? 1, 'latentStd');
     if (decoder === null && (opts.latentMean !== undefined || opts.latentStd !== undefined)) {
       throw argError('type', 'sample: latentMean/latentStd apply to the decoder input; pass a decoder', 'E_OPTION');
     }
-    return { z, y, yNull, dtype, sampleType, cfgScale, timesteps, plan, noise, returnTrajectory, returnFPred, decoder, latentMean, latentStd, ownsYNull };
+    return { z, y, yNull, dtype, sampleType, cfgScale, timesteps, plan, noise, onStep, decoder, latentMean, latentStd, ownsYNull };
   } catch (e) {
     if (ownsYNull) yNull!.dispose();
     throw e;
@@ -209,18 +215,14 @@ export function resolveSample(model: SamplerModel, transport: Transport, opts: S
 
 /**
  * Samples from the model (see the file comment and docs/sampler.md). Returns the final sample
- * (float32, z's shape), or the float32 trajectory (numSteps + 1, ...) with `returnTrajectory`, or the
- * decoded images with `decoder`; with `returnFPred`, `{ sample, fPred }`. Runs without autograd, with
- * the model in eval mode (its mode is restored), and frees every intermediate; the result is the
- * caller's to dispose.
+ * (float32, z's shape), or the decoded images with `decoder`: one tensor, the caller's to dispose.
+ * onStep, when given, sees every step (its tensors valid during the call: SamplerStep). Runs without
+ * autograd, with the model in eval mode (its mode is restored), and frees every intermediate.
  */
-export function sample(model: SamplerModel, transport: Transport, opts: SampleOptions & { returnFPred: true }): SampleOutput;
-export function sample(model: SamplerModel, transport: Transport, opts: SampleOptions & { returnFPred?: false }): Tensor;
-export function sample(model: SamplerModel, transport: Transport, opts: SampleOptions): Tensor | SampleOutput;
-export function sample(model: SamplerModel, transport: Transport, opts: SampleOptions): Tensor | SampleOutput {
+export function sample(model: SamplerModel, transport: Transport, opts: SampleOptions): Tensor {
   const a = resolveSample(model, transport, opts);
   try {
-    return inEvalMode(model, () => torch.noGrad(() => torch.scope(() => run(model, transport, a))));
+    return inEvalMode(model, () => torch.noGrad(() => run(model, unchecked(transport), a)));
   } finally {
     if (a.ownsYNull) a.yNull!.dispose();
   }
@@ -245,42 +247,52 @@ function inEvalMode<T>(model: SamplerModel, fn: () => T): T {
   }
 }
 
-function run(model: SamplerModel, transport: Transport, a: ResolvedSample): Tensor | SampleOutput {
-  const { z, dtype } = a;
+/**
+ * The loop. Each step's work runs in its own scope; onStep runs outside it, in the caller's scope,
+ * so what the callback copies is the caller's. One float64 state is alive at a time.
+ */
+function run(model: SamplerModel, math: TransportMath, a: ResolvedSample): Tensor {
   // x accumulates in float64 (a copy even when z already is float64: z is the caller's).
-  let x = z.to({ dtype: 'float64', copy: true });
-  const trajectory: Tensor[] = a.returnTrajectory ? [z.to({ dtype: 'float32', copy: true })] : [];
-  const fPreds: Tensor[] = [];
-  for (const step of a.plan) {
-    const { xNext, F } = torch.scope(() => {
-      const F = guidedForward(model, transport, x, step, a);
-      // the draw is used as float64 (official: randn_like of the float64 state; recorded ones cast exactly)
-      const eps = step.noise && a.noise ? noiseAt(a.noise, step.index).to('float64') : undefined;
-      const xNext = transport.step(x, timeScalar(step.tCur, z), timeScalar(step.tNext, z), F.to('float64'), step.sRatio > 0 ? { sRatio: step.sRatio, eps } : {});
-      return { xNext, F: a.returnFPred ? F : null };
+  let x = torch.scope(() => a.z.to({ dtype: 'float64', copy: true }));
+  try {
+    for (const step of a.plan) {
+      const { xNext, F } = torch.scope(() => transitionStep(model, math, x, step, a));
+      x.dispose();
+      x = xNext;
+      try {
+        a.onStep?.({ i: step.index, x, F, t: step.tCur, r: step.tNext, rModel: step.rModel });
+      } finally {
+        F.dispose();
+      }
+    }
+    return torch.scope(() => {
+      const out = x.to('float32');
+      return a.decoder ? decodeLatents(a.decoder, out, { mean: a.latentMean, std: a.latentStd }) : out;
     });
-    // Free the previous state now rather than at the end: a long run keeps one float64 state alive.
+  } finally {
     x.dispose();
-    x = xNext;
-    if (F) fPreds.push(F);
-    if (a.returnTrajectory) trajectory.push(x.to('float32'));
   }
-  let out: Tensor;
-  if (a.returnTrajectory) out = torch.stack(trajectory, 0);
-  else {
-    out = x.to('float32');
-    if (a.decoder) out = decodeLatents(a.decoder, out, { mean: a.latentMean, std: a.latentStd });
-  }
-  return a.returnFPred ? { sample: out, fPred: torch.stack(fPreds, 0) } : out;
+}
+
+/**
+ * One step x_t → x_r: F = the (guided) network output at (x_t, t, rModel), then the transport's
+ * step from t to r with it (and, where the plan says, the stochastic term with its ε).
+ */
+function transitionStep(model: SamplerModel, math: TransportMath, x: Tensor, step: PlannedStep, a: ResolvedSample): { xNext: Tensor; F: Tensor } {
+  const F = guidedForward(model, math, x, step, a);
+  // the draw is used as float64 (official: randn_like of the float64 state; recorded ones cast exactly)
+  const eps = step.noise && a.noise ? noiseAt(a.noise, step.index).to('float64') : undefined;
+  const xNext = math.stepOf(x, timeScalar(step.tCur, a.z), timeScalar(step.tNext, a.z), F.to('float64'), step.sRatio, eps);
+  return { xNext, F };
 }
 
 /** One network evaluation at a step, guided where the plan says: one forward on [cond; uncond]. */
-function guidedForward(model: SamplerModel, transport: Transport, x: Tensor, step: PlannedStep, a: ResolvedSample): Tensor {
+function guidedForward(model: SamplerModel, math: TransportMath, x: Tensor, step: PlannedStep, a: ResolvedSample): Tensor {
   const xIn = x.to(a.dtype);
   const B = xIn.shape[0]!;
   const n = step.cfg ? 2 * B : B;
   // ones(n) · c_noise(t) with t a 0-d tensor of z's dtype: the official model times.
-  const times = (v: number): Tensor => torch.ones([n], { dtype: a.dtype, device: a.z.device }).mul(transport.cNoise(timeScalar(v, a.z)));
+  const times = (v: number): Tensor => torch.ones([n], { dtype: a.dtype, device: a.z.device }).mul(math.cNoiseOf(timeScalar(v, a.z)));
   const out = model.forward(
     step.cfg ? torch.cat([xIn, xIn], 0) : xIn,
     times(step.tCur),
@@ -313,7 +325,7 @@ function timeScalar(v: number, z: Tensor): Tensor {
  */
 export function decodeLatents(decoder: Decoder, latents: Tensor, o: { mean?: number | Tensor; std?: number | Tensor } = {}): Tensor {
   const d = decoderOpt(decoder);
-  const lat = tensorOpt(latents, 'latents');
+  const lat = check.tensor(latents, 'latents', 'decodeLatents');
   const mean = scaleOpt(o.mean ?? 0, 'mean');
   const std = scaleOpt(o.std ?? 1, 'std');
   return torch.noGrad(() => torch.scope(() => {
@@ -335,26 +347,9 @@ function channelwise(v: number | Tensor, x: Tensor): number | Tensor {
 
 // ---- option checks ----------------------------------------------------------------------------------
 
-function tensorOpt(v: unknown, name: string): Tensor {
-  if (!(v instanceof Tensor)) throw argError('type', `sample: ${name} must be a Tensor`);
-  if (v.isDisposed) throw new TorchError(`sample: ${name} was disposed`, 'E_DISPOSED');
-  return v;
-}
-
-function num(v: unknown, name: string): number {
-  if (typeof v !== 'number') throw argError('type', `sample: ${name} must be a number, got ${typeof v}`);
-  if (!Number.isFinite(v)) throw argError('range', `sample: ${name} must be finite, got ${v}`);
-  return v;
-}
-
-function bool(v: unknown, name: string): boolean {
-  if (typeof v !== 'boolean') throw argError('type', `sample: ${name} must be a boolean, got ${typeof v}`);
-  return v;
-}
-
 function scaleOpt(v: unknown, name: string): number | Tensor {
-  if (typeof v === 'number') return num(v, name);
-  return tensorOpt(v, name);
+  if (typeof v === 'number') return check.number(v, name, OWNER);
+  return check.tensor(v, name, OWNER);
 }
 
 function decoderOpt(v: unknown): Decoder {
@@ -365,7 +360,7 @@ function decoderOpt(v: unknown): Decoder {
 
 function timestepValues(v: readonly number[] | Tensor): number[] {
   if (v instanceof Tensor) {
-    tensorOpt(v, 'timesteps');
+    check.tensor(v, 'timesteps', OWNER);
     if (v.dim !== 1) throw argError('range', `sample: a timesteps tensor must be 1-D, got [${v.shape.join(', ')}]`, 'E_SHAPE');
     return torch.scope(() => Array.from(v.to('float64').toTypedArray() as Float64Array));
   }
@@ -377,11 +372,11 @@ function timestepValues(v: readonly number[] | Tensor): number[] {
 function noiseEntries(v: readonly (Tensor | null | undefined)[] | Tensor, plan: PlannedStep[], z: Tensor): (Tensor | null)[] | Tensor {
   const n = plan.length;
   if (v instanceof Tensor) {
-    tensorOpt(v, 'noise');
+    check.tensor(v, 'noise', OWNER);
     if (v.dim !== z.dim + 1 || v.shape[0] !== n || v.shape.slice(1).some((d, i) => d !== z.shape[i])) {
       throw argError('range', `sample: a noise tensor must be (${n}, ${z.shape.join(', ')}), got [${v.shape.join(', ')}]`, 'E_SHAPE');
     }
-    if (v.dtype !== 'float32' && v.dtype !== 'float64' && v.dtype !== 'float16' && v.dtype !== 'bfloat16') {
+    if (!isFloating(v.dtype)) {
       throw argError('type', `sample: noise must be floating-point, got ${v.dtype}`, 'E_DTYPE');
     }
     // rows are taken (as views) inside each step's scope, so nothing is allocated here
@@ -390,7 +385,7 @@ function noiseEntries(v: readonly (Tensor | null | undefined)[] | Tensor, plan: 
   let entries: (Tensor | null)[];
   if (Array.isArray(v)) {
     if (v.length !== n) throw argError('range', `sample: noise must have one entry per step (${n}), got ${v.length}`);
-    entries = v.map((e) => (e === null || e === undefined ? null : tensorOpt(e, 'noise entry')));
+    entries = v.map((e) => (e === null || e === undefined ? null : check.tensor(e, 'noise entry', OWNER)));
   } else {
     throw argError('type', 'sample: noise must be an array of tensors or one (numSteps, ...) tensor');
   }
@@ -401,7 +396,7 @@ function noiseEntries(v: readonly (Tensor | null | undefined)[] | Tensor, plan: 
     if (e.shape.length !== z.shape.length || e.shape.some((d, i) => d !== z.shape[i])) {
       throw argError('range', `sample: noise[${s.index}] must have z's shape [${z.shape.join(', ')}], got [${e.shape.join(', ')}]`, 'E_SHAPE');
     }
-    if (e.dtype !== 'float32' && e.dtype !== 'float64' && e.dtype !== 'float16' && e.dtype !== 'bfloat16') {
+    if (!isFloating(e.dtype)) {
       throw argError('type', `sample: noise[${s.index}] must be floating-point, got ${e.dtype}`, 'E_DTYPE');
     }
   }

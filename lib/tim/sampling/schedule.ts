@@ -23,45 +23,24 @@ export function sampleTypeOf(value: unknown): SampleType {
   throw argError('type', `sample: sampleType must be 'transition', 'diffusion' or 'ddiffusion', got ${JSON.stringify(value)}`, 'E_OPTION');
 }
 
-const f32 = new Float32Array(1);
-const u32 = new Uint32Array(f32.buffer);
-
 /**
  * v rounded to dtype, as torch does when it stores a double in a tensor of that dtype (round to
  * nearest even). The official sampler keeps its times in z's dtype, and compares them with Python
  * floats in that dtype too (a Python float is a "wrapped number": it does not promote the tensor).
+ * float16 and bfloat16 are rounded by libtorch itself (a float64 → dtype tensor cast).
  */
 export function roundToDType(v: number, dtype: TimeDType): number {
-  switch (dtype) {
-    case 'float64':
-      return v;
-    case 'float32':
-      return Math.fround(v);
-    case 'bfloat16': {
-      if (!Number.isFinite(v)) return v;
-      f32[0] = v;
-      const bits = u32[0]!;
-      u32[0] = ((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16) << 16;
-      return f32[0];
-    }
-    case 'float16':
-      return roundHalf(v);
-  }
+  return roundAllToDType([v], dtype)[0]!;
 }
 
-/** Round to IEEE half precision (nearest even; overflow to ±Infinity). */
-function roundHalf(v: number): number {
-  if (!Number.isFinite(v) || v === 0) return v;
-  const a = Math.abs(v);
-  if (a >= 65520) return Math.sign(v) * Infinity;
-  // spacing of halves around a: 2^(e−10) for normals, 2^−24 for subnormals
-  let e = Math.floor(Math.log2(a));
-  if (2 ** e > a) e -= 1; // log2 may round up just below a power of two
-  const ulp = 2 ** (Math.max(e, -14) - 10);
-  const q = a / ulp; // exact: ulp is a power of two
-  let r = Math.round(q);
-  if (q - Math.trunc(q) === 0.5 && r % 2 === 1) r -= 1; // ties to even
-  return Math.sign(v) * r * ulp;
+/** Every value rounded to dtype (one tensor cast for the lot; see roundToDType). */
+export function roundAllToDType(values: readonly number[], dtype: TimeDType): number[] {
+  if (dtype === 'float64') return values.slice();
+  if (dtype === 'float32') return values.map(Math.fround); // the IEEE double → float conversion, as torch's
+  if (values.length === 0) return [];
+  return torch.scope(() => Array.from(
+    torch.tensor(values as number[], { dtype: 'float64' }).to(dtype).to('float64').toTypedArray() as Float64Array,
+  ));
 }
 
 /**
@@ -158,10 +137,10 @@ export function samplingPlan(o: PlanOptions): PlannedStep[] {
  */
 export function explicitTimeSteps(values: readonly number[], dtype: TimeDType = 'float32'): number[] {
   if (!Array.isArray(values) || values.length < 2) throw argError('range', 'sample: timesteps must list at least two times (t_0 > ... > t_n)');
-  const out = values.map((v, i) => {
+  values.forEach((v, i) => {
     if (typeof v !== 'number' || !Number.isFinite(v)) throw argError('type', `sample: timesteps[${i}] must be a finite number, got ${String(v)}`);
-    return roundToDType(v, dtype);
   });
+  const out = roundAllToDType(values, dtype);
   for (let i = 1; i < out.length; i++) {
     if (!(out[i]! < out[i - 1]!)) {
       throw argError('range', `sample: timesteps must be strictly decreasing (in ${dtype}); timesteps[${i}] = ${out[i]} follows ${out[i - 1]}`);

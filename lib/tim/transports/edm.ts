@@ -7,10 +7,8 @@
  */
 import * as torch from '../../torch/index.js';
 import type { Tensor } from '../../torch/tensor.js';
-import {
-  BaseTransport, batchSize, finiteParam, positiveParam, tensorArg, timeDraw,
-  type Interpolant, type SampleTOptions, type StepOptions, type TargetInputs, type TransportOptions,
-} from './transport.js';
+import * as check from '../../torch/check.js';
+import { BaseTransport, type Interpolant, type TargetParts, type TransportOptions } from './transport.js';
 
 export interface EDMOptions extends TransportOptions {
   /** default −1.2 */
@@ -34,19 +32,17 @@ export class EDM extends BaseTransport {
     super('EDM', opts as EDMOptions & Record<string, unknown>, ['pMean', 'pStd', 'tMax', 'tMin'], {
       sigmaD: 0.5, tMax: opts.tMax ?? 80.0, tMin: opts.tMin ?? 0.01,
     });
-    this.pMean = finiteParam(opts.pMean ?? -1.2, 'pMean', 'EDM');
-    this.pStd = positiveParam(opts.pStd ?? 1.2, 'pStd', 'EDM');
+    this.pMean = check.number(opts.pMean ?? -1.2, 'pMean', 'EDM');
+    this.pStd = check.positive(opts.pStd ?? 1.2, 'pStd', 'EDM');
   }
 
   /** t = s = exp(pMean + pStd·n). */
-  sampleT(n: number, opts?: SampleTOptions): Tensor {
-    batchSize(n, 'EDM.sampleT');
-    return torch.scope(() => timeDraw('normal', n, opts, 'EDM.sampleT').mul(this.pStd).add(this.pMean).exp());
+  timesFrom(normals: Tensor): Tensor {
+    return torch.scope(() => normals.mul(this.pStd).add(this.pMean).exp());
   }
 
   /** c_noise = log(t) / 4. */
-  cNoise(t: Tensor): Tensor {
-    tensorArg(t, 't', 'EDM.cNoise');
+  cNoiseOf(t: Tensor): Tensor {
     return torch.scope(() => t.log().div(4));
   }
 
@@ -54,8 +50,7 @@ export class EDM extends BaseTransport {
    * alpha = 1/sqrt(t² + σ_d²), sigma = t/sqrt(t² + σ_d²), dAlpha = −t/(σ_d² + t²)^1.5,
    * dSigma = σ_d²/(σ_d² + t²)^1.5.
    */
-  interpolant(t: Tensor): Interpolant {
-    tensorArg(t, 't', 'EDM.interpolant');
+  interpolantOf(t: Tensor): Interpolant {
     const sd2 = this.sigmaD ** 2;
     return torch.scope(() => {
       const t2 = t.pow(2);
@@ -75,10 +70,9 @@ export class EDM extends BaseTransport {
    * (α̂ = t/(σ_d·sqrt(t² + σ_d²)), σ̂ = −σ_d/sqrt(t² + σ_d²); D is the enhanced mix when enhancing)
    * and B = (t − r)(σ_d² + t²)(σ_d³ + t²) / (2t(r − t)(σ_d² + t²) − t(r − t)(σ_d³ + t²) + (σ_d² + t²)(σ_d³ + t²)).
    */
-  target(inputs: TargetInputs): Tensor {
+  targetOf({ x, z, t, r, dFdvdt, enhance, fTCond, fTUncond }: TargetParts): Tensor {
     const sd = this.sigmaD;
     return torch.scope(() => {
-      const { x, z, t, r, dFdvdt, enhance, fTCond, fTUncond } = this.targetArgs(inputs);
       const t2 = t.pow(2);
       const sd2t2 = t2.add(sd ** 2);
       const sd3t2 = t2.add(sd ** 3);
@@ -99,13 +93,12 @@ export class EDM extends BaseTransport {
    * x_r = A·x_t + B·F with k = sqrt(t² + σ_d²)/sqrt(r² + σ_d²)/(σ_d³ + t²), A = (σ_d³ + t·r)·k,
    * B = σ_d²·(t − r)·k. Deterministic: sRatio is ignored, as in the official code.
    */
-  step(xT: Tensor, t: Tensor | number, r: Tensor | number, F: Tensor, opts?: StepOptions): Tensor {
+  stepOf(xT: Tensor, t: Tensor, r: Tensor, F: Tensor): Tensor {
     const sd = this.sigmaD;
     return torch.scope(() => {
-      const a = this.stepArgs(xT, t, r, F, opts);
-      const k = a.t.pow(2).add(sd ** 2).sqrt().div(a.r.pow(2).add(sd ** 2).sqrt()).div(a.t.pow(2).add(sd ** 3));
-      const A = a.t.mul(a.r).add(sd ** 3).mul(k);
-      const B = a.t.sub(a.r).mul(sd ** 2).mul(k);
+      const k = t.pow(2).add(sd ** 2).sqrt().div(r.pow(2).add(sd ** 2).sqrt()).div(t.pow(2).add(sd ** 3));
+      const A = t.mul(r).add(sd ** 3).mul(k);
+      const B = t.sub(r).mul(sd ** 2).mul(k);
       return A.mul(xT).add(B.mul(F));
     });
   }

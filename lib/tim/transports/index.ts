@@ -4,7 +4,7 @@
  */
 export {
   BaseTransport, type Transport, type Interpolant, type TargetInputs, type StepOptions, type SampleTOptions,
-  type ModelTimes, type TransportOptions, type TimeDraw,
+  type ModelTimes, type TransportOptions, type TimeDraw, unchecked, type TransportMath, type TargetParts,
 } from './transport.js';
 export { OTFM, otfmTimeFromSigma, type OTFMOptions } from './ot_fm.js';
 export { TrigFlow, type TrigFlowOptions } from './trigflow.js';

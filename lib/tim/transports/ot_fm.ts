@@ -4,10 +4,8 @@
  */
 import * as torch from '../../torch/index.js';
 import type { Tensor } from '../../torch/tensor.js';
-import {
-  BaseTransport, batchSize, finiteParam, positiveParam, tensorArg, timeDraw,
-  type Interpolant, type SampleTOptions, type StepOptions, type TargetInputs, type TransportOptions,
-} from './transport.js';
+import * as check from '../../torch/check.js';
+import { BaseTransport, type Interpolant, type TargetParts, type TransportOptions } from './transport.js';
 
 export interface OTFMOptions extends TransportOptions {
   /** mean of log s (default 0) */
@@ -36,26 +34,22 @@ export class OTFM extends BaseTransport {
     super('OTFM', opts as OTFMOptions & Record<string, unknown>, ['pMean', 'pStd', 'tMax', 'tMin'], {
       sigmaD: 1.0, tMax: opts.tMax ?? 1.0, tMin: opts.tMin ?? 0.0,
     });
-    this.pMean = finiteParam(opts.pMean ?? 0.0, 'pMean', 'OTFM');
-    this.pStd = positiveParam(opts.pStd ?? 1.0, 'pStd', 'OTFM');
+    this.pMean = check.number(opts.pMean ?? 0.0, 'pMean', 'OTFM');
+    this.pStd = check.positive(opts.pStd ?? 1.0, 'pStd', 'OTFM');
   }
 
-  sampleT(n: number, opts?: SampleTOptions): Tensor {
-    batchSize(n, 'OTFM.sampleT');
-    return torch.scope(() => {
-      const normals = timeDraw('normal', n, opts, 'OTFM.sampleT');
-      return otfmTimeFromSigma(normals.mul(this.pStd).add(this.pMean).exp());
-    });
+  /** t = s / (1 + s), s = exp(pMean + pStd·n). */
+  timesFrom(normals: Tensor): Tensor {
+    return torch.scope(() => otfmTimeFromSigma(normals.mul(this.pStd).add(this.pMean).exp()));
   }
 
-  /** The network sees t itself (a copy, so the caller may dispose either). */
-  cNoise(t: Tensor): Tensor {
-    return tensorArg(t, 't', 'OTFM.cNoise').clone();
+  /** The network sees t itself (cNoise() returns a copy). */
+  cNoiseOf(t: Tensor): Tensor {
+    return t;
   }
 
   /** alpha = 1 − t, sigma = t, dAlpha = −1, dSigma = 1. */
-  interpolant(t: Tensor): Interpolant {
-    tensorArg(t, 't', 'OTFM.interpolant');
+  interpolantOf(t: Tensor): Interpolant {
     return torch.scope(() => ({
       alpha: t.rsub(1),
       sigma: t.clone(),
@@ -65,9 +59,8 @@ export class OTFM extends BaseTransport {
   }
 
   /** F_target = v − (t − r)·dF/dt, with v the (possibly enhanced) velocity v_t. */
-  target(inputs: TargetInputs): Tensor {
+  targetOf(a: TargetParts): Tensor {
     return torch.scope(() => {
-      const a = this.targetArgs(inputs);
       const v = a.enhance ? this.enhancedMix(a.vT, a.t, a.fTCond, a.fTUncond) : a.vT;
       return v.sub(a.t.sub(a.r).mul(a.dFdvdt));
     });
@@ -77,16 +70,15 @@ export class OTFM extends BaseTransport {
    * x_r = x_t − (t − r)·F. With sRatio s > 0 (SDE-like step): with ẑ = x_t + (1 − t)·F the implied
    * noise, x_r −= s·ẑ·(t − r) and x_r += sqrt(2·s·t·(t − r))·eps.
    */
-  step(xT: Tensor, t: Tensor | number, r: Tensor | number, F: Tensor, opts?: StepOptions): Tensor {
+  stepOf(xT: Tensor, t: Tensor, r: Tensor, F: Tensor, sRatio: number, eps?: Tensor): Tensor {
     return torch.scope(() => {
-      const a = this.stepArgs(xT, t, r, F, opts);
-      const dt = a.t.sub(a.r);
+      const dt = t.sub(r);
       let xR = xT.sub(dt.mul(F));
-      if (a.sRatio > 0) {
-        const zHat = xT.add(a.t.rsub(1).mul(F));
-        const eps = a.eps ?? torch.randnLike(zHat);
-        const noiseScale = a.t.mul(a.sRatio * 2).mul(dt).sqrt();
-        xR = xR.sub(zHat.mul(a.sRatio).mul(dt)).add(noiseScale.mul(eps));
+      if (sRatio > 0) {
+        const zHat = xT.add(t.rsub(1).mul(F));
+        const noise = eps ?? torch.randnLike(zHat);
+        const noiseScale = t.mul(sRatio * 2).mul(dt).sqrt();
+        xR = xR.sub(zHat.mul(sRatio).mul(dt)).add(noiseScale.mul(noise));
       }
       return xR;
     });

@@ -9,6 +9,7 @@
  */
 import * as torch from '../../torch/index.js';
 import { argError } from '../../torch/errors.js';
+import * as check from '../../torch/check.js';
 import type { Tensor } from '../../torch/tensor.js';
 import type { DType, Device } from '../../torch/dtype.js';
 
@@ -110,44 +111,7 @@ export interface Transport {
   step(xT: Tensor, t: Tensor | number, r: Tensor | number, F: Tensor, opts?: StepOptions): Tensor;
 }
 
-// ---- argument checks ------------------------------------------------------------------------------
-
-/** A finite number, else a typed error naming the parameter. */
-export function finiteParam(value: unknown, name: string, owner: string): number {
-  if (typeof value !== 'number') throw argError('type', `${owner}: ${name} must be a number, got ${typeof value}`);
-  if (!Number.isFinite(value)) throw argError('range', `${owner}: ${name} must be finite, got ${value}`);
-  return value;
-}
-
-export function positiveParam(value: unknown, name: string, owner: string): number {
-  const v = finiteParam(value, name, owner);
-  if (!(v > 0)) throw argError('range', `${owner}: ${name} must be > 0, got ${v}`);
-  return v;
-}
-
-export function boolParam(value: unknown, name: string, owner: string): boolean {
-  if (typeof value !== 'boolean') throw argError('type', `${owner}: ${name} must be a boolean, got ${typeof value}`);
-  return value;
-}
-
-/** Rejects keys the constructor does not know (a misspelt `pmean` would otherwise be ignored silently). */
-export function checkKnownKeys(opts: object, known: readonly string[], owner: string): void {
-  if (opts === null || typeof opts !== 'object') throw argError('type', `${owner}: options must be an object`);
-  for (const k of Object.keys(opts)) {
-    if (!known.includes(k)) throw argError('type', `${owner}: unknown option '${k}' (known: ${known.join(', ')})`, 'E_OPTION');
-  }
-}
-
-export function tensorArg(value: unknown, name: string, owner: string): Tensor {
-  if (!(value instanceof torch.Tensor)) throw argError('type', `${owner}: ${name} must be a Tensor`);
-  if (value.isDisposed) throw new torch.TorchError(`${owner}: ${name} was disposed`, 'E_DISPOSED');
-  if (!isFloatingDtype(value.dtype)) throw argError('type', `${owner}: ${name} must be a floating-point tensor, got ${value.dtype}`, 'E_DTYPE');
-  return value;
-}
-
-function isFloatingDtype(d: DType): boolean {
-  return d === 'float32' || d === 'float64' || d === 'float16' || d === 'bfloat16';
-}
+// ---- argument checks (public entry points only) --------------------------------------------------
 
 /** A batch size: a positive integer. */
 export function batchSize(n: unknown, owner: string): number {
@@ -161,64 +125,123 @@ export function batchSize(n: unknown, owner: string): number {
  * Passing the other kind of draw is an error, not ignored, because it would silently draw anew.
  */
 export function timeDraw(kind: TimeDraw, n: number, opts: SampleTOptions | undefined, owner: string): Tensor {
-  const o = opts ?? {};
-  if (o === null || typeof o !== 'object') throw argError('type', `${owner}: options must be an object`);
-  checkKnownKeys(o, ['normals', 'uniforms', 'dtype', 'device'], owner);
+  const o = check.knownKeys(opts ?? {}, ['normals', 'uniforms', 'dtype', 'device'], owner);
   const wrong = kind === 'normal' ? o.uniforms : o.normals;
   if (wrong !== undefined) {
     throw argError('type', `${owner}: this transport draws ${kind === 'normal' ? 'standard normals (pass normals)' : 'uniforms (pass uniforms)'}`, 'E_OPTION');
   }
   const given = kind === 'normal' ? o.normals : o.uniforms;
   if (given !== undefined) {
-    const d = tensorArg(given, kind === 'normal' ? 'normals' : 'uniforms', owner);
+    const d = check.floatTensor(given, kind === 'normal' ? 'normals' : 'uniforms', owner);
     if (d.dim !== 1 || d.shape[0] !== n) {
       throw argError('range', `${owner}: the replayed draw must have shape [${n}], got [${d.shape.join(', ')}]`, 'E_SHAPE');
     }
     return d;
   }
-  const to = { dtype: o.dtype ?? 'float32', device: o.device ?? 'cpu' } as const;
-  return kind === 'normal' ? torch.randn([n], to) : torch.rand([n], to);
+  return freshDraw(kind, n, o.dtype ?? 'float32', o.device ?? 'cpu');
+}
+
+function freshDraw(kind: TimeDraw, n: number, dtype: DType, device: Device): Tensor {
+  return kind === 'normal' ? torch.randn([n], { dtype, device }) : torch.rand([n], { dtype, device });
+}
+
+/** t shaped to broadcast against x (B, ...): (B,) becomes (B, 1, ..., 1); other shapes pass as views. Unchecked. */
+export function expandTimeLike(t: Tensor, x: Tensor): Tensor {
+  if (t.dim === 1 && x.dim > 1) return t.view([t.shape[0]!, ...new Array<number>(x.dim - 1).fill(1)]);
+  return t.view(t.shape);
 }
 
 /**
  * Times shaped to broadcast against a batch x (B, ...): a (B,) vector becomes (B, 1, ..., 1), like the
  * official expand_t_like_x (a plain (B,) would broadcast along x's last axis instead: wrong, silently).
  * 0-d tensors and tensors already shaped (B, 1, ..., 1) pass through; numbers become 0-d tensors of
- * x's dtype. The result is a view or a new tensor, never the caller's tensor modified.
+ * x's dtype. The result is a view or a new tensor, never the caller's tensor modified. Checked.
  */
 export function timeLike(t: Tensor | number, x: Tensor, name: string, owner: string): Tensor {
   if (typeof t === 'number') {
-    finiteParam(t, name, owner);
+    check.number(t, name, owner);
     return torch.scalarTensor(t, { dtype: x.dtype, device: x.device });
   }
-  const tt = tensorArg(t, name, owner);
+  const tt = check.floatTensor(t, name, owner);
   if (tt.dim === 1 && x.dim > 1) {
     const n = tt.shape[0]!;
     if (n !== x.shape[0] && n !== 1) {
       throw argError('range', `${owner}: ${name} has ${n} entries but the batch has ${x.shape[0]}`, 'E_SHAPE');
     }
-    return tt.view([n, ...new Array<number>(x.dim - 1).fill(1)]);
   }
-  return tt.view(tt.shape);
+  return expandTimeLike(tt, x);
 }
 
-/** Same shape as the reference, else E_SHAPE (broadcasting a wrong-sized eps or F would be silent). */
-export function sameShape(a: Tensor, ref: Tensor, name: string, refName: string, owner: string): void {
-  const sa = a.shape, sr = ref.shape;
-  if (sa.length !== sr.length || sa.some((d, i) => d !== sr[i])) {
-    throw argError('range', `${owner}: ${name} [${sa.join(', ')}] must have the shape of ${refName} [${sr.join(', ')}]`, 'E_SHAPE');
+// ---- the unchecked math ----------------------------------------------------------------------------
+
+/** target()'s inputs once checked: times shaped like x, the EMA predictions 0 where absent. */
+export interface TargetParts {
+  xT: Tensor; vT: Tensor; x: Tensor; z: Tensor;
+  /** shaped to broadcast against x */
+  t: Tensor; r: Tensor;
+  dFdvdt: Tensor | number;
+  enhance: boolean;
+  fTCond: Tensor | number;
+  fTUncond: Tensor | number;
+}
+
+/**
+ * A transport's math without argument checks, for callers that checked their inputs where they
+ * entered (TransitionLoss.compute, sample): nothing here re-checks on every training or sampling
+ * step. Results are new tensors or views; inputs are never modified.
+ */
+export interface TransportMath {
+  /** c_noise(t); may return t itself where c_noise is the identity (OTFM, TrigFlow) */
+  cNoiseOf(t: Tensor): Tensor;
+  /** c_noise of t and r, flattened to (B,) */
+  modelTimesOf(t: Tensor, r: Tensor): ModelTimes;
+  /** alpha, sigma and their derivatives at t (t shaped like x) */
+  interpolantOf(t: Tensor): Interpolant;
+  /** n fresh training times of a dtype on a device */
+  drawTimes(n: number, dtype: DType, device: Device): Tensor;
+  targetOf(a: TargetParts): Tensor;
+  /** x_t → x_r; t, r already broadcastable against xT, sRatio >= 0 (used only where stochasticStep) */
+  stepOf(xT: Tensor, t: Tensor, r: Tensor, F: Tensor, sRatio: number, eps?: Tensor): Tensor;
+}
+
+const viaPublic = new WeakMap<Transport, TransportMath>();
+
+/**
+ * The unchecked math of a transport: a BaseTransport's own, or (for another Transport
+ * implementation) its public, checked methods.
+ */
+export function unchecked(tr: Transport): TransportMath {
+  if (tr instanceof BaseTransport) return tr;
+  let m = viaPublic.get(tr);
+  if (!m) {
+    m = {
+      cNoiseOf: (t) => tr.cNoise(t),
+      modelTimesOf: (t, r) => tr.modelTimes(t, r),
+      interpolantOf: (t) => tr.interpolant(t),
+      drawTimes: (n, dtype, device) => tr.sampleT(n, { dtype, device }),
+      targetOf: (a) => tr.target({
+        xT: a.xT, vT: a.vT, x: a.x, z: a.z, t: a.t, r: a.r, dFdvdt: a.dFdvdt, enhance: a.enhance,
+        ...(typeof a.fTCond === 'number' ? {} : { fTCond: a.fTCond }),
+        ...(typeof a.fTUncond === 'number' ? {} : { fTUncond: a.fTUncond }),
+      }),
+      stepOf: (xT, t, r, F, sRatio, eps) => tr.step(xT, t, r, F, { sRatio, ...(eps ? { eps } : {}) }),
+    };
+    viaPublic.set(tr, m);
   }
+  return m;
 }
 
 // ---- shared behaviour ---------------------------------------------------------------------------------
 
 const COMMON_KEYS = ['sigmaD', 'enhanceTarget', 'wGt', 'wCond', 'wStart', 'wEnd'] as const;
+const TARGET_KEYS = ['xT', 'vT', 'x', 'z', 't', 'r', 'dFdvdt', 'fTCond', 'fTUncond', 'enhance'] as const;
 
 /**
- * The common parameters and methods. Subclasses supply the path (interpolant), the time draw, c_noise,
- * the target and the step.
+ * The common parameters, and the public methods: each checks its arguments once, then runs the
+ * unchecked math (TransportMath) that subclasses supply: the path (interpolantOf), the time draw
+ * (timesFrom), c_noise (cNoiseOf), the target (targetOf) and the step (stepOf).
  */
-export abstract class BaseTransport implements Transport {
+export abstract class BaseTransport implements Transport, TransportMath {
   abstract readonly name: string;
   abstract readonly timeDraw: TimeDraw;
   abstract readonly stochasticStep: boolean;
@@ -237,23 +260,30 @@ export abstract class BaseTransport implements Transport {
     extraKeys: readonly string[],
     defaults: { sigmaD: number; tMax: number; tMin: number },
   ) {
-    checkKnownKeys(opts, [...COMMON_KEYS, ...extraKeys], owner);
-    this.sigmaD = positiveParam(opts.sigmaD ?? defaults.sigmaD, 'sigmaD', owner);
-    this.tMax = finiteParam(defaults.tMax, 'tMax', owner);
-    this.tMin = finiteParam(defaults.tMin, 'tMin', owner);
+    check.knownKeys(opts, [...COMMON_KEYS, ...extraKeys], owner);
+    this.sigmaD = check.positive(opts.sigmaD ?? defaults.sigmaD, 'sigmaD', owner);
+    this.tMax = check.number(defaults.tMax, 'tMax', owner);
+    this.tMin = check.number(defaults.tMin, 'tMin', owner);
     if (!(this.tMin < this.tMax)) throw argError('range', `${owner}: tMin (${this.tMin}) must be < tMax (${this.tMax})`);
-    this.enhanceTarget = boolParam(opts.enhanceTarget ?? false, 'enhanceTarget', owner);
-    this.wGt = finiteParam(opts.wGt ?? 1.0, 'wGt', owner);
-    this.wCond = finiteParam(opts.wCond ?? 0.0, 'wCond', owner);
-    this.wStart = finiteParam(opts.wStart ?? 0.0, 'wStart', owner);
-    this.wEnd = finiteParam(opts.wEnd ?? 1.0, 'wEnd', owner);
+    this.enhanceTarget = check.bool(opts.enhanceTarget ?? false, 'enhanceTarget', owner);
+    this.wGt = check.number(opts.wGt ?? 1.0, 'wGt', owner);
+    this.wCond = check.number(opts.wCond ?? 0.0, 'wCond', owner);
+    this.wStart = check.number(opts.wStart ?? 0.0, 'wStart', owner);
+    this.wEnd = check.number(opts.wEnd ?? 1.0, 'wEnd', owner);
   }
 
-  abstract sampleT(n: number, opts?: SampleTOptions): Tensor;
-  abstract cNoise(t: Tensor): Tensor;
-  abstract interpolant(t: Tensor): Interpolant;
-  abstract target(inputs: TargetInputs): Tensor;
-  abstract step(xT: Tensor, t: Tensor | number, r: Tensor | number, F: Tensor, opts?: StepOptions): Tensor;
+  // ---- the math, unchecked (subclasses) ----
+
+  /** Training times from a standard draw (normal or uniform, as timeDraw says), shape kept. */
+  abstract timesFrom(draw: Tensor): Tensor;
+  abstract cNoiseOf(t: Tensor): Tensor;
+  abstract interpolantOf(t: Tensor): Interpolant;
+  abstract targetOf(a: TargetParts): Tensor;
+  abstract stepOf(xT: Tensor, t: Tensor, r: Tensor, F: Tensor, sRatio: number, eps?: Tensor): Tensor;
+
+  drawTimes(n: number, dtype: DType, device: Device): Tensor {
+    return torch.scope(() => this.timesFrom(freshDraw(this.timeDraw, n, dtype, device)));
+  }
 
   /**
    * The network's time inputs, c_noise applied once to the raw times. The official
@@ -261,53 +291,8 @@ export abstract class BaseTransport implements Transport {
    * VPSDE and VESDE that feeds the EMA model a wrong time (log(log(t)/4)/4 is NaN for t < 1 under
    * EDM). Use modelTimes(t, t) for the enhanced target's EMA predictions (see docs/transports.md).
    */
-  modelTimes(t: Tensor, r: Tensor): ModelTimes {
-    const owner = `${this.name}.modelTimes`;
-    tensorArg(t, 't', owner);
-    tensorArg(r, 'r', owner);
-    return torch.scope(() => ({ tInput: this.cNoise(t.flatten()), rInput: this.cNoise(r.flatten()) }));
-  }
-
-  /** Checks the target's arguments and shapes its times like x; returns the pieces ready to use. */
-  protected targetArgs(inputs: TargetInputs): {
-    xT: Tensor; vT: Tensor; x: Tensor; z: Tensor; t: Tensor; r: Tensor; dFdvdt: Tensor | number; enhance: boolean;
-    fTCond: Tensor | number; fTUncond: Tensor | number;
-  } {
-    const owner = `${this.name}.target`;
-    if (inputs === null || typeof inputs !== 'object') throw argError('type', `${owner}: expected an object of inputs`);
-    checkKnownKeys(inputs, ['xT', 'vT', 'x', 'z', 't', 'r', 'dFdvdt', 'fTCond', 'fTUncond', 'enhance'], owner);
-    const x = tensorArg(inputs.x, 'x', owner);
-    const xT = tensorArg(inputs.xT, 'xT', owner);
-    const vT = tensorArg(inputs.vT, 'vT', owner);
-    const z = tensorArg(inputs.z, 'z', owner);
-    sameShape(xT, x, 'xT', 'x', owner);
-    sameShape(vT, x, 'vT', 'x', owner);
-    sameShape(z, x, 'z', 'x', owner);
-    let dFdvdt: Tensor | number;
-    if (typeof inputs.dFdvdt === 'number') {
-      dFdvdt = finiteParam(inputs.dFdvdt, 'dFdvdt', owner);
-    } else {
-      dFdvdt = tensorArg(inputs.dFdvdt, 'dFdvdt', owner);
-      sameShape(dFdvdt, x, 'dFdvdt', 'x', owner);
-    }
-    const enhance = boolParam(inputs.enhance ?? this.enhanceTarget, 'enhance', owner);
-    let fTCond: Tensor | number = 0;
-    let fTUncond: Tensor | number = 0;
-    if (enhance) {
-      // The official code substitutes 0 for F_t_cond when w_cond is 0 (it skips that EMA forward).
-      if (inputs.fTCond !== undefined) {
-        fTCond = tensorArg(inputs.fTCond, 'fTCond', owner);
-        sameShape(fTCond, x, 'fTCond', 'x', owner);
-      } else if (this.wCond !== 0) {
-        throw argError('type', `${owner}: enhance with wCond ${this.wCond} needs fTCond`);
-      }
-      if (inputs.fTUncond === undefined) throw argError('type', `${owner}: enhance needs fTUncond`);
-      fTUncond = tensorArg(inputs.fTUncond, 'fTUncond', owner);
-      sameShape(fTUncond, x, 'fTUncond', 'x', owner);
-    }
-    const t = timeLike(inputs.t, x, 't', owner);
-    const r = timeLike(inputs.r, x, 'r', owner);
-    return { xT, vT, x, z, t, r, dFdvdt, enhance, fTCond, fTUncond };
+  modelTimesOf(t: Tensor, r: Tensor): ModelTimes {
+    return torch.scope(() => ({ tInput: this.cNoiseOf(t.flatten()), rInput: this.cNoiseOf(r.flatten()) }));
   }
 
   /**
@@ -322,23 +307,88 @@ export abstract class BaseTransport implements Transport {
     return wGt.mul(gt).add(wCond.mul(cond)).add(wUncond.mul(uncond));
   }
 
+  // ---- the public methods: check once, then the math ----
+
+  sampleT(n: number, opts?: SampleTOptions): Tensor {
+    const owner = `${this.name}.sampleT`;
+    batchSize(n, owner);
+    return torch.scope(() => this.timesFrom(timeDraw(this.timeDraw, n, opts, owner)));
+  }
+
+  /** The network's time input (a new tensor: the caller may dispose either). */
+  cNoise(t: Tensor): Tensor {
+    const tt = check.floatTensor(t, 't', `${this.name}.cNoise`);
+    return torch.scope(() => {
+      const c = this.cNoiseOf(tt);
+      return c === tt ? tt.clone() : c;
+    });
+  }
+
+  modelTimes(t: Tensor, r: Tensor): ModelTimes {
+    const owner = `${this.name}.modelTimes`;
+    check.floatTensor(t, 't', owner);
+    check.floatTensor(r, 'r', owner);
+    return torch.scope(() => {
+      const m = this.modelTimesOf(t, r);
+      // c_noise may be the identity: the public result never aliases the caller's tensors
+      return { tInput: m.tInput.clone(), rInput: m.rInput.clone() };
+    });
+  }
+
+  interpolant(t: Tensor): Interpolant {
+    return this.interpolantOf(check.floatTensor(t, 't', `${this.name}.interpolant`));
+  }
+
+  target(inputs: TargetInputs): Tensor {
+    return torch.scope(() => this.targetOf(this.targetArgs(inputs)));
+  }
+
+  step(xT: Tensor, t: Tensor | number, r: Tensor | number, F: Tensor, opts?: StepOptions): Tensor {
+    return torch.scope(() => {
+      const a = this.stepArgs(xT, t, r, F, opts);
+      return this.stepOf(xT, a.t, a.r, F, a.sRatio, a.eps);
+    });
+  }
+
+  /** Checks the target's arguments and shapes its times like x. */
+  private targetArgs(inputs: TargetInputs): TargetParts {
+    const owner = `${this.name}.target`;
+    check.knownKeys(inputs, TARGET_KEYS, owner, 'inputs');
+    const x = check.floatTensor(inputs.x, 'x', owner);
+    const xT = check.sameShape(check.floatTensor(inputs.xT, 'xT', owner), x, 'xT', 'x', owner);
+    const vT = check.sameShape(check.floatTensor(inputs.vT, 'vT', owner), x, 'vT', 'x', owner);
+    const z = check.sameShape(check.floatTensor(inputs.z, 'z', owner), x, 'z', 'x', owner);
+    const dFdvdt = typeof inputs.dFdvdt === 'number'
+      ? check.number(inputs.dFdvdt, 'dFdvdt', owner)
+      : check.sameShape(check.floatTensor(inputs.dFdvdt, 'dFdvdt', owner), x, 'dFdvdt', 'x', owner);
+    const enhance = check.bool(inputs.enhance ?? this.enhanceTarget, 'enhance', owner);
+    let fTCond: Tensor | number = 0;
+    let fTUncond: Tensor | number = 0;
+    if (enhance) {
+      // The official code substitutes 0 for F_t_cond when w_cond is 0 (it skips that EMA forward).
+      if (inputs.fTCond !== undefined) {
+        fTCond = check.sameShape(check.floatTensor(inputs.fTCond, 'fTCond', owner), x, 'fTCond', 'x', owner);
+      } else if (this.wCond !== 0) {
+        throw argError('type', `${owner}: enhance with wCond ${this.wCond} needs fTCond`);
+      }
+      if (inputs.fTUncond === undefined) throw argError('type', `${owner}: enhance needs fTUncond`);
+      fTUncond = check.sameShape(check.floatTensor(inputs.fTUncond, 'fTUncond', owner), x, 'fTUncond', 'x', owner);
+    }
+    const t = timeLike(inputs.t, x, 't', owner);
+    const r = timeLike(inputs.r, x, 'r', owner);
+    return { xT, vT, x, z, t, r, dFdvdt, enhance, fTCond, fTUncond };
+  }
+
   /** Checks step's arguments; returns times shaped like x_t and the options. */
-  protected stepArgs(xT: Tensor, t: Tensor | number, r: Tensor | number, F: Tensor, opts: StepOptions | undefined): {
+  private stepArgs(xT: Tensor, t: Tensor | number, r: Tensor | number, F: Tensor, opts: StepOptions | undefined): {
     t: Tensor; r: Tensor; sRatio: number; eps: Tensor | undefined;
   } {
     const owner = `${this.name}.step`;
-    tensorArg(xT, 'xT', owner);
-    tensorArg(F, 'F', owner);
-    sameShape(F, xT, 'F', 'xT', owner);
-    const o = opts ?? {};
-    checkKnownKeys(o, ['sRatio', 'eps'], owner);
-    const sRatio = finiteParam(o.sRatio ?? 0, 'sRatio', owner);
-    if (sRatio < 0) throw argError('range', `${owner}: sRatio must be >= 0, got ${sRatio}`);
-    let eps: Tensor | undefined;
-    if (o.eps !== undefined) {
-      eps = tensorArg(o.eps, 'eps', owner);
-      sameShape(eps, xT, 'eps', 'xT', owner);
-    }
+    check.floatTensor(xT, 'xT', owner);
+    check.sameShape(check.floatTensor(F, 'F', owner), xT, 'F', 'xT', owner);
+    const o = check.knownKeys(opts ?? {}, ['sRatio', 'eps'], owner);
+    const sRatio = check.nonNegative(o.sRatio ?? 0, 'sRatio', owner);
+    const eps = o.eps === undefined ? undefined : check.sameShape(check.floatTensor(o.eps, 'eps', owner), xT, 'eps', 'xT', owner);
     return { t: timeLike(t, xT, 't', owner), r: timeLike(r, xT, 'r', owner), sRatio, eps };
   }
 }

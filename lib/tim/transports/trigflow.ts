@@ -5,10 +5,8 @@
  */
 import * as torch from '../../torch/index.js';
 import type { Tensor } from '../../torch/tensor.js';
-import {
-  BaseTransport, batchSize, finiteParam, positiveParam, tensorArg, timeDraw,
-  type Interpolant, type SampleTOptions, type StepOptions, type TargetInputs, type TransportOptions,
-} from './transport.js';
+import * as check from '../../torch/check.js';
+import { BaseTransport, type Interpolant, type TargetParts, type TransportOptions } from './transport.js';
 
 export interface TrigFlowOptions extends TransportOptions {
   /** default −1.0 */
@@ -32,24 +30,22 @@ export class TrigFlow extends BaseTransport {
     super('TrigFlow', opts as TrigFlowOptions & Record<string, unknown>, ['pMean', 'pStd', 'tMax', 'tMin'], {
       sigmaD: 0.5, tMax: opts.tMax ?? 1.57, tMin: opts.tMin ?? 0.0,
     });
-    this.pMean = finiteParam(opts.pMean ?? -1.0, 'pMean', 'TrigFlow');
-    this.pStd = positiveParam(opts.pStd ?? 1.6, 'pStd', 'TrigFlow');
+    this.pMean = check.number(opts.pMean ?? -1.0, 'pMean', 'TrigFlow');
+    this.pStd = check.positive(opts.pStd ?? 1.6, 'pStd', 'TrigFlow');
   }
 
   /** t = atan(s), s log-normal. */
-  sampleT(n: number, opts?: SampleTOptions): Tensor {
-    batchSize(n, 'TrigFlow.sampleT');
-    return torch.scope(() => timeDraw('normal', n, opts, 'TrigFlow.sampleT').mul(this.pStd).add(this.pMean).exp().atan());
+  timesFrom(normals: Tensor): Tensor {
+    return torch.scope(() => normals.mul(this.pStd).add(this.pMean).exp().atan());
   }
 
-  /** The network sees t itself (a copy). */
-  cNoise(t: Tensor): Tensor {
-    return tensorArg(t, 't', 'TrigFlow.cNoise').clone();
+  /** The network sees t itself (cNoise() returns a copy). */
+  cNoiseOf(t: Tensor): Tensor {
+    return t;
   }
 
   /** alpha = cos t, sigma = sin t, dAlpha = −sin t, dSigma = cos t. */
-  interpolant(t: Tensor): Interpolant {
-    tensorArg(t, 't', 'TrigFlow.interpolant');
+  interpolantOf(t: Tensor): Interpolant {
     return torch.scope(() => {
       const sin = t.sin();
       const cos = t.cos();
@@ -58,9 +54,8 @@ export class TrigFlow extends BaseTransport {
   }
 
   /** F_target = v − tan(t − r)·(x_t + dF/dt), v the (possibly enhanced) velocity. */
-  target(inputs: TargetInputs): Tensor {
+  targetOf(a: TargetParts): Tensor {
     return torch.scope(() => {
-      const a = this.targetArgs(inputs);
       const v = a.enhance ? this.enhancedMix(a.vT, a.t, a.fTCond, a.fTUncond) : a.vT;
       return v.sub(a.t.sub(a.r).tan().mul(a.xT.add(a.dFdvdt)));
     });
@@ -70,10 +65,9 @@ export class TrigFlow extends BaseTransport {
    * x_r = cos(t − r)·x_t − sin(t − r)·F. Deterministic: sRatio is ignored, as in the official code
    * (TrigFlow has no stochastic step there).
    */
-  step(xT: Tensor, t: Tensor | number, r: Tensor | number, F: Tensor, opts?: StepOptions): Tensor {
+  stepOf(xT: Tensor, t: Tensor, r: Tensor, F: Tensor): Tensor {
     return torch.scope(() => {
-      const a = this.stepArgs(xT, t, r, F, opts);
-      const d = a.t.sub(a.r);
+      const d = t.sub(r);
       return d.cos().mul(xT).sub(d.sin().mul(F));
     });
   }

@@ -6,10 +6,8 @@
 import * as torch from '../../torch/index.js';
 import type { Tensor } from '../../torch/tensor.js';
 import { argError } from '../../torch/errors.js';
-import {
-  BaseTransport, batchSize, positiveParam, tensorArg, timeDraw,
-  type Interpolant, type SampleTOptions, type StepOptions, type TargetInputs, type TransportOptions,
-} from './transport.js';
+import * as check from '../../torch/check.js';
+import { BaseTransport, type Interpolant, type TargetParts, type TransportOptions } from './transport.js';
 
 export interface VESDEOptions extends TransportOptions {
   /** default 0.02 (also tMin) */
@@ -26,8 +24,8 @@ export class VESDE extends BaseTransport {
   readonly sigmaMax: number;
 
   constructor(opts: VESDEOptions = {}) {
-    const sigmaMin = positiveParam(opts.sigmaMin ?? 0.02, 'sigmaMin', 'VESDE');
-    const sigmaMax = positiveParam(opts.sigmaMax ?? 100, 'sigmaMax', 'VESDE');
+    const sigmaMin = check.positive(opts.sigmaMin ?? 0.02, 'sigmaMin', 'VESDE');
+    const sigmaMax = check.positive(opts.sigmaMax ?? 100, 'sigmaMax', 'VESDE');
     if (!(sigmaMin < sigmaMax)) throw argError('range', `VESDE: sigmaMin (${sigmaMin}) must be < sigmaMax (${sigmaMax})`);
     super('VESDE', opts as VESDEOptions & Record<string, unknown>, ['sigmaMin', 'sigmaMax'], {
       sigmaD: 1.0, tMax: sigmaMax, tMin: sigmaMin,
@@ -37,10 +35,8 @@ export class VESDE extends BaseTransport {
   }
 
   /** t = σmin·(σmax/σmin)^u, u uniform in [0, 1). */
-  sampleT(n: number, opts?: SampleTOptions): Tensor {
-    batchSize(n, 'VESDE.sampleT');
+  timesFrom(u: Tensor): Tensor {
     return torch.scope(() => {
-      const u = timeDraw('uniform', n, opts, 'VESDE.sampleT');
       // the official float ** tensor makes a 0-d tensor of u's dtype and raises it to u
       const base = torch.scalarTensor(this.sigmaMax / this.sigmaMin, { dtype: u.dtype, device: u.device });
       return base.pow(u).mul(this.sigmaMin);
@@ -48,14 +44,12 @@ export class VESDE extends BaseTransport {
   }
 
   /** c_noise = log(t/2). */
-  cNoise(t: Tensor): Tensor {
-    tensorArg(t, 't', 'VESDE.cNoise');
+  cNoiseOf(t: Tensor): Tensor {
     return torch.scope(() => t.mul(0.5).log());
   }
 
   /** alpha = 1, sigma = t, dAlpha = 0, dSigma = 1. */
-  interpolant(t: Tensor): Interpolant {
-    tensorArg(t, 't', 'VESDE.interpolant');
+  interpolantOf(t: Tensor): Interpolant {
     return torch.scope(() => ({
       alpha: torch.onesLike(t),
       sigma: t.clone(),
@@ -68,9 +62,8 @@ export class VESDE extends BaseTransport {
    * F_target = (r − t)·dF/dt − ẑ, ẑ the (possibly enhanced) noise; the network predicts −z, so the
    * EMA predictions enter the mix negated (official).
    */
-  target(inputs: TargetInputs): Tensor {
+  targetOf(a: TargetParts): Tensor {
     return torch.scope(() => {
-      const a = this.targetArgs(inputs);
       const neg = (f: Tensor | number): Tensor | number => (typeof f === 'number' ? -f : f.neg());
       const zHat = a.enhance ? this.enhancedMix(a.z, a.t, neg(a.fTCond), neg(a.fTUncond)) : a.z;
       return a.r.sub(a.t).mul(a.dFdvdt).sub(zHat);
@@ -78,10 +71,9 @@ export class VESDE extends BaseTransport {
   }
 
   /** x_r = x_t + (t − r)·F. Deterministic: sRatio is ignored, as in the official code. */
-  step(xT: Tensor, t: Tensor | number, r: Tensor | number, F: Tensor, opts?: StepOptions): Tensor {
+  stepOf(xT: Tensor, t: Tensor, r: Tensor, F: Tensor): Tensor {
     return torch.scope(() => {
-      const a = this.stepArgs(xT, t, r, F, opts);
-      return xT.add(a.t.sub(a.r).mul(F));
+      return xT.add(t.sub(r).mul(F));
     });
   }
 }

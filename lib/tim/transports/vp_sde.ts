@@ -7,10 +7,8 @@
 import * as torch from '../../torch/index.js';
 import type { Tensor } from '../../torch/tensor.js';
 import { argError } from '../../torch/errors.js';
-import {
-  BaseTransport, batchSize, finiteParam, positiveParam, tensorArg, timeDraw,
-  type Interpolant, type SampleTOptions, type StepOptions, type TargetInputs, type TransportOptions,
-} from './transport.js';
+import * as check from '../../torch/check.js';
+import { BaseTransport, type Interpolant, type TargetParts, type TransportOptions } from './transport.js';
 
 export interface VPSDEOptions extends TransportOptions {
   /** default 0.1 */
@@ -33,32 +31,34 @@ export class VPSDE extends BaseTransport {
   readonly T: number;
 
   constructor(opts: VPSDEOptions = {}) {
-    const epsilonT = positiveParam(opts.epsilonT ?? 1e-5, 'epsilonT', 'VPSDE');
+    const epsilonT = check.positive(opts.epsilonT ?? 1e-5, 'epsilonT', 'VPSDE');
     if (!(epsilonT < 1)) throw argError('range', `VPSDE: epsilonT must be < 1, got ${epsilonT}`);
     super('VPSDE', opts as VPSDEOptions & Record<string, unknown>, ['betaMin', 'betaD', 'epsilonT', 'T'], {
       sigmaD: 1.0, tMax: 1.0, tMin: epsilonT,
     });
-    this.betaMin = finiteParam(opts.betaMin ?? 0.1, 'betaMin', 'VPSDE');
-    this.betaD = finiteParam(opts.betaD ?? 19.9, 'betaD', 'VPSDE');
+    this.betaMin = check.number(opts.betaMin ?? 0.1, 'betaMin', 'VPSDE');
+    this.betaD = check.number(opts.betaD ?? 19.9, 'betaD', 'VPSDE');
     this.epsilonT = epsilonT;
-    this.T = finiteParam(opts.T ?? 1000, 'T', 'VPSDE');
+    this.T = check.number(opts.T ?? 1000, 'T', 'VPSDE');
   }
 
   /** β(t) = sqrt(exp(βd·t²/2 + βmin·t) − 1). */
   beta(t: Tensor): Tensor {
-    tensorArg(t, 't', 'VPSDE.beta');
+    return this.betaOf(check.floatTensor(t, 't', 'VPSDE.beta'));
+  }
+
+  /** β(t), unchecked. */
+  betaOf(t: Tensor): Tensor {
     return torch.scope(() => t.pow(2).mul(0.5 * this.betaD).add(t.mul(this.betaMin)).exp().sub(1).sqrt());
   }
 
   /** t = 1 + u·(εt − 1), u uniform in [0, 1): t ∈ (εt, 1]. */
-  sampleT(n: number, opts?: SampleTOptions): Tensor {
-    batchSize(n, 'VPSDE.sampleT');
-    return torch.scope(() => timeDraw('uniform', n, opts, 'VPSDE.sampleT').mul(this.epsilonT - 1).add(1));
+  timesFrom(u: Tensor): Tensor {
+    return torch.scope(() => u.mul(this.epsilonT - 1).add(1));
   }
 
   /** c_noise = (T − 1)·t. */
-  cNoise(t: Tensor): Tensor {
-    tensorArg(t, 't', 'VPSDE.cNoise');
+  cNoiseOf(t: Tensor): Tensor {
     return torch.scope(() => t.mul(this.T - 1));
   }
 
@@ -66,10 +66,9 @@ export class VPSDE extends BaseTransport {
    * alpha = 1/sqrt(β² + 1), sigma = β/sqrt(β² + 1), dAlpha = −(βd·t + βmin)/(2·sqrt(β² + 1)),
    * dSigma = (βd·t + βmin)/(2·β·sqrt(β² + 1)) (infinite at t = 0, where β = 0).
    */
-  interpolant(t: Tensor): Interpolant {
-    tensorArg(t, 't', 'VPSDE.interpolant');
+  interpolantOf(t: Tensor): Interpolant {
     return torch.scope(() => {
-      const b = this.beta(t);
+      const b = this.betaOf(t);
       const norm = b.pow(2).add(1).sqrt();
       const rate = t.mul(this.betaD).add(this.betaMin);
       return {
@@ -82,12 +81,11 @@ export class VPSDE extends BaseTransport {
   }
 
   /** F_target = ẑ − dF/dt·(β(t) − β(r))/β'(t), β'(t) = (βd·t + βmin)(β² + 1)/(2β); ẑ the (possibly enhanced) noise. */
-  target(inputs: TargetInputs): Tensor {
+  targetOf(a: TargetParts): Tensor {
     return torch.scope(() => {
-      const a = this.targetArgs(inputs);
       const zHat = a.enhance ? this.enhancedMix(a.z, a.t, a.fTCond, a.fTUncond) : a.z;
-      const bt = this.beta(a.t);
-      const br = this.beta(a.r);
+      const bt = this.betaOf(a.t);
+      const br = this.betaOf(a.r);
       const dBeta = a.t.mul(this.betaD).add(this.betaMin).mul(bt.pow(2).add(1)).div(bt.mul(2));
       const dF = typeof a.dFdvdt === 'number' ? bt.sub(br).mul(a.dFdvdt) : a.dFdvdt.mul(bt.sub(br));
       return zHat.sub(dF.div(dBeta));
@@ -98,11 +96,10 @@ export class VPSDE extends BaseTransport {
    * x_r = A·x_t + B·F, A = sqrt(β(t)² + 1)/sqrt(β(r)² + 1), B = (β(r) − β(t))/sqrt(β(r)² + 1).
    * Deterministic: sRatio is ignored, as in the official code.
    */
-  step(xT: Tensor, t: Tensor | number, r: Tensor | number, F: Tensor, opts?: StepOptions): Tensor {
+  stepOf(xT: Tensor, t: Tensor, r: Tensor, F: Tensor): Tensor {
     return torch.scope(() => {
-      const a = this.stepArgs(xT, t, r, F, opts);
-      const bt = this.beta(a.t);
-      const br = this.beta(a.r);
+      const bt = this.betaOf(t);
+      const br = this.betaOf(r);
       const normR = br.pow(2).add(1).sqrt();
       const A = bt.pow(2).add(1).sqrt().div(normR);
       const B = br.sub(bt).div(normR);
