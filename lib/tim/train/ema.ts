@@ -7,12 +7,9 @@
  * Over a TorchScript module the EMA is itself a module (`ema.module`, a deep copy usable for forward);
  * over a plain Record<string, Tensor> it holds its own copies of the tensors.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import * as torch from '../../torch/index.js';
 import { argError } from '../../torch/errors.js';
-import { ScriptModule, load as jitLoad } from '../../torch/jit.js';
+import { ScriptModule } from '../../torch/jit.js';
 import type { Tensor } from '../../torch/tensor.js';
 
 /**
@@ -73,20 +70,12 @@ function checkRecord(rec: unknown, owner: string): Record<string, Tensor> {
 
 /**
  * A deep copy of a TorchScript module: its own parameters, buffers and attributes, same methods,
- * training mode and devices. Done by a round trip through TorchScript's archive format (the addon has
- * no native clone), in a private temporary directory that is removed afterwards.
+ * training mode and devices (ScriptModule.clone, libtorch's Module::clone).
  */
 export function cloneScriptModule(m: ScriptModule): ScriptModule {
   if (!(m instanceof ScriptModule)) throw argError('type', 'cloneScriptModule: expected a ScriptModule');
   if (m.isDisposed) throw new torch.TorchError('cloneScriptModule: module was disposed', 'E_DISPOSED');
-  const dir = mkdtempSync(join(tmpdir(), 'tim-clone-'));
-  try {
-    const path = join(dir, 'module.pt');
-    m.save(path);
-    return jitLoad(path);
-  } finally {
-    rmSync(dir, { recursive: true, force: true });
-  }
+  return m.clone();
 }
 
 /** Names present in one list and not the other, as an error message part (empty when equal). */
