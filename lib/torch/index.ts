@@ -34,4 +34,4 @@ export const nn = { utils: nnUtils } as const;
 export {
   load, loadAsync, save, saveAsync, loadSafetensors, openSafetensors, safetensorsHeader, SafetensorsFile,
   type TensorRecord, type LoadOptions, type GetOptions, type SafetensorsTensorInfo,
-} from './io/safetensors.js';
+} from './io/index.js';

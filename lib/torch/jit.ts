@@ -7,13 +7,13 @@
  * obtained from a parent, and every parameter returned by parameters()/stateDict(), alias the
  * module's own state (an optimizer updating a parameter in place updates the module).
  */
-import { renameSync, statSync, unlinkSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
+import { statSync } from 'node:fs';
 import { native } from './native.js';
 import { TorchError, argError } from './errors.js';
 import { Tensor, _wrap as wrapTensor } from './tensor.js';
 import { type DType, type Device, dtypeCode, normalizeDevice } from './dtype.js';
 import { noGrad } from './autograd.js';
+import { replaceAtomically } from './io/atomic.js';
 
 /** A value a TorchScript method takes or returns: Tensor, int/float (number), bool, str, None (null),
  *  List / Tuple (arrays), Dict[str|int, T] (plain objects), or a submodule. */
@@ -62,7 +62,6 @@ const IDENT = /^[A-Za-z_][A-Za-z0-9_]*$/;
 // Slot names may also be all digits: nn.Sequential / nn.ModuleList children are named '0', '1', ...
 // and official checkpoints (blocks.0.attn...) depend on it. TorchScript reaches them via getattr.
 const SLOT = /^([A-Za-z_][A-Za-z0-9_]*|[0-9]+)$/;
-let tmpCounter = 0;
 
 function checkName(name: unknown, what: string, pattern = IDENT): string {
   if (typeof name !== 'string' || !pattern.test(name)) {
@@ -308,30 +307,14 @@ export class ScriptModule {
 
   // ---- persistence ----------------------------------------------------------------------------
   /**
-   * Saves the module as a TorchScript archive that Python's torch.jit.load reads. Atomic: written to a
-   * temporary file beside `path`, then renamed; on failure no temporary file is left behind.
+   * Saves the module as a TorchScript archive that Python's torch.jit.load reads, replacing `path`
+   * atomically (lib/torch/io/atomic.ts: temporary file, fsync, rename, folder fsync; on failure no
+   * temporary file is left behind).
    */
   save(path: string): void {
     if (typeof path !== 'string' || path === '') throw argError('type', 'save: path must be a non-empty string');
     if (this._m < 0) throw new TorchError('module was disposed (use after dispose)', 'E_DISPOSED');
-    const abs = resolve(path);
-    const tmp = join(dirname(abs), `.${basename(abs)}.${process.pid}.${++tmpCounter}.tmp`);
-    try {
-      native.jitSave(this._m, tmp);
-      renameSync(tmp, abs);
-    } catch (err) {
-      try {
-        unlinkSync(tmp);
-      } catch {
-        // nothing was written
-      }
-      // Node's fs errors (ENOENT, EACCES, EXDEV...) from the rename become E_IO like native ones.
-      const code = (err as { code?: unknown }).code;
-      if (!(err instanceof TorchError) && typeof code === 'string' && /^E[A-Z]+$/.test(code)) {
-        throw new TorchError(`save: cannot write '${path}': ${(err as Error).message}`, 'E_IO');
-      }
-      throw err;
-    }
+    replaceAtomically(path, (tmp) => native.jitSave(this._m, tmp), 'save');
   }
 }
 

@@ -10,20 +10,19 @@
  *   const out = model.forward(x, t, r, y);                              // Tensor (B, C, H, W)
  *   const { out, hProj } = model.forward(x, t, r, y, { returnZs: true });
  */
-import { closeSync, existsSync, fstatSync, readFileSync, readSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import * as torch from '../../torch/index.js';
 import type { Tensor } from '../../torch/tensor.js';
 import { TorchError, argError } from '../../torch/errors.js';
-import { openForReading } from '../../torch/io/pickle.js';
+import { archiveKind, saveTorchZip } from '../../torch/io/index.js';
 import type { DType, Device } from '../../torch/dtype.js';
 import {
   PRESETS, buildTiMSpec, countParameters, fromOfficialConfig, stateDictEntries, toOfficialParams, validateConfig,
   type AttentionImpl, type OfficialNetworkParams, type TiMConfig, type TiMPresetName, type TiMVariant,
 } from './index.js';
 import { buildModule, defaultAttention, type InitMode } from './build.js';
-import { saveStateDictBin } from '../../torch/io/torch_zip.js';
 
 /** The official `network.target` of each variant (the YAML's model.network.target). */
 export const OFFICIAL_TARGETS: Readonly<Record<TiMVariant, string>> = {
@@ -233,34 +232,8 @@ export function torchScriptRefused(path: string, who: string, optIn: string): To
  * 'safetensors' otherwise. Sniffed from the content, never from the name.
  */
 export function checkpointKind(path: string): 'torchscript' | 'state' | 'safetensors' {
-  const fd = openForReading(path);
-  try {
-    const size = fstatSync(fd).size;
-    const head = Buffer.alloc(4);
-    if (readSync(fd, head, 0, 4, 0) < 4 || head.readUInt32LE(0) !== 0x04034b50) return 'safetensors';
-    // Both torch.save and torch.jit.save write zip archives; only TorchScript ones have a
-    // constants.pkl record, and every record name is in the central directory at the end.
-    const tailLen = Math.min(size, 65535 + 22);
-    const tail = Buffer.alloc(tailLen);
-    readSync(fd, tail, 0, tailLen, size - tailLen);
-    let eocd = -1;
-    for (let i = tailLen - 22; i >= 0; i--) if (tail.readUInt32LE(i) === 0x06054b50) { eocd = i; break; }
-    if (eocd < 0) return 'state'; // let the checkpoint reader report the damage
-    let cdSize = tail.readUInt32LE(eocd + 12);
-    let cdOffset = tail.readUInt32LE(eocd + 16);
-    if ((cdSize === 0xffffffff || cdOffset === 0xffffffff) && eocd >= 20 && tail.readUInt32LE(eocd - 20) === 0x07064b50) {
-      const rec = Buffer.alloc(56);
-      readSync(fd, rec, 0, 56, Number(tail.readBigUInt64LE(eocd - 12)));
-      cdSize = Number(rec.readBigUInt64LE(40));
-      cdOffset = Number(rec.readBigUInt64LE(48));
-    }
-    if (cdOffset + cdSize > size || cdSize > 256 << 20) return 'state';
-    const cd = Buffer.alloc(cdSize);
-    readSync(fd, cd, 0, cdSize, cdOffset);
-    return cd.includes('/constants.pkl') || cd.includes('/code/__torch__') ? 'torchscript' : 'state';
-  } finally {
-    closeSync(fd);
-  }
+  const kind = archiveKind(path);
+  return kind === null ? 'safetensors' : kind === 'torch' ? 'state' : 'torchscript';
 }
 
 /** Which variant a state dict belongs to, from its keys (C2I has a label table, T2I a caption norm). */
@@ -582,7 +555,7 @@ export class TiM implements Disposable {
       // official loaders take it from the YAML), so TiM.load needs { config } or a sidecar for them.
       const sd = this.stateDict();
       try {
-        saveStateDictBin(sd, path);
+        saveTorchZip(sd, path, 'TiM.save');
       } finally {
         for (const t of Object.values(sd)) t.dispose();
       }

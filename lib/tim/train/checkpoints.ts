@@ -5,8 +5,9 @@
  * on one filesystem), then the parent is flushed. A run killed at any moment leaves at worst a
  * `.tmp-*` directory, which the next run removes; `latest` only ever sees whole checkpoints.
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, statSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
+import { fsyncDir, writeAllSync } from '../../torch/io/atomic.js';
 import { TorchError, argError } from '../../torch/errors.js';
 import { fsError } from './run_lock.js';
 
@@ -18,44 +19,19 @@ export function checkpointsDir(outDir: string): string {
   return join(outDir, 'checkpoints');
 }
 
-/** Flushes a directory entry list (best effort: some filesystems refuse fsync on directories). */
-function fsyncDir(dir: string): void {
-  let fd: number | null = null;
-  try {
-    fd = openSync(dir, 'r');
-    fsyncSync(fd);
-  } catch {
-    // durability of the rename is best effort; atomicity does not depend on it
-  } finally {
-    if (fd !== null) closeSync(fd);
-  }
-}
-
 /** Writes a file and flushes it (the directory rename that publishes it comes later). */
 export function writeFileSynced(path: string, data: string | Uint8Array): void {
-  const bytes = typeof data === 'string' ? Buffer.from(data, 'utf8') : data;
   const fd = openSync(path, 'w');
   try {
-    let off = 0;
-    while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
+    writeAllSync(fd, typeof data === 'string' ? Buffer.from(data, 'utf8') : data);
     fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
 }
 
-/** Writes a file atomically on its own: temp file in the same folder, fsync, rename, fsync folder. */
-export function writeFileAtomicSync(path: string, data: string | Uint8Array): void {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
-  try {
-    writeFileSynced(tmp, data);
-    renameSync(tmp, path);
-  } catch (e) {
-    rmSync(tmp, { force: true });
-    throw new TorchError(`cannot write '${path}': ${(e as Error).message}`, 'E_IO');
-  }
-  fsyncDir(dirname(path));
-}
+/** A file written atomically on its own (config.yaml, metrics.jsonl, reports): lib/torch/io/atomic.ts. */
+export { writeFileAtomic as writeFileAtomicSync } from '../../torch/io/atomic.js';
 
 /** Complete checkpoints (numeric directories holding state.json), oldest first. */
 export function listCheckpoints(outDir: string): { step: number; dir: string }[] {
@@ -221,11 +197,4 @@ export function pruneCheckpoints(outDir: string, keep: number | null, protect: r
   if (removed.length) fsyncDir(root);
   for (const step of removed) rmSync(join(root, `.old-${step}-${process.pid}`), { recursive: true, force: true });
   return removed;
-}
-
-/** Total bytes of a checkpoint directory (for logs). */
-export function checkpointBytes(dir: string): number {
-  let n = 0;
-  for (const f of readdirSync(dir)) n += statSync(join(dir, f)).size;
-  return n;
 }

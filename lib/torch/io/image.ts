@@ -9,13 +9,12 @@
  * them: uint8(clamp(255 * (x + 1) / 2, 0, 255)), truncating. uint8 tensors are written as they are.
  * PNG and JPEG codecs are pure JS (pngjs, jpeg-js), so this works wherever the addon does.
  */
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
 import { PNG, type ColorType } from 'pngjs';
 import jpeg from 'jpeg-js';
 import * as torch from '../index.js';
 import type { Tensor } from '../tensor.js';
 import { TorchError, argError } from '../errors.js';
+import { writeFileAtomic } from './atomic.js';
 
 /** Decoded pixels on the host: 8-bit, HWC (row-major, channels interleaved). */
 export interface HostImage {
@@ -75,30 +74,10 @@ export function encodePngHost(img: HostImage): Buffer {
   return PNG.sync.write(png, { colorType, inputColorType: colorType, inputHasAlpha: channels === 2 || channels === 4, bitDepth: 8 });
 }
 
-/** Writes bytes atomically: a temporary file in the same folder, flushed, then renamed over `path`. */
-export function writeFileAtomic(path: string, bytes: Uint8Array): void {
-  const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${Math.random().toString(36).slice(2, 10)}.tmp`);
-  let fd: number | null = null;
-  try {
-    fd = openSync(tmp, 'wx');
-    let off = 0;
-    while (off < bytes.length) off += writeSync(fd, bytes, off, bytes.length - off);
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = null;
-    renameSync(tmp, path);
-  } catch (e) {
-    if (fd !== null) closeSync(fd);
-    try { unlinkSync(tmp); } catch { /* never created, or already renamed */ }
-    const err = e as NodeJS.ErrnoException;
-    throw new TorchError(`'${path}': cannot write the image: ${err.message}`, 'E_IO');
-  }
-}
-
-/** Saves an image tensor as a PNG file, atomically. */
+/** Saves an image tensor as a PNG file, replacing `path` atomically (lib/torch/io/atomic.ts). */
 export function savePng(path: string, t: Tensor): void {
   if (typeof path !== 'string' || path === '') throw argError('type', 'savePng: path must be a non-empty string');
-  writeFileAtomic(path, encodePng(t));
+  writeFileAtomic(path, encodePng(t), 'savePng');
 }
 
 // ---- decoding ----------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 /**
- * PyTorch `torch.save` checkpoints (zip format, torch >= 1.6: `.pt`, `.pth`, `.bin`) whose content
- * is a dict of tensors, read without Python.
+ * Python pickles as torch.save uses them (lib/torch/io/torch_zip.ts has the archive around them):
+ * a restricted reader and a minimal writer.
  *
  * Why not libtorch's own unpickler (torch::jit::Unpickler / pickle_load)? In libtorch 1.13 it
  * rejects what torch.save actually writes for a state_dict: the OrderedDict's `_metadata`
@@ -9,140 +9,25 @@
  * interpreted here, in memory-safe TypeScript, by a small stack machine that knows only the
  * opcodes of protocols 2-5 and never calls anything: a global is a name, reduced to a value only
  * for the few torch globals a tensor needs (`_rebuild_tensor_v2`, storage types, OrderedDict...);
- * every other object becomes an inert placeholder. Tensor bytes are then mapped (or copied) by the
- * native reader straight from the zip's stored records, bounds-checked against the file.
+ * every other object becomes an inert placeholder.
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
-import { TorchError } from '../errors.js';
 import { type DType } from '../dtype.js';
+import { checkpointError as formatError } from './zip.js';
 
-function formatError(path: string, msg: string): TorchError {
-  return new TorchError(`'${path}' is not a readable PyTorch checkpoint: ${msg}`, 'E_FORMAT');
-}
+// ---- reading --------------------------------------------------------------------------------
 
-// ---- zip ------------------------------------------------------------------------------------
-
-interface ZipRecord {
-  /** absolute offset of the record's bytes in the file */
-  offset: number;
-  size: number;
-}
-
-function readAt(fd: number, pos: number, len: number): Buffer {
-  const b = Buffer.alloc(len);
-  let got = 0;
-  while (got < len) {
-    const n = readSync(fd, b, got, len - got, pos + got);
-    if (n === 0) break;
-    got += n;
-  }
-  return got === len ? b : b.subarray(0, got);
-}
-
-function u64(b: Buffer, at: number, path: string): number {
-  const v = b.readBigUInt64LE(at);
-  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw formatError(path, 'zip64 value out of range');
-  return Number(v);
-}
-
-/**
- * The records of a zip archive, from its central directory (zip64 aware). Every record must be
- * stored uncompressed (torch.save never compresses) and lie inside the file, so no record can
- * make anyone allocate or read more than the file holds.
- */
-function readZip(path: string, fd: number, size: number, compressed: string[]): Map<string, ZipRecord> {
-  const tailLen = Math.min(size, 65535 + 22);
-  const tail = readAt(fd, size - tailLen, tailLen);
-  let eocd = -1;
-  for (let i = tail.length - 22; i >= 0; i--) {
-    if (tail.readUInt32LE(i) === 0x06054b50) { eocd = i; break; }
-  }
-  if (eocd < 0) throw formatError(path, 'no zip end-of-directory record (not a zip file, or truncated)');
-  let count = tail.readUInt16LE(eocd + 10);
-  let cdSize = tail.readUInt32LE(eocd + 12);
-  let cdOffset = tail.readUInt32LE(eocd + 16);
-  if (count === 0xffff || cdSize === 0xffffffff || cdOffset === 0xffffffff) {
-    const eocdAbs = size - tailLen + eocd;
-    if (eocdAbs < 20) throw formatError(path, 'bad zip64 locator');
-    const loc = readAt(fd, eocdAbs - 20, 20);
-    if (loc.length !== 20 || loc.readUInt32LE(0) !== 0x07064b50) throw formatError(path, 'bad zip64 locator');
-    const at = u64(loc, 8, path);
-    const rec = at <= size - 56 ? readAt(fd, at, 56) : Buffer.alloc(0);
-    if (rec.length !== 56 || rec.readUInt32LE(0) !== 0x06064b50) throw formatError(path, 'bad zip64 end-of-directory record');
-    count = u64(rec, 32, path);
-    cdSize = u64(rec, 40, path);
-    cdOffset = u64(rec, 48, path);
-  }
-  if (cdOffset > size || cdSize > size - cdOffset || count > cdSize / 46 + 1) throw formatError(path, 'zip directory out of bounds');
-  const cd = readAt(fd, cdOffset, cdSize);
-  if (cd.length !== cdSize) throw formatError(path, 'truncated zip directory');
-  const out = new Map<string, ZipRecord>();
-  let pos = 0;
-  let total = 0;
-  for (let k = 0; k < count; k++) {
-    if (cdSize - pos < 46 || cd.readUInt32LE(pos) !== 0x02014b50) throw formatError(path, 'corrupt zip directory entry');
-    const method = cd.readUInt16LE(pos + 10);
-    let comp = cd.readUInt32LE(pos + 20);
-    let uncomp = cd.readUInt32LE(pos + 24);
-    const nameLen = cd.readUInt16LE(pos + 28), extraLen = cd.readUInt16LE(pos + 30), commentLen = cd.readUInt16LE(pos + 32);
-    let local = cd.readUInt32LE(pos + 42);
-    if (cdSize - pos - 46 < nameLen + extraLen + commentLen) throw formatError(path, 'corrupt zip directory entry');
-    const name = cd.toString('utf8', pos + 46, pos + 46 + nameLen);
-    // zip64 extra field: the 64-bit values present are those whose 32-bit field is all ones.
-    const x = pos + 46 + nameLen;
-    for (let q = 0; q + 4 <= extraLen;) {
-      const id = cd.readUInt16LE(x + q), sz = cd.readUInt16LE(x + q + 2);
-      if (q + 4 + sz > extraLen) throw formatError(path, 'corrupt zip extra field');
-      if (id === 0x0001) {
-        let r = x + q + 4;
-        const end = r + sz;
-        const take = (v: number): number => {
-          if (v !== 0xffffffff) return v;
-          if (r + 8 > end) throw formatError(path, 'corrupt zip64 extra field');
-          const w = u64(cd, r, path);
-          r += 8;
-          return w;
-        };
-        uncomp = take(uncomp);
-        comp = take(comp);
-        local = take(local);
-      }
-      q += 4 + sz;
-    }
-    // A compressed entry is an error, reported once the archive is known not to be a TorchScript
-    // one (torch.jit.save compresses its code records; that refusal says more).
-    if (method !== 0) compressed.push(name);
-    else if (comp !== uncomp) throw formatError(path, `zip entry '${name}' has inconsistent sizes`);
-    if (method !== 0) uncomp = comp;
-    total += uncomp;
-    if (total > size) throw formatError(path, 'zip entries claim more bytes than the file holds');
-    // The bytes start after the local header, whose name and extra lengths may differ from the
-    // central directory's (miniz pads the extra field to align records to 64 bytes).
-    if (local > size - 30) throw formatError(path, `zip entry '${name}' lies outside the file`);
-    const lh = readAt(fd, local, 30);
-    if (lh.length !== 30 || lh.readUInt32LE(0) !== 0x04034b50) throw formatError(path, `zip entry '${name}' has no local header`);
-    const offset = local + 30 + lh.readUInt16LE(26) + lh.readUInt16LE(28);
-    if (offset > size || uncomp > size - offset) throw formatError(path, `zip entry '${name}' lies outside the file`);
-    if (out.has(name)) throw formatError(path, `duplicate zip entry '${name}'`);
-    out.set(name, { offset, size: uncomp });
-    pos += 46 + nameLen + extraLen + commentLen;
-  }
-  return out;
-}
-
-// ---- pickle ---------------------------------------------------------------------------------
 
 /** A Python global (module.name), never resolved to code. */
-class Global {
+export class Global {
   constructor(readonly module: string, readonly name: string) {}
   get full(): string { return `${this.module}.${this.name}`; }
 }
 /** Any object this reader does not model (argparse.Namespace, numpy scalars, ...): inert. */
-class Opaque {
+export class Opaque {
   constructor(readonly what: string) {}
 }
 /** dict / OrderedDict. Keys compare by value for str/int/bool/None, by identity otherwise. */
-class PDict {
+export class PDict {
   readonly map = new Map<unknown, unknown>();
 }
 const MARK: unique symbol = Symbol('mark');
@@ -155,7 +40,7 @@ export class TensorSpec {
   constructor(readonly storage: StorageRef, readonly offset: number, readonly size: number[], readonly stride: number[]) {}
 }
 
-const STORAGE_DTYPES: Record<string, DType> = {
+export const STORAGE_DTYPES: Record<string, DType> = {
   FloatStorage: 'float32', DoubleStorage: 'float64', HalfStorage: 'float16', BFloat16Storage: 'bfloat16',
   LongStorage: 'int64', IntStorage: 'int32', ShortStorage: 'int16', CharStorage: 'int8', ByteStorage: 'uint8',
   BoolStorage: 'bool', UntypedStorage: 'uint8',
@@ -330,130 +215,52 @@ export function unpickle(buf: Uint8Array, path: string, persistentLoad: (pid: un
   }
 }
 
-// ---- checkpoint -----------------------------------------------------------------------------
 
-export interface CheckpointPlan {
-  names: string[];
-  specs: TensorSpec[];
-  /** distinct storages, with the absolute byte range of each one's record */
-  storages: { ref: StorageRef; offset: number; nbytes: number }[];
-}
+// ---- writing --------------------------------------------------------------------------------
 
-function describe(v: unknown): string {
-  if (v instanceof TensorSpec) return 'a tensor';
-  if (v instanceof PDict) return `a dict of ${v.map.size} entries`;
-  if (v instanceof Opaque) return `an object (${v.what})`;
-  if (Array.isArray(v)) return 'a list/tuple';
-  if (v === null) return 'None';
-  return `a ${typeof v === 'number' || typeof v === 'bigint' ? 'number' : typeof v}`;
-}
+/** Pickle opcodes used (protocol 2). */
+export const OP = { PROTO: 0x80, GLOBAL: 0x63, EMPTY_TUPLE: 0x29, REDUCE: 0x52, MARK: 0x28, BINUNICODE: 0x58, TUPLE: 0x74, BINPERSID: 0x51, BININT: 0x4a, BININT1: 0x4b, BININT2: 0x4d, LONG1: 0x8a, NEWFALSE: 0x89, SETITEMS: 0x75, STOP: 0x2e } as const;
 
-function itemSize(d: DType): number {
-  return { float32: 4, float64: 8, float16: 2, bfloat16: 2, int64: 8, int32: 4, int16: 2, int8: 1, uint8: 1, bool: 1 }[d];
-}
-
-/** An fd for reading `path`, or a TorchError E_IO that names the file (the caller closes the fd). */
-export function openForReading(path: string): number {
-  try {
-    return openSync(path, 'r');
-  } catch (e) {
-    throw new TorchError(`cannot open '${path}': ${(e as Error).message}`, 'E_IO');
+export class PickleWriter {
+  private parts: Buffer[] = [];
+  op(...bytes: number[]): this {
+    this.parts.push(Buffer.from(bytes));
+    return this;
   }
-}
-
-/**
- * Reads a checkpoint's structure: the zip directory and the pickle. Returns which tensors it
- * holds and where their bytes are; reads no tensor data.
- */
-export function planCheckpoint(path: string, key: string | undefined): CheckpointPlan {
-  const fd = openForReading(path);
-  try {
-    const st = fstatSync(fd);
-    if (!st.isFile()) throw new TorchError(`'${path}' is not a regular file`, 'E_IO');
-    const size = st.size;
-    const head = readAt(fd, 0, Math.min(size, 4));
-    if (head.length >= 3 && head[0] === 0x80 && head[2] === 0x8a) {
-      throw formatError(path, 'it uses the legacy (pre-1.6) torch.save format; re-save it with torch.save(obj, path) in Python >= 1.6');
+  global(module: string, name: string): this {
+    this.parts.push(Buffer.from([OP.GLOBAL]), Buffer.from(`${module}\n${name}\n`, 'utf8'));
+    return this;
+  }
+  str(s: string): this {
+    const b = Buffer.from(s, 'utf8');
+    const len = Buffer.alloc(4);
+    len.writeUInt32LE(b.length);
+    this.parts.push(Buffer.from([OP.BINUNICODE]), len, b);
+    return this;
+  }
+  int(n: number): this {
+    if (n >= 0 && n < 256) return this.op(OP.BININT1, n);
+    if (n >= 0 && n < 65536) return this.op(OP.BININT2, n & 0xff, n >> 8);
+    if (n >= -(2 ** 31) && n < 2 ** 31) {
+      const b = Buffer.alloc(5);
+      b[0] = OP.BININT;
+      b.writeInt32LE(n, 1);
+      this.parts.push(b);
+      return this;
     }
-    if (head.length < 4 || head.readUInt32LE(0) !== 0x04034b50) throw formatError(path, 'not a zip archive');
-    const compressed: string[] = [];
-    const zip = readZip(path, fd, size, compressed);
-    // The archive's top folder is named after the file it was first saved as: find it by data.pkl.
-    const pkl = [...zip.keys()].filter((n) => /^[^/]+\/data\.pkl$/.test(n));
-    if (pkl.length !== 1) throw formatError(path, pkl.length ? 'several data.pkl records' : 'no data.pkl record (a TorchScript archive? use torch.jit.load)');
-    const prefix = pkl[0]!.slice(0, -'data.pkl'.length);
-    if (zip.has(`${prefix}constants.pkl`) || [...zip.keys()].some((n) => n.startsWith(`${prefix}code/`))) {
-      throw new TorchError(
-        `'${path}' is a TorchScript archive (torch.jit.save), not a torch.save checkpoint: it holds code, which torch.load never runs. ` +
-        'If you trust it as you would a script, load it with torch.jit.load (or TiM.load with { allowTorchScript: true })',
-        'E_UNSAFE',
-      );
-    }
-    if (compressed.length) throw formatError(path, `zip entry '${compressed[0]}' is compressed (torch.save never compresses)`);
-    const order = zip.get(`${prefix}byteorder`);
-    if (order) {
-      const b = readAt(fd, order.offset, Math.min(order.size, 16)).toString('latin1');
-      if (b !== 'little') throw formatError(path, `byte order '${b}' is not supported`);
-    }
-    const rec = zip.get(pkl[0]!)!;
-    const pickle = readAt(fd, rec.offset, rec.size);
-    if (pickle.length !== rec.size) throw formatError(path, 'truncated data.pkl');
-
-    const storages = new Map<string, StorageRef>();
-    const root = unpickle(pickle, path, (pid) => {
-      if (!Array.isArray(pid) || pid[0] !== 'storage' || pid.length < 5) return new Opaque('persistent id');
-      const [, type, k, , numel] = pid as unknown[];
-      if (!(type instanceof Global) || typeof k !== 'string' || typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) {
-        throw formatError(path, 'malformed storage reference');
-      }
-      const prev = storages.get(k);
-      if (prev) return prev;
-      const ref = new StorageRef(k, type.name, STORAGE_DTYPES[type.name] ?? null, numel);
-      storages.set(k, ref);
-      return ref;
-    });
-
-    let obj = root;
-    if (key !== undefined) {
-      if (!(obj instanceof PDict)) throw formatError(path, `its content is ${describe(obj)}, so it has no key '${key}'`);
-      if (!obj.map.has(key)) throw formatError(path, `it has no top-level key '${key}' (keys: ${[...obj.map.keys()].map(String).slice(0, 20).join(', ')})`);
-      obj = obj.map.get(key);
-    }
-    if (!(obj instanceof PDict)) throw formatError(path, `its content is ${describe(obj)}, not a dict of tensors`);
-    const names: string[] = [];
-    const specs: TensorSpec[] = [];
-    for (const [k, v] of obj.map) {
-      if (typeof k !== 'string') throw formatError(path, `dict key ${String(k)} is not a string`);
-      if (!(v instanceof TensorSpec)) {
-        const hint = v instanceof PDict ? ` (load a nested dict with { key: '${k}' })` : '';
-        throw formatError(path, `entry '${k}' is ${describe(v)}, not a tensor${hint}`);
-      }
-      const s = v.storage;
-      if (s.dtype === null) throw new TorchError(`'${path}': entry '${k}' has storage type ${s.typeName}, which is not supported`, 'E_DTYPE');
-      // The view must lie inside its storage (as_strided would check too; fail with a clear message).
-      let last = v.offset;
-      let empty = false;
-      for (let i = 0; i < v.size.length; i++) {
-        if (v.size[i] === 0) empty = true;
-        else last += (v.size[i]! - 1) * v.stride[i]!;
-      }
-      if (!empty && last >= s.numel) throw formatError(path, `entry '${k}' reaches past the end of its storage`);
-      names.push(k);
-      specs.push(v);
-    }
-    // Only the storages the chosen tensors use, each checked against its record.
-    const used = new Map<string, { ref: StorageRef; offset: number; nbytes: number }>();
-    for (const sp of specs) {
-      const s = sp.storage;
-      if (used.has(s.key)) continue;
-      const r = zip.get(`${prefix}data/${s.key}`);
-      if (!r) throw formatError(path, `storage record '${s.key}' is missing`);
-      const nbytes = s.numel * itemSize(s.dtype!);
-      if (nbytes > r.size) throw formatError(path, `storage '${s.key}' claims ${nbytes} bytes but its record holds ${r.size}`);
-      used.set(s.key, { ref: s, offset: r.offset, nbytes });
-    }
-    return { names, specs, storages: [...used.values()] };
-  } finally {
-    closeSync(fd);
+    const b = Buffer.alloc(10);
+    b[0] = OP.LONG1;
+    b[1] = 8;
+    b.writeBigInt64LE(BigInt(n), 2);
+    this.parts.push(b);
+    return this;
+  }
+  tuple(items: number[]): this {
+    this.op(OP.MARK);
+    for (const i of items) this.int(i);
+    return this.op(OP.TUPLE);
+  }
+  bytes(): Buffer {
+    return Buffer.concat(this.parts);
   }
 }

@@ -1,23 +1,21 @@
 /**
- * Checkpoints: safetensors files (read and written natively, memory-mapped, zero-copy) and
- * PyTorch `torch.save` zip checkpoints (`.pt`, `.bin`, `.pth`; read only).
- *
- *   const w = torch.load('model.safetensors');            // { name: Tensor }
- *   torch.save(w, 'copy.safetensors', { config: '{...}' }); // atomic, byte-compatible
- *   using f = torch.openSafetensors('model.safetensors');  // lazy: f.keys(), f.metadata, f.get(name)
+ * Safetensors files (read and written natively, memory-mapped, zero-copy): the format's header
+ * parser and writer, and `SafetensorsFile` for lazy per-tensor reads. The public `torch.load` /
+ * `torch.save` front end is lib/torch/io/index.ts.
  *
  * A safetensors header is parsed here by a strict, schema-directed JSON parser (it never builds
  * anything the format does not have, so a hostile 100 MB header cannot blow up memory) and fully
  * validated before any tensor is made; the native side checks every request again against the real
  * file size. See docs/checkpoints.md.
  */
-import { closeSync, readSync } from 'node:fs';
 import { native } from '../native.js';
 import { TorchError, argError } from '../errors.js';
 import { type DType, type Device, dtypeCode, normalizeDevice } from '../dtype.js';
 import { Tensor, _wrap as wrap } from '../tensor.js';
-import { op } from '../ops.js';
-import { openForReading, planCheckpoint } from './pickle.js';
+import { replaceAtomically, replaceAtomicallyAsync } from './atomic.js';
+
+/** An open file of the native reader (native.stOpen), until native.stClose. */
+export type StFile = Parameters<typeof native.stClose>[0];
 
 /** A record of named tensors: what load() returns and save() takes. */
 export type TensorRecord = Record<string, Tensor>;
@@ -286,7 +284,7 @@ class HeaderParser {
 }
 
 /** A property that may be named '__proto__' (an own property, never the prototype). */
-function defineEntry<T>(o: Record<string, T>, k: string, v: T): void {
+export function defineEntry<T>(o: Record<string, T>, k: string, v: T): void {
   Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
 }
 
@@ -353,13 +351,13 @@ export class SafetensorsFile implements Disposable {
   readonly metadata: Record<string, string> | null;
   /** File size in bytes. */
   readonly byteLength: number;
-  /** @internal */ _file: unknown;
+  /** @internal */ _file: StFile | null;
   private readonly tensors: Map<string, SafetensorsTensorInfo>;
 
   /** @internal use torch.openSafetensors() */
   constructor(path: string) {
     if (typeof path !== 'string') throw argError('type', `openSafetensors: path must be a string, got ${typeof path}`);
-    const r = native.stOpen(path) as { file: unknown; size: number; header: Uint8Array };
+    const r = native.stOpen(path);
     try {
       const h = parseHeader(path, r.header, r.size);
       this.metadata = h.metadata;
@@ -419,185 +417,12 @@ export class SafetensorsFile implements Disposable {
   }
 }
 
-function toDevice(t: Tensor, device: Device): Tensor {
+export function toDevice(t: Tensor, device: Device): Tensor {
   if (device === 'cpu') return t;
   try {
     return t.to(device);
   } finally {
     t.dispose();
-  }
-}
-
-export interface LoadOptions {
-  /** Where the tensors go (default 'cpu'). */
-  device?: Device;
-  /** Safetensors: true (default) maps the file and makes zero-copy tensors whose pages are read when
-   *  first touched; false reads every tensor into its own memory now. */
-  lazy?: boolean;
-  /** Default: detected from the file's first bytes (a zip archive is a torch.save checkpoint). */
-  format?: 'safetensors' | 'torch';
-  /** torch.save checkpoints: load the dict of tensors stored under this top-level key (e.g. 'ema'). */
-  key?: string;
-}
-
-function checkLoadOptions(path: unknown, o: LoadOptions): void {
-  if (typeof path !== 'string') throw argError('type', `load: path must be a string, got ${typeof path}`);
-  if (o === null || typeof o !== 'object') throw argError('type', 'load: options must be an object');
-  if (o.format !== undefined && o.format !== 'safetensors' && o.format !== 'torch') {
-    throw argError('range', `load: unknown format '${String(o.format)}' (expected 'safetensors' or 'torch')`);
-  }
-  if (o.key !== undefined && typeof o.key !== 'string') throw argError('type', 'load: key must be a string');
-  if (o.device !== undefined) normalizeDevice(o.device);
-}
-
-function detectFormat(path: string): 'safetensors' | 'torch' {
-  const fd = openForReading(path);
-  try {
-    const b = Buffer.alloc(4);
-    const n = readSync(fd, b, 0, 4, 0);
-    // A zip local-file signature (torch.save since 1.6), or legacy torch.save: pickle PROTO 2..5
-    // then LONG1 (its magic number). A safetensors length prefix never looks like either: as a
-    // length they would exceed the 100 MB header bound, or name a 67 MB header.
-    if (n === 4 && b.readUInt32LE(0) === 0x04034b50) return 'torch';
-    if (n >= 3 && b[0] === 0x80 && b[1]! >= 2 && b[1]! <= 5 && b[2] === 0x8a) return 'torch';
-    return 'safetensors';
-  } catch (e) {
-    throw new TorchError(`cannot read '${path}': ${(e as Error).message}`, 'E_IO');
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function record(names: string[], tensors: Tensor[]): TensorRecord {
-  const out: TensorRecord = {};
-  names.forEach((n, i) => defineEntry(out, n, tensors[i]!));
-  return out;
-}
-
-function moveAll(names: string[], tensors: Tensor[], device: Device): TensorRecord {
-  const moved: Tensor[] = [];
-  try {
-    for (const t of tensors) moved.push(device === 'cpu' ? t : t.to(device));
-  } catch (e) {
-    for (const t of moved) if (!tensors.includes(t)) t.dispose();
-    for (const t of tensors) t.dispose();
-    throw e;
-  }
-  if (device !== 'cpu') for (const t of tensors) t.dispose();
-  return record(names, moved);
-}
-
-const AS_STRIDED = op('aten::as_strided');
-
-function readAllSync(file: unknown, reqs: Request[], copy: boolean): number[] {
-  const hs: number[] = [];
-  try {
-    for (const q of reqs) hs.push(native.stTensor(file, ...q, copy) as number);
-  } catch (e) {
-    for (const h of hs) native.free(h);
-    throw e;
-  }
-  return hs;
-}
-type Request = [number, number[], number, number];
-
-/**
- * A torch.save checkpoint: the structure comes from planCheckpoint (zip directory + pickle, in
- * TS); each storage record is then one tensor read by the native reader (zero-copy from the
- * mapping where aligned: PyTorch aligns records to 64 bytes), and every saved tensor is a view of
- * its storage, so tensors that shared memory in Python share it here too.
- */
-function loadTorch<R extends number[] | Promise<number[]>>(
-  path: string, o: LoadOptions, read: (file: unknown, reqs: Request[], copy: boolean) => R,
-): R extends Promise<number[]> ? Promise<{ names: string[]; tensors: Tensor[] }> : { names: string[]; tensors: Tensor[] } {
-  const plan = planCheckpoint(path, o.key);
-  const f = native.stOpen(path, true) as { file: unknown; size: number };
-  const reqs: Request[] = plan.storages.map((s) => [dtypeCode(s.ref.dtype!), [s.ref.numel], s.offset, s.offset + s.nbytes]);
-  const finish = (handles: number[]): { names: string[]; tensors: Tensor[] } => {
-    const bases = new Map<string, Tensor>();
-    plan.storages.forEach((s, i) => bases.set(s.ref.key, wrap(handles[i]!)));
-    const views: Tensor[] = [];
-    try {
-      for (const sp of plan.specs) {
-        views.push(wrap(native.call(AS_STRIDED(), bases.get(sp.storage.key)!._h, sp.size, sp.stride, sp.offset)));
-      }
-    } catch (e) {
-      for (const v of views) v.dispose();
-      throw e;
-    } finally {
-      for (const b of bases.values()) b.dispose(); // the views keep the storages alive
-    }
-    return { names: plan.names, tensors: views };
-  };
-  let r: number[] | Promise<number[]>;
-  try {
-    r = read(f.file, reqs, o.lazy === false);
-  } finally {
-    // Tensors already made (or being made by a worker, which holds its own reference) keep the
-    // mapping alive; the file object itself is no longer needed.
-    native.stClose(f.file);
-  }
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  return (r instanceof Promise ? r.then(finish) : finish(r)) as any;
-}
-
-/**
- * Loads a checkpoint as `{ name: Tensor }`: a `.safetensors` file (zero-copy, memory-mapped unless
- * `lazy: false`) or a PyTorch `torch.save` zip checkpoint holding a dict of tensors.
- */
-export function load(path: string, o: LoadOptions = {}): TensorRecord {
-  checkLoadOptions(path, o);
-  const device = o.device === undefined ? 'cpu' : normalizeDevice(o.device);
-  const format = o.format ?? detectFormat(path);
-  if (format === 'torch') {
-    const r = loadTorch(path, o, readAllSync);
-    return moveAll(r.names, r.tensors, device);
-  }
-  if (o.key !== undefined) throw argError('type', "load: 'key' applies to torch.save checkpoints, not safetensors files");
-  return loadSafetensors(path, o).tensors;
-}
-
-/** A safetensors file's tensors and its `__metadata__`. */
-export function loadSafetensors(path: string, o: Omit<LoadOptions, 'format' | 'key'> = {}): { tensors: TensorRecord; metadata: Record<string, string> | null } {
-  checkLoadOptions(path, o);
-  const device = o.device === undefined ? 'cpu' : normalizeDevice(o.device);
-  const f = new SafetensorsFile(path);
-  try {
-    const names = f.keys();
-    const tensors: Tensor[] = [];
-    try {
-      for (const n of names) tensors.push(f.get(n, { copy: o.lazy === false }));
-    } catch (e) {
-      for (const t of tensors) t.dispose();
-      throw e;
-    }
-    return { tensors: moveAll(names, tensors, device), metadata: f.metadata };
-  } finally {
-    f.close();
-  }
-}
-
-/**
- * load() off the JS thread: safetensors bytes are read (or, mapped, paged in) by a libuv worker,
- * torch.save checkpoints are unpickled there. Resolves to the same record load() returns.
- */
-export async function loadAsync(path: string, o: LoadOptions = {}): Promise<TensorRecord> {
-  checkLoadOptions(path, o);
-  const device = o.device === undefined ? 'cpu' : normalizeDevice(o.device);
-  const format = o.format ?? detectFormat(path);
-  if (format === 'torch') {
-    const r = await loadTorch(path, o, (file, reqs, copy) => native.stReadAsync(file, reqs, copy) as Promise<number[]>);
-    return moveAll(r.names, r.tensors, device);
-  }
-  if (o.key !== undefined) throw argError('type', "loadAsync: 'key' applies to torch.save checkpoints, not safetensors files");
-  const f = new SafetensorsFile(path);
-  try {
-    const names = f.keys();
-    const reqs = names.map((n) => f._request(n));
-    const handles = (await native.stReadAsync(f._file, reqs, o.lazy === false)) as number[];
-    return moveAll(names, handles.map(wrap), device);
-  } finally {
-    f.close();
   }
 }
 
@@ -612,6 +437,19 @@ function utf8Compare(a: Buffer, b: Buffer): number {
   return Buffer.compare(a, b);
 }
 
+/** The entries of a record of tensors (an object or a Map), checked: string names, live Tensors. */
+export function tensorEntries(rec: TensorRecord | Map<string, Tensor>, what: string): { name: string; tensor: Tensor }[] {
+  if (rec === null || typeof rec !== 'object') throw argError('type', `${what}: expected a record { name: Tensor }`);
+  const pairs: [string, unknown][] = rec instanceof Map ? [...rec.entries()] : Object.entries(rec);
+  return pairs.map(([name, t]) => {
+    if (typeof name !== 'string') throw argError('type', `${what}: tensor names must be strings`);
+    if (LONE_SURROGATE.test(name)) throw argError('range', `${what}: tensor name ${JSON.stringify(name)} is not valid Unicode`, 'E_VALUE');
+    if (!(t instanceof Tensor)) throw argError('type', `${what}: '${name}' is not a Tensor`);
+    if (t.isDisposed) throw new TorchError(`${what}: tensor '${name}' was disposed (use after dispose)`, 'E_DISPOSED');
+    return { name, tensor: t };
+  });
+}
+
 interface Prepared {
   header: Buffer;
   handles: number[];
@@ -622,14 +460,8 @@ interface Prepared {
  *  name (byte order), compact JSON, `__metadata__` first (its keys sorted: the reference keeps a
  *  hash map, whose order is unspecified), padded with spaces to a multiple of 8. */
 function prepare(rec: TensorRecord | Map<string, Tensor>, metadata: Record<string, string> | undefined, what: string): Prepared {
-  if (rec === null || typeof rec !== 'object') throw argError('type', `${what}: expected a record { name: Tensor }`);
-  const pairs: [string, unknown][] = rec instanceof Map ? [...rec.entries()] : Object.entries(rec);
-  const items = pairs.map(([name, t]) => {
-    if (typeof name !== 'string') throw argError('type', `${what}: tensor names must be strings`);
+  const items = tensorEntries(rec, what).map(({ name, tensor: t }) => {
     if (name === '__metadata__') throw argError('range', `${what}: '__metadata__' is reserved and cannot name a tensor`, 'E_VALUE');
-    if (LONE_SURROGATE.test(name)) throw argError('range', `${what}: tensor name ${JSON.stringify(name)} is not valid Unicode`, 'E_VALUE');
-    if (!(t instanceof Tensor)) throw argError('type', `${what}: '${name}' is not a Tensor`);
-    if (t.isDisposed) throw new TorchError(`${what}: tensor '${name}' was disposed (use after dispose)`, 'E_DISPOSED');
     let dtype: DType;
     try {
       dtype = t.dtype;
@@ -668,11 +500,6 @@ function prepare(rec: TensorRecord | Map<string, Tensor>, metadata: Record<strin
   return { header, handles: items.map((i) => i.t._h), nbytes: items.map((i) => i.nbytes) };
 }
 
-function checkSavePath(path: unknown, what: string): string {
-  if (typeof path !== 'string' || path === '') throw argError('type', `${what}: path must be a non-empty string`);
-  return path;
-}
-
 /** @internal test hook: make the next native write fail after this many bytes */
 export const _testing = { failAfterBytes: undefined as number | undefined };
 
@@ -683,21 +510,21 @@ function takeFault(): number | undefined {
 }
 
 /**
- * Saves tensors as a safetensors file, atomically (a temporary file renamed over `path`; readers
- * see the old file or the new one, never a partial one). Non-contiguous tensors are written
- * contiguously and CUDA tensors copied to the CPU. `metadata` is stored as `__metadata__`.
+ * Saves tensors as a safetensors file, replacing `path` atomically (lib/torch/io/atomic.ts).
+ * Non-contiguous tensors are written contiguously and CUDA tensors copied to the CPU. `metadata`
+ * is stored as `__metadata__`.
  */
-export function save(rec: TensorRecord | Map<string, Tensor>, path: string, metadata?: Record<string, string>): void {
-  checkSavePath(path, 'save');
-  const p = prepare(rec, metadata, 'save');
-  native.stWrite(path, p.header, p.handles, p.nbytes, false, takeFault());
+export function saveSafetensors(rec: TensorRecord | Map<string, Tensor>, path: string, metadata?: Record<string, string>, what = 'save'): void {
+  const p = prepare(rec, metadata, what);
+  const fault = takeFault();
+  replaceAtomically(path, (tmp) => native.stWrite(tmp, p.header, p.handles, p.nbytes, false, fault), what);
 }
 
-/** save() with the copy and the write on a libuv worker. Do not modify the tensors until it resolves. */
-export async function saveAsync(rec: TensorRecord | Map<string, Tensor>, path: string, metadata?: Record<string, string>): Promise<void> {
-  checkSavePath(path, 'saveAsync');
-  const p = prepare(rec, metadata, 'saveAsync');
-  await native.stWrite(path, p.header, p.handles, p.nbytes, true, takeFault());
+/** saveSafetensors() with the copy and the write on a libuv worker. Do not modify the tensors until it resolves. */
+export async function saveSafetensorsAsync(rec: TensorRecord | Map<string, Tensor>, path: string, metadata?: Record<string, string>, what = 'saveAsync'): Promise<void> {
+  const p = prepare(rec, metadata, what);
+  const fault = takeFault();
+  await replaceAtomicallyAsync(path, (tmp) => native.stWrite(tmp, p.header, p.handles, p.nbytes, true, fault) as Promise<void>, what);
 }
 
 /** The exact bytes of the header save() would write (8-byte length + JSON + padding). */

@@ -1,71 +1,224 @@
 /**
- * Writes a state dict in PyTorch's torch.save zip format (what official `.bin` checkpoints are):
- * `archive/data.pkl` (a protocol-2 pickle of an OrderedDict name -> tensor, each tensor rebuilt by
- * torch._utils._rebuild_tensor_v2 from a persistent storage reference), one `archive/data/<k>`
- * record per tensor, and `archive/version`. Records are stored uncompressed, 64-byte aligned like
- * PyTorch's writer (so readers can map them), with CRC-32s (PyTorch's reader checks them).
+ * PyTorch `torch.save` checkpoints (zip format, torch >= 1.6: `.pt`, `.pth`, `.bin`) whose content
+ * is a dict of tensors: read and written without Python.
  *
- * torch.load only needs the reading side of this project (lib/torch/checkpoint.ts); this is the
- * writing side `tim convert` and TiM.save('.bin') use. Scope: contiguous CPU tensors of the dtypes
- * below, total size under 4 GiB (no zip64 — every released TiM is smaller in float32).
+ * Reading: the zip directory (lib/torch/io/zip.ts) and the pickle (lib/torch/io/pickle.ts, a
+ * restricted reader that never calls anything) give which tensors the file holds and where their
+ * bytes are; the native reader then maps (or copies) each storage record, bounds-checked against
+ * the file, and every tensor is an `as_strided` view of its storage, so tensors that shared memory
+ * in Python share it here too.
+ *
+ * Writing: `archive/data.pkl` (a protocol-2 pickle of an OrderedDict name -> tensor, each tensor
+ * rebuilt by torch._utils._rebuild_tensor_v2 from a persistent storage reference), one
+ * `archive/data/<k>` record per tensor and `archive/version`, replaced atomically
+ * (lib/torch/io/atomic.ts). Python's `torch.load(path, weights_only=True)` reads it. Each tensor
+ * gets its own storage (written contiguously; CUDA tensors are copied to the CPU); no zip64, so
+ * the file must stay under 4 GiB.
  */
-import { closeSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { basename, dirname, join, resolve } from 'node:path';
-import { crc32 } from 'node:zlib';
-import type { Tensor } from '../tensor.js';
-import { TorchError, argError } from '../errors.js';
+import { closeSync, fstatSync, openSync } from 'node:fs';
+import { native } from '../native.js';
+import { TorchError } from '../errors.js';
+import { type DType, DTYPE_SIZE, dtypeCode } from '../dtype.js';
+import { type Tensor, _wrap as wrap } from '../tensor.js';
+import { op } from '../ops.js';
+import { Global, Opaque, PDict, PickleWriter, OP, STORAGE_DTYPES, StorageRef, TensorSpec, unpickle } from './pickle.js';
+import { ZipWriter, checkpointError as formatError, isZip, openForReading, readAt, readZip } from './zip.js';
+import { replaceAtomically, writeAllSync } from './atomic.js';
+import { type StFile, type TensorRecord, tensorEntries } from './safetensors.js';
 
-const STORAGE: Readonly<Record<string, string>> = {
-  float32: 'FloatStorage', float64: 'DoubleStorage', int64: 'LongStorage', int32: 'IntStorage',
-  int16: 'ShortStorage', int8: 'CharStorage', uint8: 'ByteStorage', bool: 'BoolStorage',
-};
+/** Only TorchScript archives (torch.jit.save) have a constants.pkl record or a code/ folder. */
+function isTorchScript(names: Iterable<string>): boolean {
+  for (const n of names) if (/^[^/]+\/constants\.pkl$/.test(n) || /^[^/]+\/code\//.test(n)) return true;
+  return false;
+}
 
-/** Pickle opcodes used (protocol 2). */
-const OP = { PROTO: 0x80, GLOBAL: 0x63, EMPTY_TUPLE: 0x29, REDUCE: 0x52, MARK: 0x28, BINUNICODE: 0x58, TUPLE: 0x74, BINPERSID: 0x51, BININT: 0x4a, BININT1: 0x4b, BININT2: 0x4d, LONG1: 0x8a, NEWFALSE: 0x89, SETITEMS: 0x75, STOP: 0x2e } as const;
-
-class PickleWriter {
-  private parts: Buffer[] = [];
-  op(...bytes: number[]): this {
-    this.parts.push(Buffer.from(bytes));
-    return this;
-  }
-  global(module: string, name: string): this {
-    this.parts.push(Buffer.from([OP.GLOBAL]), Buffer.from(`${module}\n${name}\n`, 'utf8'));
-    return this;
-  }
-  str(s: string): this {
-    const b = Buffer.from(s, 'utf8');
-    const len = Buffer.alloc(4);
-    len.writeUInt32LE(b.length);
-    this.parts.push(Buffer.from([OP.BINUNICODE]), len, b);
-    return this;
-  }
-  int(n: number): this {
-    if (n >= 0 && n < 256) return this.op(OP.BININT1, n);
-    if (n >= 0 && n < 65536) return this.op(OP.BININT2, n & 0xff, n >> 8);
-    if (n >= -(2 ** 31) && n < 2 ** 31) {
-      const b = Buffer.alloc(5);
-      b[0] = OP.BININT;
-      b.writeInt32LE(n, 1);
-      this.parts.push(b);
-      return this;
+/**
+ * What a zip archive holds, sniffed from its content (never its name): 'torchscript' for a
+ * torch.jit.save archive (code), 'torch' for any other zip (a torch.save checkpoint, or a damaged
+ * archive the checkpoint reader will report), null when the file is not a zip archive.
+ */
+export function archiveKind(path: string): 'torchscript' | 'torch' | null {
+  const fd = openForReading(path);
+  try {
+    const size = fstatSync(fd).size;
+    if (!isZip(readAt(fd, 0, Math.min(size, 4)))) return null;
+    let names: Iterable<string>;
+    try {
+      names = readZip(path, fd, size, []).keys();
+    } catch (e) {
+      if (e instanceof TorchError && e.code === 'E_FORMAT') return 'torch';
+      throw e;
     }
-    const b = Buffer.alloc(10);
-    b[0] = OP.LONG1;
-    b[1] = 8;
-    b.writeBigInt64LE(BigInt(n), 2);
-    this.parts.push(b);
-    return this;
-  }
-  tuple(items: number[]): this {
-    this.op(OP.MARK);
-    for (const i of items) this.int(i);
-    return this.op(OP.TUPLE);
-  }
-  bytes(): Buffer {
-    return Buffer.concat(this.parts);
+    return isTorchScript(names) ? 'torchscript' : 'torch';
+  } finally {
+    closeSync(fd);
   }
 }
+
+// ---- reading --------------------------------------------------------------------------------
+
+interface CheckpointPlan {
+  names: string[];
+  specs: TensorSpec[];
+  /** distinct storages, with the absolute byte range of each one's record */
+  storages: { ref: StorageRef; offset: number; nbytes: number }[];
+}
+
+function describe(v: unknown): string {
+  if (v instanceof TensorSpec) return 'a tensor';
+  if (v instanceof PDict) return `a dict of ${v.map.size} entries`;
+  if (v instanceof Opaque) return `an object (${v.what})`;
+  if (Array.isArray(v)) return 'a list/tuple';
+  if (v === null) return 'None';
+  return `a ${typeof v === 'number' || typeof v === 'bigint' ? 'number' : typeof v}`;
+}
+
+/**
+ * Reads a checkpoint's structure: the zip directory and the pickle. Returns which tensors it
+ * holds and where their bytes are; reads no tensor data.
+ */
+function planCheckpoint(path: string, key: string | undefined): CheckpointPlan {
+  const fd = openForReading(path);
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new TorchError(`'${path}' is not a regular file`, 'E_IO');
+    const size = st.size;
+    const head = readAt(fd, 0, Math.min(size, 4));
+    if (head.length >= 3 && head[0] === 0x80 && head[2] === 0x8a) {
+      throw formatError(path, 'it uses the legacy (pre-1.6) torch.save format; re-save it with torch.save(obj, path) in Python >= 1.6');
+    }
+    if (!isZip(head)) throw formatError(path, 'not a zip archive');
+    const compressed: string[] = [];
+    const zip = readZip(path, fd, size, compressed);
+    // The archive's top folder is named after the file it was first saved as: find it by data.pkl.
+    const pkl = [...zip.keys()].filter((n) => /^[^/]+\/data\.pkl$/.test(n));
+    if (pkl.length !== 1) throw formatError(path, pkl.length ? 'several data.pkl records' : 'no data.pkl record (a TorchScript archive? use torch.jit.load)');
+    const prefix = pkl[0]!.slice(0, -'data.pkl'.length);
+    if (isTorchScript(zip.keys())) {
+      throw new TorchError(
+        `'${path}' is a TorchScript archive (torch.jit.save), not a torch.save checkpoint: it holds code, which torch.load never runs. ` +
+        'If you trust it as you would a script, load it with torch.jit.load (or TiM.load with { allowTorchScript: true })',
+        'E_UNSAFE',
+      );
+    }
+    if (compressed.length) throw formatError(path, `zip entry '${compressed[0]}' is compressed (torch.save never compresses)`);
+    const order = zip.get(`${prefix}byteorder`);
+    if (order) {
+      const b = readAt(fd, order.offset, Math.min(order.size, 16)).toString('latin1');
+      if (b !== 'little') throw formatError(path, `byte order '${b}' is not supported`);
+    }
+    const rec = zip.get(pkl[0]!)!;
+    const pickle = readAt(fd, rec.offset, rec.size);
+    if (pickle.length !== rec.size) throw formatError(path, 'truncated data.pkl');
+
+    const storages = new Map<string, StorageRef>();
+    const root = unpickle(pickle, path, (pid) => {
+      if (!Array.isArray(pid) || pid[0] !== 'storage' || pid.length < 5) return new Opaque('persistent id');
+      const [, type, k, , numel] = pid as unknown[];
+      if (!(type instanceof Global) || typeof k !== 'string' || typeof numel !== 'number' || !Number.isSafeInteger(numel) || numel < 0) {
+        throw formatError(path, 'malformed storage reference');
+      }
+      const prev = storages.get(k);
+      if (prev) return prev;
+      const ref = new StorageRef(k, type.name, STORAGE_DTYPES[type.name] ?? null, numel);
+      storages.set(k, ref);
+      return ref;
+    });
+
+    let obj = root;
+    if (key !== undefined) {
+      if (!(obj instanceof PDict)) throw formatError(path, `its content is ${describe(obj)}, so it has no key '${key}'`);
+      if (!obj.map.has(key)) throw formatError(path, `it has no top-level key '${key}' (keys: ${[...obj.map.keys()].map(String).slice(0, 20).join(', ')})`);
+      obj = obj.map.get(key);
+    }
+    if (!(obj instanceof PDict)) throw formatError(path, `its content is ${describe(obj)}, not a dict of tensors`);
+    const names: string[] = [];
+    const specs: TensorSpec[] = [];
+    for (const [k, v] of obj.map) {
+      if (typeof k !== 'string') throw formatError(path, `dict key ${String(k)} is not a string`);
+      if (!(v instanceof TensorSpec)) {
+        const hint = v instanceof PDict ? ` (load a nested dict with { key: '${k}' })` : '';
+        throw formatError(path, `entry '${k}' is ${describe(v)}, not a tensor${hint}`);
+      }
+      const s = v.storage;
+      if (s.dtype === null) throw new TorchError(`'${path}': entry '${k}' has storage type ${s.typeName}, which is not supported`, 'E_DTYPE');
+      // The view must lie inside its storage (as_strided would check too; fail with a clear message).
+      let last = v.offset;
+      let empty = false;
+      for (let i = 0; i < v.size.length; i++) {
+        if (v.size[i] === 0) empty = true;
+        else last += (v.size[i]! - 1) * v.stride[i]!;
+      }
+      if (!empty && last >= s.numel) throw formatError(path, `entry '${k}' reaches past the end of its storage`);
+      names.push(k);
+      specs.push(v);
+    }
+    // Only the storages the chosen tensors use, each checked against its record.
+    const used = new Map<string, { ref: StorageRef; offset: number; nbytes: number }>();
+    for (const sp of specs) {
+      const s = sp.storage;
+      if (used.has(s.key)) continue;
+      const r = zip.get(`${prefix}data/${s.key}`);
+      if (!r) throw formatError(path, `storage record '${s.key}' is missing`);
+      const nbytes = s.numel * DTYPE_SIZE[s.dtype!];
+      if (nbytes > r.size) throw formatError(path, `storage '${s.key}' claims ${nbytes} bytes but its record holds ${r.size}`);
+      used.set(s.key, { ref: s, offset: r.offset, nbytes });
+    }
+    return { names, specs, storages: [...used.values()] };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+
+const AS_STRIDED = op('aten::as_strided');
+type Request = [number, number[], number, number];
+
+/**
+ * The tensors of a torch.save checkpoint (those of the dict under `key`, if given), read on the
+ * CPU by `read` (native.stTensor one by one, or native.stReadAsync on a worker): zero-copy from the
+ * file mapping unless `copy`.
+ */
+export function readTorchZip<R extends number[] | Promise<number[]>>(
+  path: string, key: string | undefined, copy: boolean, read: (file: StFile, reqs: Request[], copy: boolean) => R,
+): R extends Promise<number[]> ? Promise<{ names: string[]; tensors: Tensor[] }> : { names: string[]; tensors: Tensor[] } {
+  const plan = planCheckpoint(path, key);
+  const f = native.stOpen(path, true);
+  const reqs: Request[] = plan.storages.map((s) => [dtypeCode(s.ref.dtype!), [s.ref.numel], s.offset, s.offset + s.nbytes]);
+  const finish = (handles: number[]): { names: string[]; tensors: Tensor[] } => {
+    const bases = new Map<string, Tensor>();
+    plan.storages.forEach((s, i) => bases.set(s.ref.key, wrap(handles[i]!)));
+    const views: Tensor[] = [];
+    try {
+      for (const sp of plan.specs) {
+        views.push(wrap(native.call(AS_STRIDED(), bases.get(sp.storage.key)!._h, sp.size, sp.stride, sp.offset)));
+      }
+    } catch (e) {
+      for (const v of views) v.dispose();
+      throw e;
+    } finally {
+      for (const b of bases.values()) b.dispose(); // the views keep the storages alive
+    }
+    return { names: plan.names, tensors: views };
+  };
+  let r: number[] | Promise<number[]>;
+  try {
+    r = read(f.file, reqs, copy);
+  } finally {
+    // Tensors already made (or being made by a worker, which holds its own reference) keep the
+    // mapping alive; the file object itself is no longer needed.
+    native.stClose(f.file);
+  }
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  return (r instanceof Promise ? r.then(finish) : finish(r)) as any;
+}
+
+// ---- writing --------------------------------------------------------------------------------
+
+/** The storage type torch.save names for each dtype (the reader's table, inverted). */
+const STORAGE_OF: Readonly<Partial<Record<DType, string>>> = Object.fromEntries(
+  Object.entries(STORAGE_DTYPES).filter(([name]) => name !== 'UntypedStorage').map(([name, d]) => [d, name]),
+);
 
 function dataPickle(entries: { name: string; storage: string; key: string; shape: number[] }[]): Buffer {
   const p = new PickleWriter().op(OP.PROTO, 2);
@@ -83,105 +236,24 @@ function dataPickle(entries: { name: string; storage: string; key: string; shape
   return p.op(OP.SETITEMS, OP.STOP).bytes();
 }
 
-interface Written {
-  name: string;
-  offset: number;
-  size: number;
-  crc: number;
-}
-
-/** Saves `record` as a torch.save checkpoint (atomic: temporary file, then rename). */
-export function saveStateDictBin(record: Record<string, Tensor>, path: string): void {
-  if (typeof path !== 'string' || path === '') throw argError('type', 'saveStateDictBin: path must be a non-empty string');
-  const names = Object.keys(record);
-  const entries = names.map((name, i) => {
-    const t = record[name]!;
-    if (t.device !== 'cpu') throw new TorchError(`saveStateDictBin: '${name}' is on ${t.device}; move the model to the CPU first`, 'E_DEVICE');
-    const storage = STORAGE[t.dtype];
-    if (!storage) throw new TorchError(`saveStateDictBin: '${name}' has dtype ${t.dtype}, which this writer does not store (save .safetensors)`, 'E_DTYPE');
-    return { name, storage, key: String(i), shape: t.shape, tensor: t };
+/** Saves `record` (name -> Tensor) as a torch.save checkpoint, atomically. */
+export function saveTorchZip(record: TensorRecord | Map<string, Tensor>, path: string, what = 'save'): void {
+  const entries = tensorEntries(record, what).map(({ name, tensor }, i) => {
+    const storage = STORAGE_OF[tensor.dtype];
+    if (!storage) throw new TorchError(`${what}: '${name}' has dtype ${tensor.dtype}, which torch.save checkpoints do not store here`, 'E_DTYPE');
+    return { name, storage, key: String(i), shape: tensor.shape, tensor };
   });
-  if (entries.length + 2 > 0xffff) throw new TorchError('saveStateDictBin: more than 65533 tensors needs zip64 (not written here); save .safetensors', 'E_NOT_IMPLEMENTED');
-  const abs = resolve(path);
-  const tmp = join(dirname(abs), `.${basename(abs)}.${process.pid}.bin.tmp`);
-  let fd: number | null = null;
-  try {
-    fd = openSync(tmp, 'w');
-    let pos = 0;
-    const written: Written[] = [];
-    const put = (b: Uint8Array): void => {
-      let off = 0;
-      while (off < b.length) off += writeSync(fd!, b, off, b.length - off);
-      pos += b.length;
-    };
-    const record_ = (name: string, data: Uint8Array): void => {
-      const nameBuf = Buffer.from(name, 'utf8');
-      // Pad the local header's extra field ('FB' id, as PyTorch's writer) so data starts on 64 bytes.
-      const base = pos + 30 + nameBuf.length + 4;
-      const pad = (64 - (base % 64)) % 64;
-      const crc = crc32(data);
-      if (pos + 34 + nameBuf.length + pad + data.length > 0xffffffff) {
-        throw new TorchError('saveStateDictBin: the checkpoint would exceed 4 GiB, which needs zip64 (not written here); save .safetensors', 'E_NOT_IMPLEMENTED');
-      }
-      const h = Buffer.alloc(30 + nameBuf.length + 4 + pad);
-      h.writeUInt32LE(0x04034b50, 0);
-      h.writeUInt16LE(20, 4); // version needed
-      h.writeUInt32LE(crc >>> 0, 14);
-      h.writeUInt32LE(data.length, 18);
-      h.writeUInt32LE(data.length, 22);
-      h.writeUInt16LE(nameBuf.length, 26);
-      h.writeUInt16LE(4 + pad, 28);
-      nameBuf.copy(h, 30);
-      h.writeUInt16LE(0x4246, 30 + nameBuf.length); // 'FB'
-      h.writeUInt16LE(pad, 32 + nameBuf.length);
-      h.fill(0x5a, 34 + nameBuf.length); // 'Z' padding bytes, like PyTorch
-      written.push({ name, offset: pos, size: data.length, crc: crc >>> 0 });
-      put(h);
-      put(data);
-    };
-    record_('archive/data.pkl', dataPickle(entries));
-    for (const e of entries) {
-      // toTypedArray copies a contiguous row-major image of the tensor (views included).
-      const ta = e.tensor.toTypedArray();
-      record_(`archive/data/${e.key}`, new Uint8Array(ta.buffer, ta.byteOffset, ta.byteLength));
-    }
-    record_('archive/version', Buffer.from('3\n'));
-    const cdStart = pos;
-    for (const w of written) {
-      const nameBuf = Buffer.from(w.name, 'utf8');
-      const c = Buffer.alloc(46 + nameBuf.length);
-      c.writeUInt32LE(0x02014b50, 0);
-      c.writeUInt16LE(20, 4); // version made by
-      c.writeUInt16LE(20, 6); // version needed
-      c.writeUInt32LE(w.crc, 16);
-      c.writeUInt32LE(w.size, 20);
-      c.writeUInt32LE(w.size, 24);
-      c.writeUInt16LE(nameBuf.length, 28);
-      c.writeUInt32LE(w.offset, 42);
-      nameBuf.copy(c, 46);
-      put(c);
-    }
-    const end = Buffer.alloc(22);
-    end.writeUInt32LE(0x06054b50, 0);
-    end.writeUInt16LE(written.length, 8);
-    end.writeUInt16LE(written.length, 10);
-    end.writeUInt32LE(pos - cdStart, 12);
-    end.writeUInt32LE(cdStart, 16);
-    put(end);
-    closeSync(fd);
-    fd = null;
-    renameSync(tmp, abs);
-  } catch (err) {
-    if (fd !== null) closeSync(fd);
+  replaceAtomically(path, (tmp) => {
+    const fd = openSync(tmp, 'wx');
     try {
-      unlinkSync(tmp);
-    } catch {
-      // nothing was created
+      const zip = new ZipWriter((b) => writeAllSync(fd, b), what);
+      zip.add('archive/data.pkl', dataPickle(entries));
+      // toBuffer: a contiguous row-major CPU copy of the tensor's bytes (views, CUDA included)
+      for (const e of entries) zip.add(`archive/data/${e.key}`, new Uint8Array(native.toBuffer(e.tensor._h) as ArrayBuffer));
+      zip.add('archive/version', Buffer.from('3\n'));
+      zip.finish();
+    } finally {
+      closeSync(fd);
     }
-    const code = (err as { code?: unknown }).code;
-    if (!(err instanceof TorchError) && typeof code === 'string' && /^E[A-Z]+$/.test(code)) {
-      throw new TorchError(`saveStateDictBin: cannot write '${path}': ${(err as Error).message}`, 'E_IO');
-    }
-    throw err;
-  }
+  }, what);
 }

@@ -10,7 +10,7 @@ import { Tensor } from '../tensor.js';
 import { noGrad } from '../autograd.js';
 import { keep } from '../scope.js';
 import { argError, TorchError } from '../errors.js';
-import { save, loadSafetensors } from '../io/safetensors.js';
+import { loadSafetensors, saveSafetensors } from '../io/index.js';
 import { native } from '../native.js';
 import { zero_ } from './foreach.js';
 import { op } from '../ops.js';
@@ -255,7 +255,7 @@ export abstract class Optimizer<H extends BaseHyper> {
     if (META_KEY in extra) throw argError('type', `saveState: '${META_KEY}' is reserved`);
     const sd = this.stateDict();
     try {
-      save(sd.tensors, path, { ...extra, [META_KEY]: JSON.stringify(sd.meta) });
+      saveSafetensors(sd.tensors, path, { ...extra, [META_KEY]: JSON.stringify(sd.meta) }, 'saveState');
     } finally {
       for (const t of Object.values(sd.tensors)) t.dispose();
     }
