@@ -109,10 +109,10 @@ export function integer(v: unknown, name: string, owner: string, min = Number.MI
   return v;
 }
 
-/** One of the allowed strings (a RangeError with code E_OPTION otherwise). */
-export function oneOf<T extends string>(v: unknown, name: string, owner: string, allowed: readonly T[]): T {
+/** One of the allowed strings (a RangeError with code E_OPTION, or the code given, otherwise). */
+export function oneOf<T extends string>(v: unknown, name: string, owner: string, allowed: readonly T[], code = 'E_OPTION'): T {
   if (typeof v !== 'string' || !(allowed as readonly string[]).includes(v)) {
-    throw argError('range', `${owner}: ${name} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${String(v)}`, 'E_OPTION');
+    throw argError('range', `${owner}: ${name} must be one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${String(v)}`, code);
   }
   return v as T;
 }

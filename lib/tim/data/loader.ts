@@ -20,6 +20,7 @@ import * as torch from '../../torch/index.js';
 import type { Tensor } from '../../torch/tensor.js';
 import type { Device } from '../../torch/dtype.js';
 import { argError } from '../../torch/errors.js';
+import * as check from '../../torch/check.js';
 import { ShardedOrder, checkSeed, sampleUniform } from './sampler.js';
 
 /** A source of labelled samples of one shape. */
@@ -130,10 +131,7 @@ interface Pending {
 }
 
 function intOpt(v: unknown, name: string, dflt: number, min: number): number {
-  if (v === undefined) return dflt;
-  if (typeof v !== 'number' || !Number.isSafeInteger(v)) throw argError('type', `DataLoader: ${name} must be an integer, got ${String(v)}`);
-  if (v < min) throw argError('range', `DataLoader: ${name} must be >= ${min}, got ${v}`);
-  return v;
+  return v === undefined ? dflt : check.integer(v, name, 'DataLoader', min);
 }
 
 export class DataLoader implements AsyncDisposable {

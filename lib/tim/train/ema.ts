@@ -9,6 +9,7 @@
  */
 import * as torch from '../../torch/index.js';
 import { argError } from '../../torch/errors.js';
+import * as check from '../../torch/check.js';
 import { ScriptModule } from '../../torch/jit.js';
 import type { Tensor } from '../../torch/tensor.js';
 
@@ -43,28 +44,12 @@ export interface EMAUpdateOptions {
   decay?: number;
 }
 
-function checkDecay(d: unknown, owner: string): number {
-  if (typeof d !== 'number') throw argError('type', `${owner}: decay must be a number, got ${typeof d}`);
-  if (!(d >= 0 && d <= 1)) throw argError('range', `${owner}: decay must be in [0, 1], got ${d}`);
-  return d;
-}
-
-function checkKeys(o: object, known: string[], owner: string): void {
-  if (o === null || typeof o !== 'object') throw argError('type', `${owner}: options must be an object`);
-  for (const k of Object.keys(o)) {
-    if (!known.includes(k)) throw argError('type', `${owner}: unknown option '${k}' (known: ${known.join(', ')})`, 'E_OPTION');
-  }
-}
-
 function checkRecord(rec: unknown, owner: string): Record<string, Tensor> {
   if (rec === null || typeof rec !== 'object' || Array.isArray(rec)) {
     throw argError('type', `${owner}: expected a ScriptModule or a Record<string, Tensor>`);
   }
   const out = rec as Record<string, unknown>;
-  for (const [k, v] of Object.entries(out)) {
-    if (!(v instanceof torch.Tensor)) throw argError('type', `${owner}: '${k}' is not a Tensor`);
-    if (v.isDisposed) throw new torch.TorchError(`${owner}: tensor '${k}' was disposed`, 'E_DISPOSED');
-  }
+  for (const [k, v] of Object.entries(out)) check.tensor(v, `tensor '${k}'`, owner);
   return out as Record<string, Tensor>;
 }
 
@@ -119,11 +104,9 @@ export class EMA {
   /** Starts the EMA at a copy of `source` (official: ema_model = deepcopy(model)). */
   constructor(src: EMASource, opts: EMAOptions = {}) {
     const source = unwrap(src);
-    checkKeys(opts, ['decay', 'copyBuffers'], 'EMA');
-    this.decay = checkDecay(opts.decay ?? 0.9999, 'EMA');
-    const copyBuffers = opts.copyBuffers ?? true;
-    if (typeof copyBuffers !== 'boolean') throw argError('type', 'EMA: copyBuffers must be a boolean');
-    this.copyBuffers = copyBuffers;
+    check.knownKeys(opts, ['decay', 'copyBuffers'], 'EMA');
+    this.decay = check.inRange(opts.decay ?? 0.9999, 'decay', 'EMA', 0, 1);
+    this.copyBuffers = check.bool(opts.copyBuffers ?? true, 'copyBuffers', 'EMA');
     if (source instanceof ScriptModule) {
       const m = cloneScriptModule(source);
       // the EMA is never trained (official: ema_model.requires_grad_(False))
@@ -161,8 +144,8 @@ export class EMA {
   update(src: EMASource, opts: EMAUpdateOptions = {}): void {
     this.#alive();
     const source = unwrap(src);
-    checkKeys(opts, ['decay'], 'EMA.update');
-    const decay = checkDecay(opts.decay ?? this.decay, 'EMA.update');
+    check.knownKeys(opts, ['decay'], 'EMA.update');
+    const decay = check.inRange(opts.decay ?? this.decay, 'decay', 'EMA.update', 0, 1);
     torch.scope(() => {
       if (this.#module) {
         if (!(source instanceof ScriptModule)) throw argError('type', 'EMA.update: this EMA follows a module; pass the model (a ScriptModule)');

@@ -30,6 +30,7 @@ import { join, resolve as resolvePath } from 'node:path';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import * as torch from '../../torch/index.js';
 import { TorchError, argError } from '../../torch/errors.js';
+import * as check from '../../torch/check.js';
 import * as dist from '../../torch/distributed/process_group.js';
 import type { Tensor } from '../../torch/tensor.js';
 import type { Device } from '../../torch/dtype.js';
@@ -322,9 +323,9 @@ export class Trainer {
    * checkpoint when resuming.
    */
   static create(opts: TrainerOptions): Trainer {
-    if (!opts || typeof opts !== 'object') throw argError('type', 'Trainer.create: options {config, outDir} required');
-    const known = ['config', 'outDir', 'maxSteps', 'resume', 'dataset', 'device', 'mixedPrecision', 'seed', 'decoder', 'write', 'tty', 'prefetch', 'distributed', 'maxNonFiniteSteps'];
-    for (const k of Object.keys(opts)) if (!known.includes(k)) throw argError('type', `Trainer.create: unknown option '${k}' (known: ${known.join(', ')})`, 'E_OPTION');
+    if (!check.isObject(opts)) throw argError('type', 'Trainer.create: options {config, outDir} required');
+    check.knownKeys(opts, ['config', 'outDir', 'maxSteps', 'resume', 'dataset', 'device', 'mixedPrecision', 'seed', 'decoder', 'write', 'tty',
+      'prefetch', 'distributed', 'maxNonFiniteSteps'], 'Trainer.create');
     const config = typeof opts.config === 'string' ? readTrainConfig(opts.config)
       : isTrainConfig(opts.config) ? opts.config : parseTrainConfig(opts.config);
     if (typeof opts.outDir !== 'string' || opts.outDir === '') throw argError('type', 'Trainer.create: outDir must be a non-empty string');
@@ -338,10 +339,7 @@ export class Trainer {
     if (distPlan && distPlan.init.backend === undefined) {
       distPlan.init.backend = String(device).startsWith('cuda') && dist.isAvailable('nccl') ? 'nccl' : 'gloo';
     }
-    const mixedPrecision = opts.mixedPrecision ?? t.mixedPrecision;
-    if (mixedPrecision !== 'no' && mixedPrecision !== 'bf16' && mixedPrecision !== 'fp16') {
-      throw argError('range', `Trainer.create: mixedPrecision must be no, bf16 or fp16, got ${String(mixedPrecision)}`);
-    }
+    const mixedPrecision = check.oneOf(opts.mixedPrecision ?? t.mixedPrecision, 'mixedPrecision', 'Trainer.create', ['no', 'bf16', 'fp16'] as const, 'E_RANGE');
     if (mixedPrecision === 'fp16' && !String(device).startsWith('cuda')) {
       throw new TorchError('training config: mixed_precision fp16 needs CUDA (CPU autocast is bfloat16 only); use bf16 or no', 'E_CONFIG');
     }

@@ -113,13 +113,6 @@ export interface Transport {
 
 // ---- argument checks (public entry points only) --------------------------------------------------
 
-/** A batch size: a positive integer. */
-export function batchSize(n: unknown, owner: string): number {
-  if (typeof n !== 'number' || !Number.isInteger(n)) throw argError('type', `${owner}: n must be an integer, got ${String(n)}`);
-  if (n < 1) throw argError('range', `${owner}: n must be >= 1, got ${n}`);
-  return n;
-}
-
 /**
  * The standard draw sampleT transforms: the replayed one (checked to be (n,)) or a fresh one.
  * Passing the other kind of draw is an error, not ignored, because it would silently draw anew.
@@ -311,7 +304,7 @@ export abstract class BaseTransport implements Transport, TransportMath {
 
   sampleT(n: number, opts?: SampleTOptions): Tensor {
     const owner = `${this.name}.sampleT`;
-    batchSize(n, owner);
+    check.integer(n, 'n', owner, 1);
     return torch.scope(() => this.timesFrom(timeDraw(this.timeDraw, n, opts, owner)));
   }
 
