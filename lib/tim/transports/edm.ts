@@ -7,38 +7,22 @@
  */
 import * as torch from '../../torch/index.js';
 import type { Tensor } from '../../torch/tensor.js';
-import * as check from '../../torch/check.js';
-import { BaseTransport, type Interpolant, type TargetParts, type TransportOptions } from './transport.js';
+import { LogNormalTransport, type Interpolant, type LogNormalOptions, type TargetParts } from './transport.js';
 
-export interface EDMOptions extends TransportOptions {
-  /** default −1.2 */
-  pMean?: number;
-  /** default 1.2 */
-  pStd?: number;
-  /** default 80 */
-  tMax?: number;
-  /** default 0.01 */
-  tMin?: number;
-}
+/** EDM options; defaults pMean −1.2, pStd 1.2, tMax 80, tMin 0.01. */
+export type EDMOptions = LogNormalOptions;
 
-export class EDM extends BaseTransport {
+export class EDM extends LogNormalTransport {
   readonly name = 'EDM';
-  readonly timeDraw = 'normal' as const;
   readonly stochasticStep = false;
-  readonly pMean: number;
-  readonly pStd: number;
 
   constructor(opts: EDMOptions = {}) {
-    super('EDM', opts as EDMOptions & Record<string, unknown>, ['pMean', 'pStd', 'tMax', 'tMin'], {
-      sigmaD: 0.5, tMax: opts.tMax ?? 80.0, tMin: opts.tMin ?? 0.01,
-    });
-    this.pMean = check.number(opts.pMean ?? -1.2, 'pMean', 'EDM');
-    this.pStd = check.positive(opts.pStd ?? 1.2, 'pStd', 'EDM');
+    super('EDM', opts, { sigmaD: 0.5, tMax: 80.0, tMin: 0.01, pMean: -1.2, pStd: 1.2 });
   }
 
   /** t = s = exp(pMean + pStd·n). */
   timesFrom(normals: Tensor): Tensor {
-    return torch.scope(() => normals.mul(this.pStd).add(this.pMean).exp());
+    return torch.scope(() => this.logNormal(normals));
   }
 
   /** c_noise = log(t) / 4. */

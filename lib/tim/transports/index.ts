@@ -3,7 +3,7 @@
  * tim/schedulers/transports.py). See docs/transports.md for the math of each.
  */
 export {
-  BaseTransport, type Transport, type Interpolant, type TargetInputs, type StepOptions, type SampleTOptions,
+  BaseTransport, LogNormalTransport, type LogNormalOptions, type Transport, type Interpolant, type TargetInputs, type StepOptions, type SampleTOptions,
   type ModelTimes, type TransportOptions, type TimeDraw, unchecked, type TransportMath, type TargetParts,
 } from './transport.js';
 export { OTFM, otfmTimeFromSigma, type OTFMOptions } from './ot_fm.js';

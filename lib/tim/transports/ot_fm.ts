@@ -4,43 +4,27 @@
  */
 import * as torch from '../../torch/index.js';
 import type { Tensor } from '../../torch/tensor.js';
-import * as check from '../../torch/check.js';
-import { BaseTransport, type Interpolant, type TargetParts, type TransportOptions } from './transport.js';
+import { LogNormalTransport, type Interpolant, type LogNormalOptions, type TargetParts } from './transport.js';
 
-export interface OTFMOptions extends TransportOptions {
-  /** mean of log s (default 0) */
-  pMean?: number;
-  /** std of log s (default 1) */
-  pStd?: number;
-  /** default 1 */
-  tMax?: number;
-  /** default 0 */
-  tMin?: number;
-}
+/** OTFM options; defaults pMean 0, pStd 1, tMax 1, tMin 0. */
+export type OTFMOptions = LogNormalOptions;
 
 /** t = s / (1 + s): the log-normal "sigma" s mapped onto [0, 1). */
 export function otfmTimeFromSigma(s: Tensor): Tensor {
   return torch.scope(() => s.div(s.add(1)));
 }
 
-export class OTFM extends BaseTransport {
+export class OTFM extends LogNormalTransport {
   readonly name = 'OTFM';
-  readonly timeDraw = 'normal' as const;
   readonly stochasticStep = true;
-  readonly pMean: number;
-  readonly pStd: number;
 
   constructor(opts: OTFMOptions = {}) {
-    super('OTFM', opts as OTFMOptions & Record<string, unknown>, ['pMean', 'pStd', 'tMax', 'tMin'], {
-      sigmaD: 1.0, tMax: opts.tMax ?? 1.0, tMin: opts.tMin ?? 0.0,
-    });
-    this.pMean = check.number(opts.pMean ?? 0.0, 'pMean', 'OTFM');
-    this.pStd = check.positive(opts.pStd ?? 1.0, 'pStd', 'OTFM');
+    super('OTFM', opts, { sigmaD: 1.0, tMax: 1.0, tMin: 0.0, pMean: 0.0, pStd: 1.0 });
   }
 
   /** t = s / (1 + s), s = exp(pMean + pStd·n). */
   timesFrom(normals: Tensor): Tensor {
-    return torch.scope(() => otfmTimeFromSigma(normals.mul(this.pStd).add(this.pMean).exp()));
+    return torch.scope(() => otfmTimeFromSigma(this.logNormal(normals)));
   }
 
   /** The network sees t itself (cNoise() returns a copy). */

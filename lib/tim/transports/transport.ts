@@ -385,3 +385,39 @@ export abstract class BaseTransport implements Transport, TransportMath {
     return { t: timeLike(t, xT, 't', owner), r: timeLike(r, xT, 'r', owner), sRatio, eps };
   }
 }
+
+/** Options of the transports with log-normal training times s = exp(pMean + pStd·n): OTFM, TrigFlow, EDM. */
+export interface LogNormalOptions extends TransportOptions {
+  /** mean of log s */
+  pMean?: number;
+  /** std of log s (> 0) */
+  pStd?: number;
+  /** the noise end of the path */
+  tMax?: number;
+  /** the data end of the path */
+  tMin?: number;
+}
+
+/** A transport whose training times come from the log-normal s = exp(pMean + pStd·n) (OTFM, TrigFlow, EDM). */
+export abstract class LogNormalTransport extends BaseTransport {
+  readonly timeDraw = 'normal' as const;
+  readonly pMean: number;
+  readonly pStd: number;
+
+  protected constructor(
+    owner: string,
+    opts: LogNormalOptions,
+    defaults: { sigmaD: number; tMax: number; tMin: number; pMean: number; pStd: number },
+  ) {
+    super(owner, opts as LogNormalOptions & Record<string, unknown>, ['pMean', 'pStd', 'tMax', 'tMin'], {
+      sigmaD: defaults.sigmaD, tMax: opts.tMax ?? defaults.tMax, tMin: opts.tMin ?? defaults.tMin,
+    });
+    this.pMean = check.number(opts.pMean ?? defaults.pMean, 'pMean', owner);
+    this.pStd = check.positive(opts.pStd ?? defaults.pStd, 'pStd', owner);
+  }
+
+  /** s = exp(pMean + pStd·n) of standard normals n. */
+  protected logNormal(normals: Tensor): Tensor {
+    return normals.mul(this.pStd).add(this.pMean).exp();
+  }
+}

@@ -5,38 +5,22 @@
  */
 import * as torch from '../../torch/index.js';
 import type { Tensor } from '../../torch/tensor.js';
-import * as check from '../../torch/check.js';
-import { BaseTransport, type Interpolant, type TargetParts, type TransportOptions } from './transport.js';
+import { LogNormalTransport, type Interpolant, type LogNormalOptions, type TargetParts } from './transport.js';
 
-export interface TrigFlowOptions extends TransportOptions {
-  /** default −1.0 */
-  pMean?: number;
-  /** default 1.6 */
-  pStd?: number;
-  /** default 1.57 (the official value, just under π/2) */
-  tMax?: number;
-  /** default 0 */
-  tMin?: number;
-}
+/** TrigFlow options; defaults pMean −1.0, pStd 1.6, tMax 1.57 (the official value, just under π/2), tMin 0. */
+export type TrigFlowOptions = LogNormalOptions;
 
-export class TrigFlow extends BaseTransport {
+export class TrigFlow extends LogNormalTransport {
   readonly name = 'TrigFlow';
-  readonly timeDraw = 'normal' as const;
   readonly stochasticStep = false;
-  readonly pMean: number;
-  readonly pStd: number;
 
   constructor(opts: TrigFlowOptions = {}) {
-    super('TrigFlow', opts as TrigFlowOptions & Record<string, unknown>, ['pMean', 'pStd', 'tMax', 'tMin'], {
-      sigmaD: 0.5, tMax: opts.tMax ?? 1.57, tMin: opts.tMin ?? 0.0,
-    });
-    this.pMean = check.number(opts.pMean ?? -1.0, 'pMean', 'TrigFlow');
-    this.pStd = check.positive(opts.pStd ?? 1.6, 'pStd', 'TrigFlow');
+    super('TrigFlow', opts, { sigmaD: 0.5, tMax: 1.57, tMin: 0.0, pMean: -1.0, pStd: 1.6 });
   }
 
   /** t = atan(s), s log-normal. */
   timesFrom(normals: Tensor): Tensor {
-    return torch.scope(() => normals.mul(this.pStd).add(this.pMean).exp().atan());
+    return torch.scope(() => this.logNormal(normals).atan());
   }
 
   /** The network sees t itself (cNoise() returns a copy). */
