@@ -146,7 +146,7 @@ training:
       }
     };
     bad(null, /mapping/);
-    bad({ ...doc(), extra: 1 }, /unknown key '\.extra'/);
+    bad({ ...doc(), extra: 1 }, /unknown key 'extra'/);
     bad(doc({ training: { learnig_rate: 1 } }), /training\.learnig_rate/);
     bad(doc({ training: { optimizer: { target: 'torch.optim.LBFGS' } } }), /LBFGS/);
     bad(doc({ training: { lr_scheduler: 'exp' } }), /lr_scheduler/);

@@ -11,21 +11,23 @@
  * same images whatever the step count, the batch size, or which other classes are asked for: grids
  * of different step counts compare cell by cell.
  */
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, rmSync, statSync, statfsSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync, statfsSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/tensor.js';
 import { TorchError } from '../torch/errors.js';
 import type { Device } from '../torch/dtype.js';
 import type { ScriptModule } from '../torch/jit.js';
-import { TiM, checkpointKind, configFromValue, torchScriptRefused } from '../tim/network/model.js';
+import { TiM, checkpointKind, torchScriptRefused } from '../tim/network/model.js';
 import type { TiMConfig } from '../tim/network/index.js';
 import { sample, decodeLatents } from '../tim/sampling/sampler.js';
-import { transportFromOfficialConfig } from '../tim/train/config.js';
+import { parseModelConfig } from '../tim/train/config.js';
+import { readConfigDocument } from '../tim/config_file.js';
+import { isObject } from '../torch/check.js';
 import type { Transport } from '../tim/transports/transport.js';
 import { STATE_FILE, latestCheckpoint, readCheckpointState } from '../tim/train/checkpoints.js';
 import { fsError } from '../tim/train/run_lock.js';
+import { AtomicFile } from '../torch/io/atomic.js';
 import { makeGrid, savePng } from '../torch/io/image.js';
 import { ProgressDisplay, formatDuration } from '../tim/train/progress.js';
 import {
@@ -231,40 +233,18 @@ export function resolveCheckpoint(path: string, weights: 'ema' | 'model' | null 
 
 // ---- the config ---------------------------------------------------------------------------------
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
-
 /**
  * The network and the transport of an official-layout config (model.network, model.transport; the
  * data and training sections are not read). A missing model.transport is OT-FM, as for the trainer.
  */
 export function readSampleConfig(path: string): { network: TiMConfig; transport: Transport } {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new TorchError(`cannot read config '${path}': ${(e as Error).message}`, 'E_IO');
-  }
-  let doc: unknown;
-  try {
-    doc = parseYaml(text); // JSON is YAML too
-  } catch (e) {
-    throw new TorchError(`config '${path}' is not valid YAML: ${(e as Error).message}`, 'E_FORMAT');
-  }
-  const model = isRecord(doc) && isRecord(doc.model) ? doc.model : null;
-  if (!model || !isRecord(model.network)) {
+  const doc = readConfigDocument(path);
+  const model = isObject(doc) && isObject(doc.model) ? doc.model : null;
+  if (!model || !isObject(model.network)) {
     throw new TorchError(`config '${path}' has no model.network: tim sample reads the official layout (model.network {target, params}, model.transport {target, params})`, 'E_CONFIG');
   }
-  const tr = model.transport ?? {};
-  if (!isRecord(tr)) throw new TorchError(`config '${path}': model.transport must be a mapping {target, params}`, 'E_CONFIG');
   try {
-    const network = configFromValue({ model: { network: model.network } });
-    const transport = transportFromOfficialConfig({
-      target: typeof tr.target === 'string' ? tr.target : 'tim.schedulers.transports.OT_FM',
-      params: isRecord(tr.params) ? tr.params : {},
-    });
-    return { network, transport };
+    return parseModelConfig(doc);
   } catch (e) {
     (e as Error).message = `config '${path}': ${(e as Error).message}`;
     throw e;
@@ -521,17 +501,20 @@ async function sampleAtSteps(job: SweepJob, nfe: number): Promise<NfeOutput> {
  * samples file). The same layout torch.save writes, so `tim eval --samples` reads it unchanged.
  */
 export class SamplesWriter {
-  private fd: number | null = null;
+  private readonly file: AtomicFile;
   private written = 0;
-  private done = false;
-  readonly tmp: string;
+  private started = false;
   constructor(readonly path: string, readonly count: number, private readonly labels: readonly number[], private readonly metadata: Record<string, string>) {
-    this.tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+    this.file = new AtomicFile(path, (e) => fsError('cannot write the samples file', path, e));
+  }
+  /** The temporary file the samples stream into until finish(). */
+  get tmp(): string {
+    return this.file.tmp;
   }
 
   append(images: Tensor): void {
     const [n, c, h, w] = images.shape as [number, number, number, number];
-    if (this.fd === null) {
+    if (!this.started) {
       const imageBytes = this.count * c * h * w * 4;
       const header: Record<string, unknown> = {
         __metadata__: this.metadata,
@@ -542,59 +525,32 @@ export class SamplesWriter {
       json += ' '.repeat((8 - (Buffer.byteLength(json) % 8)) % 8);
       const len = Buffer.alloc(8);
       len.writeBigUInt64LE(BigInt(Buffer.byteLength(json)));
-      try {
-        this.fd = openSync(this.tmp, 'w');
-        this.write(Buffer.concat([len, Buffer.from(json, 'utf8')]));
-      } catch (e) {
-        throw fsError('cannot write the samples file', this.tmp, e);
-      }
+      this.file.write(Buffer.concat([len, Buffer.from(json, 'utf8')]));
+      this.started = true;
       this.shape = [c, h, w];
     } else if (this.shape![0] !== c || this.shape![1] !== h || this.shape![2] !== w) {
       throw new TorchError(`samples file: a batch of images [${images.shape.join(', ')}] after batches of [${this.shape!.join(', ')}]`, 'E_SHAPE');
     }
     if (this.written + n > this.count) throw new TorchError(`samples file: more than the ${this.count} images announced`, 'E_STATE');
     const a = images.toTypedArray() as Float32Array;
-    this.write(Buffer.from(a.buffer, a.byteOffset, a.byteLength));
+    this.file.write(Buffer.from(a.buffer, a.byteOffset, a.byteLength));
     this.written += n;
   }
   private shape: [number, number, number] | null = null;
 
-  private write(b: Buffer): void {
-    let off = 0;
-    try {
-      while (off < b.length) off += writeSync(this.fd!, b, off, b.length - off);
-    } catch (e) {
-      throw fsError('cannot write the samples file', this.tmp, e);
-    }
-  }
-
-  /** Writes the labels, flushes and renames the file into place; returns its path. */
+  /** Writes the labels and replaces `path` atomically (lib/torch/io/atomic.ts); returns its path. */
   finish(): string {
-    if (this.written !== this.count || this.fd === null) throw new TorchError(`samples file: ${this.written} of ${this.count} images written`, 'E_STATE');
+    if (this.written !== this.count || !this.started) throw new TorchError(`samples file: ${this.written} of ${this.count} images written`, 'E_STATE');
     const lab = Buffer.alloc(this.count * 8);
     for (let i = 0; i < this.count; i++) lab.writeBigInt64LE(BigInt(this.labels[i]!), i * 8);
-    this.write(lab);
-    try {
-      fsyncSync(this.fd);
-      closeSync(this.fd);
-      this.fd = null;
-      renameSync(this.tmp, this.path);
-    } catch (e) {
-      throw fsError('cannot write the samples file', this.path, e);
-    }
-    this.done = true;
+    this.file.write(lab);
+    this.file.commit();
     return this.path;
   }
 
   /** Drops the temporary file unless finish() published it. */
   abort(): void {
-    if (this.done) return;
-    this.done = true;
-    if (this.fd !== null) {
-      try { closeSync(this.fd); } catch { /* closing anyway */ }
-      this.fd = null;
-    }
-    rmSync(this.tmp, { force: true });
+    this.file.abort();
   }
 }
 

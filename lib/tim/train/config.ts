@@ -15,17 +15,21 @@
  * sample_classes, sample_num_steps, sample_cfg_scale, dist_timeout. Unknown keys are errors (a typo must not
  * silently train something else); recognised-but-unused official keys are listed in `ignored`.
  */
-import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
+import * as v from 'valibot';
 import { TorchError, argError } from '../../torch/errors.js';
 import { configFromValue } from '../network/model.js';
 import type { TiMConfig } from '../network/config.js';
 import * as transports from '../transports/index.js';
 import type { Transport } from '../transports/transport.js';
 import type { SchedulerName } from '../../torch/optim/lr_scheduler.js';
+import {
+  bool, checkDocument, finiteNumber, mustBe, integer, integerList, mapping, oneOf, positiveNumber, readConfigDocument, section, strict, text,
+} from '../config_file.js';
 
-export type MixedPrecision = 'no' | 'bf16' | 'fp16';
-export type OptimizerName = 'AdamW' | 'Adam' | 'SGD';
+const PRECISIONS = ['no', 'bf16', 'fp16'] as const;
+const OPTIMIZERS = ['AdamW', 'Adam', 'SGD'] as const;
+export type MixedPrecision = (typeof PRECISIONS)[number];
+export type OptimizerName = (typeof OPTIMIZERS)[number];
 
 export interface TrainingSection {
   maxTrainSteps: number;
@@ -91,89 +95,88 @@ export interface TrainConfig {
   ignored: string[];
 }
 
-const MODEL_KEYS = ['transport', 'transition_loss', 'network', 'proj_coeff', 'use_ema', 'ema_decay'];
-const MODEL_IGNORED = ['vae_dir', 'enc_dir', 'ckpt', 'text_encoder_dir', 'max_seq_length', 'use_last_hidden_state'];
-const DATA_KEYS = ['data_type', 'dataset', 'dataloader'];
-const TRAINING_KEYS = [
-  'max_train_steps', 'checkpointing_steps', 'checkpoints_total_limit', 'resume_from_checkpoint', 'learning_rate',
-  'learning_rate_base_batch_size', 'scale_lr', 'lr_scheduler', 'lr_warmup_steps', 'gradient_accumulation_steps', 'optimizer',
-  'max_grad_norm', 'mixed_precision', 'validation_steps', 'checkpoint_list',
-  // ours
-  'seed', 'log_steps', 'sample_steps', 'sample_classes', 'sample_num_steps', 'sample_cfg_scale', 'dist_timeout',
-];
-const TRAINING_IGNORED = ['tracker', 'tracker_project_name', 'tracker_kwargs', 'allow_tf32', 'proportion_empty_prompts', 'fsdp_config'];
-const SCHEDULERS: readonly SchedulerName[] = ['linear', 'cosine', 'cosine_with_restarts', 'polynomial', 'constant', 'constant_with_warmup'];
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
+// ---- the schema: the layout above, with the official defaults --------------------------------------
+
+// Recognised official keys that have no effect here: accepted, listed in TrainConfig.ignored.
+const IGNORED = {
+  model: ['vae_dir', 'enc_dir', 'ckpt', 'text_encoder_dir', 'max_seq_length', 'use_last_hidden_state'],
+  training: ['tracker', 'tracker_project_name', 'tracker_kwargs', 'allow_tf32', 'proportion_empty_prompts', 'fsdp_config'],
+  'data.dataloader': ['num_workers'],
+} as const;
+const SCHEDULERS = ['linear', 'cosine', 'cosine_with_restarts', 'polynomial', 'constant', 'constant_with_warmup'] as const satisfies readonly SchedulerName[];
+
+const ignoredKeys = <K extends string>(keys: readonly K[]) => Object.fromEntries(keys.map((k) => [k, v.optional(v.unknown())])) as Record<K, v.OptionalSchema<v.UnknownSchema, undefined>>;
+/** A value that may be left out or null (the official YAMLs write `key: null` for "the default"). */
+const orDefault = v.nullish;
+
+/** model.transport: {target, params}; the params are checked by transportFromOfficialConfig. */
+const TRANSPORT = strict({
+  target: v.optional(text, 'tim.schedulers.transports.OT_FM'),
+  params: v.optional(mapping, {}),
+});
+
+const MODEL = strict({
+  transport: section(TRANSPORT),
+  transition_loss: v.optional(mapping, {}), // checked by TransitionLoss
+  network: mapping, // checked by configFromValue
+  proj_coeff: orDefault(finiteNumber, 0),
+  use_ema: orDefault(bool, true),
+  ema_decay: orDefault(finiteNumber, 0.9999),
+  ...ignoredKeys(IGNORED.model),
+}, { network: '{target, params}' });
+
+const DATA = strict({
+  data_type: text,
+  dataset: v.optional(mapping, {}), // checked by the data_type's reader (train/data.ts)
+  dataloader: section(strict({ batch_size: integer(1), ...ignoredKeys(IGNORED['data.dataloader']) })),
+}, { data_type: 'latent, image, mnist, synthetic' });
+
+const OPTIMIZER = strict({
+  target: v.pipe(
+    v.optional(text, 'torch.optim.AdamW'),
+    v.check((t) => (OPTIMIZERS as readonly string[]).includes(t.split('.').pop()!), (i) => `'${String(i.input)}' is not supported (${OPTIMIZERS.map((o) => `torch.optim.${o}`).join(', ')})`),
+  ),
+  params: v.optional(mapping, {}),
+});
+
+const TRAINING = strict({
+  max_train_steps: integer(1),
+  checkpointing_steps: orDefault(integer(1), 500),
+  checkpoints_total_limit: orDefault(integer(1), null),
+  resume_from_checkpoint: orDefault(v.union([v.string(), v.number(), v.literal(false)], mustBe('latest, a checkpoint step or path, or null')), null),
+  learning_rate: orDefault(positiveNumber, 1e-4),
+  learning_rate_base_batch_size: orDefault(integer(1), 256),
+  scale_lr: orDefault(bool, false),
+  lr_scheduler: orDefault(oneOf(SCHEDULERS), 'constant'),
+  lr_warmup_steps: orDefault(integer(0), 0),
+  gradient_accumulation_steps: orDefault(integer(1), 1),
+  optimizer: section(OPTIMIZER),
+  max_grad_norm: orDefault(finiteNumber, 0),
+  mixed_precision: orDefault(oneOf(PRECISIONS), 'no'),
+  validation_steps: orDefault(integer(0), 0),
+  checkpoint_list: orDefault(integerList(1), []),
+  // ours
+  seed: orDefault(integer(0), 0),
+  log_steps: orDefault(integer(1), 1),
+  sample_steps: orDefault(integer(0), null),
+  sample_classes: orDefault(integerList(0), null),
+  sample_num_steps: orDefault(integerList(1), [1, 4]),
+  sample_cfg_scale: orDefault(finiteNumber, 1),
+  dist_timeout: orDefault(v.pipe(positiveNumber, v.maxValue((2 ** 31 - 1) / 1000, mustBe('a number of seconds in (0, 2147483]'))), null),
+  ...ignoredKeys(IGNORED.training),
+});
+
+const DOCUMENT = strict({ model: section(MODEL), data: section(DATA), training: section(TRAINING) });
 
 function cfgError(msg: string): TorchError {
   return new TorchError(`training config: ${msg}`, 'E_CONFIG');
 }
 
-function section(v: unknown, path: string): Record<string, unknown> {
-  if (v === undefined) return {};
-  if (!isRecord(v)) throw cfgError(`${path} must be a mapping`);
-  return v;
-}
-
-function checkKeys(o: Record<string, unknown>, path: string, known: string[], ignored: string[], out: string[]): void {
-  for (const k of Object.keys(o)) {
-    if (known.includes(k)) continue;
-    if (ignored.includes(k)) {
-      out.push(`${path}.${k}`);
-      continue;
-    }
-    throw cfgError(`unknown key '${path}.${k}' (known: ${[...known, ...ignored].join(', ')})`);
-  }
-}
-
-function num(o: Record<string, unknown>, k: string, path: string, dflt?: number): number {
-  const v = o[k];
-  if (v === undefined || v === null) {
-    if (dflt === undefined) throw cfgError(`${path}.${k} is required`);
-    return dflt;
-  }
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw cfgError(`${path}.${k} must be a number, got ${JSON.stringify(v)}`);
-  return v;
-}
-
-function int(o: Record<string, unknown>, k: string, path: string, dflt: number | undefined, min: number): number {
-  const v = num(o, k, path, dflt);
-  if (!Number.isSafeInteger(v) || v < min) throw cfgError(`${path}.${k} must be an integer >= ${min}, got ${v}`);
-  return v;
-}
-
-function bool(o: Record<string, unknown>, k: string, path: string, dflt: boolean): boolean {
-  const v = o[k];
-  if (v === undefined || v === null) return dflt;
-  if (typeof v !== 'boolean') throw cfgError(`${path}.${k} must be true or false, got ${JSON.stringify(v)}`);
-  return v;
-}
-
-function intList(v: unknown, path: string, min: number): number[] {
-  if (!Array.isArray(v) || v.some((x) => typeof x !== 'number' || !Number.isSafeInteger(x) || x < min)) {
-    throw cfgError(`${path} must be a list of integers >= ${min}, got ${JSON.stringify(v)}`);
-  }
-  return v as number[];
-}
-
 /** Reads a YAML (or JSON) training config file. */
 export function readTrainConfig(path: string): TrainConfig {
   if (typeof path !== 'string' || path === '') throw argError('type', 'readTrainConfig: path must be a non-empty string');
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new TorchError(`cannot read training config '${path}': ${(e as Error).message}`, 'E_IO');
-  }
-  let doc: unknown;
-  try {
-    doc = /\.json$/i.test(path) ? JSON.parse(text) : parseYaml(text);
-  } catch (e) {
-    throw new TorchError(`training config '${path}' is not valid YAML: ${(e as Error).message}`, 'E_FORMAT');
-  }
+  const doc = readConfigDocument(path, 'training config');
   try {
     return parseTrainConfig(doc);
   } catch (e) {
@@ -182,104 +185,70 @@ export function readTrainConfig(path: string): TrainConfig {
   }
 }
 
-/** Checks a parsed official-layout document and fills in the official defaults. */
-export function parseTrainConfig(doc: unknown): TrainConfig {
-  if (!isRecord(doc)) throw cfgError('the document must be a mapping with model, data and training');
-  const ignored: string[] = [];
-  checkKeys(doc, '', ['model', 'data', 'training'], [], ignored);
-  const model = section(doc.model, 'model');
-  const data = section(doc.data, 'data');
-  const training = section(doc.training, 'training');
-  checkKeys(model, 'model', MODEL_KEYS, MODEL_IGNORED, ignored);
-  checkKeys(data, 'data', DATA_KEYS, [], ignored);
-  checkKeys(training, 'training', TRAINING_KEYS, TRAINING_IGNORED, ignored);
-
-  if (!isRecord(model.network)) throw cfgError('model.network {target, params} is required');
+/** The network and the transport block of a checked model section. */
+function modelParts(model: v.InferOutput<typeof MODEL>): { network: TiMConfig; transport: { target: string; params: Record<string, unknown> } } {
   let network: TiMConfig;
   try {
     network = configFromValue({ model: { network: model.network } });
   } catch (e) {
     throw cfgError(`model.network: ${(e as Error).message}`);
   }
+  transportFromOfficialConfig(model.transport); // validates the target and the params now, not at step 0
+  return { network, transport: model.transport };
+}
 
-  const tr = section(model.transport, 'model.transport');
-  checkKeys(tr, 'model.transport', ['target', 'params'], [], ignored);
-  const transport = { target: typeof tr.target === 'string' ? tr.target : 'tim.schedulers.transports.OT_FM', params: section(tr.params, 'model.transport.params') };
-  transportFromOfficialConfig(transport); // validates the target and the params now, not at step 0
+/**
+ * The network and the transport of an official-layout document's model section (what `tim sample`
+ * needs; the other sections are not read).
+ */
+export function parseModelConfig(doc: unknown): { network: TiMConfig; transport: Transport } {
+  const { model } = checkDocument(v.looseObject({ model: MODEL }), doc, cfgError);
+  const { network, transport } = modelParts(model);
+  return { network, transport: transportFromOfficialConfig(transport) };
+}
 
-  const transitionLoss = section(model.transition_loss, 'model.transition_loss');
-
-  const dl = section(data.dataloader, 'data.dataloader');
-  checkKeys(dl, 'data.dataloader', ['batch_size'], ['num_workers'], ignored);
-  if (typeof data.data_type !== 'string') throw cfgError('data.data_type is required (latent, image, mnist, synthetic)');
-  const dataSection: DataSection = {
-    dataType: data.data_type,
-    dataset: section(data.dataset, 'data.dataset'),
-    batchSize: int(dl, 'batch_size', 'data.dataloader', undefined, 1),
-  };
-
-  const t = training;
-  const opt = section(t.optimizer, 'training.optimizer');
-  checkKeys(opt, 'training.optimizer', ['target', 'params'], [], ignored);
-  const target = typeof opt.target === 'string' ? opt.target : 'torch.optim.AdamW';
-  const optName = target.split('.').pop()!;
-  if (optName !== 'AdamW' && optName !== 'Adam' && optName !== 'SGD') {
-    throw cfgError(`training.optimizer.target '${target}' is not supported (torch.optim.AdamW, torch.optim.Adam, torch.optim.SGD)`);
-  }
-  const sched = t.lr_scheduler ?? 'constant';
-  if (typeof sched !== 'string' || !(SCHEDULERS as readonly string[]).includes(sched)) {
-    throw cfgError(`training.lr_scheduler must be one of ${SCHEDULERS.join(', ')}, got ${JSON.stringify(sched)}`);
-  }
-  const mp = t.mixed_precision ?? 'no';
-  if (mp !== 'no' && mp !== 'bf16' && mp !== 'fp16') throw cfgError(`training.mixed_precision must be no, bf16 or fp16, got ${JSON.stringify(mp)}`);
-  const resume = t.resume_from_checkpoint;
-  if (resume !== undefined && resume !== null && resume !== false && typeof resume !== 'string' && typeof resume !== 'number') {
-    throw cfgError('training.resume_from_checkpoint must be latest, a checkpoint step or path, or null');
-  }
-  const limit = t.checkpoints_total_limit;
-  const sampleClasses = t.sample_classes === undefined || t.sample_classes === null ? null : intList(t.sample_classes, 'training.sample_classes', 0);
-  if (sampleClasses && network.variant === 'c2i' && sampleClasses.some((c) => c > network.numClasses)) {
+/** Checks a parsed official-layout document and fills in the official defaults. */
+export function parseTrainConfig(doc: unknown): TrainConfig {
+  if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) throw cfgError('the document must be a mapping with model, data and training');
+  const { model, data, training: t } = checkDocument(DOCUMENT, doc, cfgError);
+  const { network, transport } = modelParts(model);
+  if (t.sample_classes && network.variant === 'c2i' && t.sample_classes.some((c) => c > network.numClasses)) {
     throw cfgError(`training.sample_classes must be below num_classes ${network.numClasses} (or equal: the null class)`);
   }
-
-  const trainingSection: TrainingSection = {
-    maxTrainSteps: int(t, 'max_train_steps', 'training', undefined, 1),
-    checkpointingSteps: int(t, 'checkpointing_steps', 'training', 500, 1),
-    checkpointsTotalLimit: limit === undefined || limit === null ? null : int(t, 'checkpoints_total_limit', 'training', undefined, 1),
-    checkpointList: t.checkpoint_list === undefined || t.checkpoint_list === null ? [] : intList(t.checkpoint_list, 'training.checkpoint_list', 1),
-    resumeFromCheckpoint: resume === undefined || resume === null || resume === false ? null : String(resume),
-    learningRate: num(t, 'learning_rate', 'training', 1e-4),
-    learningRateBaseBatchSize: int(t, 'learning_rate_base_batch_size', 'training', 256, 1),
-    scaleLr: bool(t, 'scale_lr', 'training', false),
-    lrScheduler: sched as SchedulerName,
-    lrWarmupSteps: int(t, 'lr_warmup_steps', 'training', 0, 0),
-    gradientAccumulationSteps: int(t, 'gradient_accumulation_steps', 'training', 1, 1),
-    optimizer: { name: optName, params: section(opt.params, 'training.optimizer.params') },
-    maxGradNorm: num(t, 'max_grad_norm', 'training', 0),
-    mixedPrecision: mp,
-    sampleSteps: int(t, t.sample_steps !== undefined ? 'sample_steps' : 'validation_steps', 'training', 0, 0),
-    sampleClasses,
-    sampleNumSteps: t.sample_num_steps === undefined ? [1, 4] : intList(t.sample_num_steps, 'training.sample_num_steps', 1),
-    sampleCfgScale: num(t, 'sample_cfg_scale', 'training', 1),
-    seed: int(t, 'seed', 'training', 0, 0),
-    logSteps: int(t, 'log_steps', 'training', 1, 1),
-    distTimeout: t.dist_timeout === undefined || t.dist_timeout === null ? null : num(t, 'dist_timeout', 'training'),
-  };
-  if (trainingSection.distTimeout !== null && !(trainingSection.distTimeout > 0 && trainingSection.distTimeout * 1000 <= 2 ** 31 - 1)) {
-    throw cfgError(`training.dist_timeout must be a number of seconds in (0, 2147483], got ${trainingSection.distTimeout}`);
-  }
-  if (trainingSection.learningRate <= 0) throw cfgError(`training.learning_rate must be > 0, got ${trainingSection.learningRate}`);
-
+  const present = (o: object, path: keyof typeof IGNORED): string[] => IGNORED[path].filter((k) => k in o).map((k) => `${path}.${k}`);
+  const ignored = [...present(model, 'model'), ...present(t, 'training'), ...present(data.dataloader, 'data.dataloader')];
   return {
-    raw: doc,
+    raw: doc as Record<string, unknown>,
     network,
     transport,
-    transitionLoss,
-    projCoeff: num(model, 'proj_coeff', 'model', 0),
-    useEma: bool(model, 'use_ema', 'model', true),
-    emaDecay: num(model, 'ema_decay', 'model', 0.9999),
-    data: dataSection,
-    training: trainingSection,
+    transitionLoss: model.transition_loss,
+    projCoeff: model.proj_coeff,
+    useEma: model.use_ema,
+    emaDecay: model.ema_decay,
+    data: { dataType: data.data_type, dataset: data.dataset, batchSize: data.dataloader.batch_size },
+    training: {
+      maxTrainSteps: t.max_train_steps,
+      checkpointingSteps: t.checkpointing_steps,
+      checkpointsTotalLimit: t.checkpoints_total_limit,
+      checkpointList: t.checkpoint_list,
+      resumeFromCheckpoint: t.resume_from_checkpoint === null || t.resume_from_checkpoint === false ? null : String(t.resume_from_checkpoint),
+      learningRate: t.learning_rate,
+      learningRateBaseBatchSize: t.learning_rate_base_batch_size,
+      scaleLr: t.scale_lr,
+      lrScheduler: t.lr_scheduler,
+      lrWarmupSteps: t.lr_warmup_steps,
+      gradientAccumulationSteps: t.gradient_accumulation_steps,
+      optimizer: { name: t.optimizer.target.split('.').pop() as OptimizerName, params: t.optimizer.params },
+      maxGradNorm: t.max_grad_norm,
+      mixedPrecision: t.mixed_precision,
+      sampleSteps: t.sample_steps ?? t.validation_steps,
+      sampleClasses: t.sample_classes,
+      sampleNumSteps: t.sample_num_steps,
+      sampleCfgScale: t.sample_cfg_scale,
+      seed: t.seed,
+      logSteps: t.log_steps,
+      distTimeout: t.dist_timeout,
+    },
     ignored,
   };
 }
