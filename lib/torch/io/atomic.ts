@@ -133,8 +133,11 @@ export class AtomicFile {
   readonly tmp: string;
   private fd: number | null = null;
   private done = false;
-  constructor(readonly path: string, private readonly what?: string) {
+  private readonly errorOf: (e: unknown) => unknown;
+  /** `what` names the writer in error messages, or maps a failure to the error to throw. */
+  constructor(readonly path: string, what?: string | ((e: unknown) => unknown)) {
     this.tmp = tempPathFor(path);
+    this.errorOf = typeof what === 'function' ? what : (e) => ioError(e, path, what);
   }
 
   /** Appends bytes; a failure aborts the file (E_IO). */
@@ -145,7 +148,7 @@ export class AtomicFile {
       writeAllSync(this.fd, data);
     } catch (e) {
       this.abort();
-      throw ioError(e, this.path, this.what);
+      throw this.errorOf(e);
     }
   }
 
@@ -160,7 +163,7 @@ export class AtomicFile {
       renameSync(this.tmp, this.path);
     } catch (e) {
       this.abort();
-      throw ioError(e, this.path, this.what);
+      throw this.errorOf(e);
     }
     this.done = true;
     fsyncDir(dirname(this.path));
