@@ -11,18 +11,19 @@
  * same images whatever the step count, the batch size, or which other classes are asked for: grids
  * of different step counts compare cell by cell.
  */
-import { existsSync, mkdirSync, readFileSync, statSync, statfsSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync, statfsSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/tensor.js';
 import { TorchError } from '../torch/errors.js';
 import type { Device } from '../torch/dtype.js';
 import type { ScriptModule } from '../torch/jit.js';
-import { TiM, checkpointKind, configFromValue, torchScriptRefused } from '../tim/network/model.js';
+import { TiM, checkpointKind, torchScriptRefused } from '../tim/network/model.js';
 import type { TiMConfig } from '../tim/network/index.js';
 import { sample, decodeLatents } from '../tim/sampling/sampler.js';
-import { transportFromOfficialConfig } from '../tim/train/config.js';
+import { parseModelConfig } from '../tim/train/config.js';
+import { readConfigDocument } from '../tim/config_file.js';
+import { isObject } from '../torch/check.js';
 import type { Transport } from '../tim/transports/transport.js';
 import { STATE_FILE, latestCheckpoint, readCheckpointState } from '../tim/train/checkpoints.js';
 import { fsError } from '../tim/train/run_lock.js';
@@ -232,40 +233,18 @@ export function resolveCheckpoint(path: string, weights: 'ema' | 'model' | null 
 
 // ---- the config ---------------------------------------------------------------------------------
 
-function isRecord(v: unknown): v is Record<string, unknown> {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
-
 /**
  * The network and the transport of an official-layout config (model.network, model.transport; the
  * data and training sections are not read). A missing model.transport is OT-FM, as for the trainer.
  */
 export function readSampleConfig(path: string): { network: TiMConfig; transport: Transport } {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new TorchError(`cannot read config '${path}': ${(e as Error).message}`, 'E_IO');
-  }
-  let doc: unknown;
-  try {
-    doc = parseYaml(text); // JSON is YAML too
-  } catch (e) {
-    throw new TorchError(`config '${path}' is not valid YAML: ${(e as Error).message}`, 'E_FORMAT');
-  }
-  const model = isRecord(doc) && isRecord(doc.model) ? doc.model : null;
-  if (!model || !isRecord(model.network)) {
+  const doc = readConfigDocument(path);
+  const model = isObject(doc) && isObject(doc.model) ? doc.model : null;
+  if (!model || !isObject(model.network)) {
     throw new TorchError(`config '${path}' has no model.network: tim sample reads the official layout (model.network {target, params}, model.transport {target, params})`, 'E_CONFIG');
   }
-  const tr = model.transport ?? {};
-  if (!isRecord(tr)) throw new TorchError(`config '${path}': model.transport must be a mapping {target, params}`, 'E_CONFIG');
   try {
-    const network = configFromValue({ model: { network: model.network } });
-    const transport = transportFromOfficialConfig({
-      target: typeof tr.target === 'string' ? tr.target : 'tim.schedulers.transports.OT_FM',
-      params: isRecord(tr.params) ? tr.params : {},
-    });
-    return { network, transport };
+    return parseModelConfig(doc);
   } catch (e) {
     (e as Error).message = `config '${path}': ${(e as Error).message}`;
     throw e;
