@@ -10,9 +10,8 @@
  *   const out = model.forward(x, t, r, y);                              // Tensor (B, C, H, W)
  *   const { out, hProj } = model.forward(x, t, r, y, { returnZs: true });
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { basename, dirname, extname, join } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import * as torch from '../../torch/index.js';
 import type { Tensor } from '../../torch/tensor.js';
 import { TorchError, argError } from '../../torch/errors.js';
@@ -23,6 +22,7 @@ import {
   type AttentionImpl, type OfficialNetworkParams, type TiMConfig, type TiMPresetName, type TiMVariant,
 } from './index.js';
 import { buildModule, defaultAttention, type InitMode } from './build.js';
+import { readConfigDocument } from '../config_file.js';
 
 /** The official `network.target` of each variant (the YAML's model.network.target). */
 export const OFFICIAL_TARGETS: Readonly<Record<TiMVariant, string>> = {
@@ -173,18 +173,7 @@ export function configFromValue(value: unknown, hint: { variant?: TiMVariant; ro
 
 /** Reads a .json / .yaml / .yml config file (any form configFromValue accepts). */
 export function readConfigFile(path: string, hint: Parameters<typeof configFromValue>[1] = {}): TiMConfig {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new TorchError(`cannot read config '${path}': ${(e as Error).message}`, 'E_IO');
-  }
-  let value: unknown;
-  try {
-    value = /\.ya?ml$/i.test(path) ? parseYaml(text) : JSON.parse(text);
-  } catch (e) {
-    throw new TorchError(`config '${path}' is not valid ${/\.ya?ml$/i.test(path) ? 'YAML' : 'JSON'}: ${(e as Error).message}`, 'E_FORMAT');
-  }
+  const value = readConfigDocument(path);
   try {
     return configFromValue(value, hint);
   } catch (e) {
