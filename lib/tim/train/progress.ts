@@ -2,6 +2,13 @@
  * Training progress: a one-line progress display (step, loss terms, lr, it/s, ETA) and the
  * metrics.jsonl log (one JSON object per logged step, appended and flushed at every log interval
  * so a killed run keeps every line it printed).
+ *
+ * Hand-written rather than a progress-bar library: `progress` draws nothing off a terminal, and
+ * cli-progress owns a stream that it redraws from its own timer, off a terminal nothing by default or
+ * a line per timer tick (noTTYOutput). A log here needs one plain line per logged step, when the step
+ * is logged, through the writer it is given (the trainer's `write`, rank 0 only; tests; the demo's
+ * log). What is left to write is the line's content, which is ours anyway (loss terms, lr, grad
+ * norm), `\r` and padding on a terminal, and a sliding-window rate for it/s and the ETA: ~50 lines.
  */
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, writeSync } from 'node:fs';
 import { writeFileAtomicSync } from './checkpoints.js';
