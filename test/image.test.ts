@@ -108,7 +108,7 @@ describe('PNG', () => {
     savePng(path, t);
     expect(bytesOf(decodePng(readFileSync(path)))).toEqual(new Array(12).fill(0));
     expect(() => savePng(join(dir, 'missing-folder', 'x.png'), t)).toThrow(TorchError);
-    expect(readdirSync(dir).filter((f) => f.endsWith('.tmp'))).toEqual([]);
+    expect(readdirSync(dir).filter((f) => f.includes('.tmp'))).toEqual([]);
     t.dispose();
   });
 
