@@ -14,6 +14,7 @@
  */
 import { existsSync } from 'node:fs';
 import * as torch from '../../torch/index.js';
+import { saveSafetensors } from '../../torch/io/index.js';
 import type { Tensor } from '../../torch/index.js';
 import { TorchError, argError } from '../../torch/errors.js';
 import { native } from '../../torch/native.js';
@@ -163,7 +164,7 @@ export function featureStats(features: Tensor): FeatureStats {
 /** Writes stats as safetensors `mu`, `sigma` (float64), atomically; `n` and extra metadata in the header. */
 export function saveStats(path: string, s: FeatureStats, metadata: Record<string, string> = {}): void {
   checkStats(s, 'saveStats');
-  torch.scope(() => torch.save({ mu: s.mu.double().contiguous(), sigma: s.sigma.double().contiguous() }, path, { ...metadata, n: String(s.n) }));
+  torch.scope(() => saveSafetensors({ mu: s.mu.double().contiguous(), sigma: s.sigma.double().contiguous() }, path, { ...metadata, n: String(s.n) }, 'saveStats'));
 }
 
 /**
