@@ -94,5 +94,5 @@ export function checkDocument<S extends v.GenericSchema>(schema: S, doc: unknown
   const unknown = r.issues.find((i) => i.expected === 'never');
   const issue = unknown ?? r.issues[0];
   const path = v.getDotPath(issue) ?? '';
-  throw fail(unknown ? `unknown key '${path}' ${issue.message}` : `${path || 'the document'} ${issue.message}`);
+  throw fail(unknown ? `unknown key '${path}' ${issue.message}` : path ? `${path} ${issue.message}` : issue.message);
 }

@@ -3,6 +3,8 @@
  * `TiM(**network.params)`) in camelCase, with every default the official code applies made explicit,
  * plus the options that only this implementation has (`ropeGrid`).
  */
+import * as v from 'valibot';
+import { bool, checkDocument, finiteNumber, strict } from '../config_file.js';
 
 /** How the second conditioning embedding is formed from (t, r); the official `new_condition`. */
 export type NewCondition = 't-r' | 'r' | 't,r' | 't,t-r' | 'r,t-r' | 't,r,t-r';
@@ -50,47 +52,35 @@ export interface TiMConfig {
   ropeGrid: RopeGrid;
 }
 
-/** Official constructor defaults (tim_model.py `TiM.__init__` and `TiMBlock`), used by fromOfficialConfig. */
-const OFFICIAL_DEFAULTS = {
-  input_size: 32,
-  patch_size: 2,
-  in_channels: 4,
-  hidden_size: 1152,
-  encoder_depth: 8,
-  depth: 28,
-  num_heads: 16,
-  mlp_ratio: 4.0,
-  class_dropout_prob: 0.1,
-  num_classes: 1000,
-  cap_feat_dim: 2048,
-  z_dim: 768,
-  projector_dim: 2048,
-  new_condition: 't-r',
-  use_new_embed: false,
-  distance_aware: false,
-} as const;
-
-const KNOWN_OFFICIAL_KEYS = new Set<string>([
-  ...Object.keys(OFFICIAL_DEFAULTS),
-  'qk_norm',
-  'lora_hidden_size',
-  'use_checkpoint', // gradient checkpointing: a training-memory switch with no effect on the math
-]);
-
 /** The official network.params dictionary (snake_case), as in configs/*.yaml. */
 export type OfficialNetworkParams = Record<string, unknown>;
 
-function num(params: OfficialNetworkParams, key: keyof typeof OFFICIAL_DEFAULTS): number {
-  const v = params[key] ?? OFFICIAL_DEFAULTS[key];
-  if (typeof v !== 'number' || !Number.isFinite(v)) throw new TypeError(`network.params.${key} must be a number, got ${JSON.stringify(v)}`);
-  return v;
-}
-
-function bool(params: OfficialNetworkParams, key: string, dflt: boolean | undefined): boolean {
-  const v = params[key] ?? dflt;
-  if (typeof v !== 'boolean') throw new TypeError(`network.params.${key} must be a boolean, got ${JSON.stringify(v)}`);
-  return v;
-}
+/**
+ * network.params with the official constructor defaults (tim_model.py `TiM.__init__` and `TiMBlock`);
+ * null is the default too. The ranges are validateConfig's, on the camelCase result.
+ */
+const OFFICIAL_PARAMS = strict({
+  input_size: v.nullish(finiteNumber, 32),
+  patch_size: v.nullish(finiteNumber, 2),
+  in_channels: v.nullish(finiteNumber, 4),
+  hidden_size: v.nullish(finiteNumber, 1152),
+  encoder_depth: v.nullish(finiteNumber, 8),
+  depth: v.nullish(finiteNumber, 28),
+  num_heads: v.nullish(finiteNumber, 16),
+  mlp_ratio: v.nullish(finiteNumber, 4.0),
+  class_dropout_prob: v.nullish(finiteNumber, 0.1),
+  num_classes: v.nullish(finiteNumber, 1000),
+  cap_feat_dim: v.nullish(finiteNumber, 2048),
+  z_dim: v.nullish(finiteNumber, 768),
+  projector_dim: v.nullish(finiteNumber, 2048),
+  new_condition: v.nullish(v.unknown(), 't-r'), // validateConfig names the choices
+  use_new_embed: v.nullish(bool, false),
+  distance_aware: v.nullish(bool, false),
+  qk_norm: bool, // the official TiMBlock reads block_kwargs["qk_norm"] without a default
+  // Official: `if block_kwargs.get('lora_hidden_size', None) != None ... else (hidden_size // 4) * 3`.
+  lora_hidden_size: v.nullish(finiteNumber),
+  use_checkpoint: v.optional(v.unknown()), // gradient checkpointing: a training-memory switch with no effect on the math
+}, { qk_norm: 'the official TiMBlock has no default' });
 
 /**
  * Converts an official `network.params` dict (snake_case) into a TiMConfig, applying the official
@@ -102,36 +92,27 @@ export function fromOfficialConfig(
   params: OfficialNetworkParams,
   options: { variant?: TiMVariant; target?: string; ropeGrid?: RopeGrid } = {},
 ): TiMConfig {
-  for (const k of Object.keys(params)) {
-    if (!KNOWN_OFFICIAL_KEYS.has(k)) throw new TypeError(`network.params: unknown key '${k}'`);
-  }
-  const variant: TiMVariant = options.variant ?? (options.target?.includes('.t2i.') ? 't2i' : 'c2i');
-  // The official TiMBlock reads block_kwargs["qk_norm"] without a default: it is required.
-  if (params.qk_norm === undefined) throw new TypeError('network.params.qk_norm is required (the official TiMBlock has no default)');
-  const hiddenSize = num(params, 'hidden_size');
-  const lora = params.lora_hidden_size;
-  const newCondition = (params.new_condition ?? OFFICIAL_DEFAULTS.new_condition) as NewCondition;
+  const p = checkDocument(OFFICIAL_PARAMS, params, (m) => new TypeError(`network.params: ${m}`));
   const config: TiMConfig = {
-    variant,
-    inputSize: num(params, 'input_size'),
-    patchSize: num(params, 'patch_size'),
-    inChannels: num(params, 'in_channels'),
-    hiddenSize,
-    depth: num(params, 'depth'),
-    numHeads: num(params, 'num_heads'),
-    mlpRatio: num(params, 'mlp_ratio'),
-    encoderDepth: num(params, 'encoder_depth'),
-    zDim: num(params, 'z_dim'),
-    projectorDim: num(params, 'projector_dim'),
-    numClasses: num(params, 'num_classes'),
-    classDropoutProb: num(params, 'class_dropout_prob'),
-    qkNorm: bool(params, 'qk_norm', undefined),
-    newCondition,
-    useNewEmbed: bool(params, 'use_new_embed', OFFICIAL_DEFAULTS.use_new_embed),
-    distanceAware: bool(params, 'distance_aware', OFFICIAL_DEFAULTS.distance_aware),
-    // Official: `if block_kwargs.get('lora_hidden_size', None) != None ... else (hidden_size // 4) * 3`.
-    loraHiddenSize: lora === undefined || lora === null ? Math.floor(hiddenSize / 4) * 3 : (lora as number),
-    capFeatDim: num(params, 'cap_feat_dim'),
+    variant: options.variant ?? (options.target?.includes('.t2i.') ? 't2i' : 'c2i'),
+    inputSize: p.input_size,
+    patchSize: p.patch_size,
+    inChannels: p.in_channels,
+    hiddenSize: p.hidden_size,
+    depth: p.depth,
+    numHeads: p.num_heads,
+    mlpRatio: p.mlp_ratio,
+    encoderDepth: p.encoder_depth,
+    zDim: p.z_dim,
+    projectorDim: p.projector_dim,
+    numClasses: p.num_classes,
+    classDropoutProb: p.class_dropout_prob,
+    qkNorm: p.qk_norm,
+    newCondition: p.new_condition as NewCondition,
+    useNewEmbed: p.use_new_embed,
+    distanceAware: p.distance_aware,
+    loraHiddenSize: p.lora_hidden_size ?? Math.floor(p.hidden_size / 4) * 3,
+    capFeatDim: p.cap_feat_dim,
     ropeGrid: options.ropeGrid ?? 'official',
   };
   validateConfig(config);
