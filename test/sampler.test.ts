@@ -504,6 +504,28 @@ describe('onStep', () => {
     }
   }));
 
+  it('a Transport that is not a BaseTransport is run through its public methods, with the same result', leakFree(() => {
+    const z = torch.randn([2, 3, 4, 4]);
+    const y = torch.tensor([1, 2], { dtype: 'int64' });
+    const own = new transports.OTFM();
+    const calls: string[] = [];
+    const foreign: transports.Transport = {
+      name: 'MyOTFM', sigmaD: own.sigmaD, tMax: own.tMax, tMin: own.tMin, enhanceTarget: false, wGt: 1, wCond: 0, wStart: 0, wEnd: 1,
+      timeDraw: 'normal', stochasticStep: true,
+      sampleT: (n, o) => own.sampleT(n, o),
+      cNoise: (t) => { calls.push('cNoise'); return own.cNoise(t); },
+      modelTimes: (t, r) => own.modelTimes(t, r),
+      interpolant: (t) => own.interpolant(t),
+      target: (i) => own.target(i),
+      step: (xT, t, r, F, o) => { calls.push('step'); return own.step(xT, t, r, F, o); },
+    };
+    expect(transports.unchecked(foreign)).not.toBe(foreign);
+    expect(transports.unchecked(own)).toBe(own);
+    const o = { z, y, numSteps: 3, stochasticityRatio: 0.3, noise: torch.randn([3, 2, 3, 4, 4]) };
+    expect(maxAbsDiff(sample(model, foreign, o), sample(model, own, o))).toBe(0);
+    expect(calls.filter((c) => c === 'step')).toHaveLength(3);
+  }));
+
   it('leaks nothing: the tensors it is given are freed after the call; copies are the caller\'s', () => {
     const z = torch.scope(() => torch.keep(torch.randn([2, 3, 4, 4])));
     const y = torch.scope(() => torch.keep(torch.tensor([1, 2], { dtype: 'int64' })));

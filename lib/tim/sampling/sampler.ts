@@ -165,11 +165,9 @@ export function resolveSample(model: SamplerModel, transport: Transport, opts: S
     tMax = check.number(opts.tMax ?? timesteps[0]!, 'tMax', OWNER);
     tMin = check.number(opts.tMin ?? timesteps[timesteps.length - 1]!, 'tMin', OWNER);
   } else {
-    const n = opts.numSteps ?? 4;
-    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1) throw argError('range', `sample: numSteps must be an integer >= 1, got ${String(n)}`);
     tMax = check.number(opts.tMax ?? transport.tMax, 'tMax', OWNER);
     tMin = check.number(opts.tMin ?? transport.tMin, 'tMin', OWNER);
-    timesteps = timeSteps(n, tMax, tMin, dtype);
+    timesteps = timeSteps(opts.numSteps ?? 4, tMax, tMin, dtype); // checks numSteps, tMax > tMin
   }
 
   const plan = samplingPlan({

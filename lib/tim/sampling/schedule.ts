@@ -49,7 +49,7 @@ export function roundAllToDType(values: readonly number[], dtype: TimeDType): nu
  * interior points differently from the textbook start + i·step, by an ulp) and cast to z's dtype.
  */
 export function timeSteps(numSteps: number, tMax: number, tMin: number, dtype: TimeDType = 'float32'): number[] {
-  if (!Number.isInteger(numSteps) || numSteps < 1) throw argError('range', `sample: numSteps must be an integer >= 1, got ${numSteps}`);
+  if (!Number.isInteger(numSteps) || numSteps < 1) throw argError('range', `sample: numSteps must be an integer >= 1, got ${String(numSteps)}`);
   if (!Number.isFinite(tMax) || !Number.isFinite(tMin)) throw argError('range', `sample: tMax and tMin must be finite, got ${tMax}, ${tMin}`);
   if (!(tMax > tMin)) throw argError('range', `sample: tMax (${tMax}) must be > tMin (${tMin})`);
   return torch.scope(() => {
