@@ -7,6 +7,7 @@
 import { createInterface } from 'node:readline';
 import { pathToFileURL } from 'node:url';
 import type { Tensor } from '../lib/torch/tensor.js';
+import type { Handle, OpId } from '../lib/torch/native_binding.js';
 
 // TIM_BENCH_LIB points the worker at another copy of the library (A/B-test a change without editing lib/).
 type Lib = typeof import('../lib/index.js');
@@ -31,7 +32,7 @@ function perop(style: string, n: number, chunk: number): number {
   const t0 = now();
   if (style === 'raw') {
     // the binding alone: op call and free by handle, no Tensor object, no scope, no GC registration
-    const id = native.resolveOp('aten::add', 'Tensor') as number, ha = a._h, hb = b._h;
+    const id = native.resolveOp('aten::add', 'Tensor') as OpId<Handle>, ha = a._h, hb = b._h;
     for (let i = 0; i < n; i++) native.free(native.call(id, ha, hb, 1));
   } else if (style === 'scope') {
     for (let c = 0; c < n / chunk; c++) torch.scope(() => { for (let i = 0; i < chunk; i++) a.add(b); });

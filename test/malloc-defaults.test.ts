@@ -50,6 +50,7 @@ describe('native.mallocTune', () => {
   it('checks its arguments', () => {
     for (const bad of [[-1, 0], [0, -1], [1.5, 0], [2 ** 31, 0], ['1', 0], [undefined, 0]]) {
       let err: unknown;
+      // @ts-expect-error: bad arguments on purpose (the typed binding refuses them)
       try { native.mallocTune(...bad); } catch (e) { err = e; }
       expect(err, JSON.stringify(bad)).toBeInstanceOf(RangeError);
       expect((err as TorchError).code).toBe('E_RANGE');

@@ -11,6 +11,7 @@
 import { native } from './native.js';
 import { argError } from './errors.js';
 import { op } from './ops.js';
+import type { OpArg, OpResult } from './native_binding.js';
 import { Tensor, _wrap as wrap, handleOf } from './tensor.js';
 import { pair, type Conv2dOptions } from './functional.js';
 
@@ -47,7 +48,7 @@ function containsTensor(v: unknown, depth = 0): boolean {
  * nowhere else: a tensor is a number (its handle) to the native side, so a Tensor given for an
  * `int[]` would silently become a size, and a number given for a Tensor would name some tensor.
  */
-function toNative(type: string, a: unknown, what: string): unknown {
+function toNative(type: string, a: unknown, what: string): OpArg {
   const optional = /^Tensor\?$/.test(type) || /^Tensor\?\[\]$/.test(type);
   if (type === 'Tensor' || type === 'Tensor?') {
     if (a instanceof Tensor) return a._h;
@@ -64,7 +65,8 @@ function toNative(type: string, a: unknown, what: string): unknown {
     });
   }
   if (containsTensor(a)) throw argError('type', `${what}: a Tensor was given where the schema expects ${type}`);
-  return a;
+  // any other value goes to the native converter as is: it checks it against the schema type (TypeError)
+  return a as OpArg;
 }
 
 /** Wraps the handles among an op's results, guided by the schema's return types. */
@@ -86,7 +88,7 @@ function wrapResult(types: string[], r: unknown): unknown {
  */
 export async function callOpAsync(name: string, overload: string, ...args: unknown[]): Promise<Tensor | Tensor[] | unknown> {
   if (typeof name !== 'string' || typeof overload !== 'string') throw argError('type', 'callOpAsync(name, overload, ...args): name and overload must be strings');
-  const id = op(name, overload)();
+  const id = op<OpResult>(name, overload)(); // any operator: the results are wrapped by the schema's return types
   let types = typesCache.get(id);
   if (!types) typesCache.set(id, (types = native.opTypes(id) as { args: string[]; returns: string[] }));
   if (args.length > types.args.length) {

@@ -3,6 +3,7 @@ import { native } from './native.js';
 import { argError } from './errors.js';
 import { Tensor, _wrap as wrap, handleOf } from './tensor.js';
 import { op } from './ops.js';
+import type { Handle } from './native_binding.js';
 import { syncRegion } from './sync_region.js';
 import { isFloating } from './dtype.js';
 
@@ -40,6 +41,8 @@ export interface BackwardOptions {
 
 // Argument checks happen here, in TypeScript, so that every misuse is a TypeError with a code
 // before anything reaches C++.
+function handles(x: unknown, what: string, allowNull: false): number[];
+function handles(x: unknown, what: string, allowNull: boolean): (number | null)[];
 function handles(x: unknown, what: string, allowNull: boolean): (number | null)[] {
   const xs = Array.isArray(x) ? x : [x];
   return xs.map((t) => (allowNull && (t === null || t === undefined) ? null : handleOf(t, what)));
@@ -90,7 +93,7 @@ export async function backwardAsync(tensors: Tensor | Tensor[], grads?: (Tensor 
 // ---- forward-mode AD (torch.autograd.forward_ad) ---------------------------------------------------
 
 const MAKE_DUAL = op('aten::_make_dual');
-const UNPACK_DUAL = op('aten::_unpack_dual');
+const UNPACK_DUAL = op<[primal: Handle, tangent: Handle | null]>('aten::_unpack_dual');
 const ZEROS_LIKE = op('aten::zeros_like');
 
 /**

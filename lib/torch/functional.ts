@@ -1,6 +1,7 @@
 /** Free functions over tensors: joining, selection, and the neural-network ops (torch.nn.functional). */
 import { native } from './native.js';
 import { op } from './ops.js';
+import type { Handle } from './native_binding.js';
 import { argError } from './errors.js';
 import { Tensor, _wrap as wrap, _wrapAll as wrapAll, handleOf, type TensorOrScalar } from './tensor.js';
 
@@ -11,8 +12,10 @@ const O = {
   cosineSimilarity: op('aten::cosine_similarity'), dropout: op('aten::dropout'), embedding: op('aten::embedding'),
   mseLoss: op('aten::mse_loss'), crossEntropy: op('aten::cross_entropy_loss'), avgPool2d: op('aten::avg_pool2d'),
   maxPool2d: op('aten::max_pool2d'), pad: op('aten::constant_pad_nd'), interpolateNearest: op('aten::upsample_nearest2d', 'vec'),
-  einsum: op('aten::einsum'), broadcastTensors: op('aten::broadcast_tensors'), pixelShuffle: op('aten::pixel_shuffle'),
-  sdpaMath: op('aten::_scaled_dot_product_attention_math'),
+  einsum: op('aten::einsum'), broadcastTensors: op<Handle[]>('aten::broadcast_tensors'), pixelShuffle: op('aten::pixel_shuffle'),
+  sdpaMath: op<[Handle, Handle]>('aten::_scaled_dot_product_attention_math'),
+  interpolateBilinear: op('aten::upsample_bilinear2d', 'vec'), trace: op('aten::trace'),
+  eigh: op<[eigenvalues: Handle, eigenvectors: Handle]>('aten::linalg_eigh'),
 };
 
 function handles(ts: Tensor[], what: string): number[] {
@@ -34,8 +37,7 @@ export function where(condition: Tensor, x: TensorOrScalar, y: TensorOrScalar): 
   const xt = x instanceof Tensor, yt = y instanceof Tensor;
   if (!xt) checkScalar(x, 'where x');
   if (!yt) checkScalar(y, 'where y');
-  if (xt && yt) return wrap(native.call(O.where(), c, x._h, y._h));
-  if (xt) return wrap(native.call(O.whereSO(), c, x._h, y));
+  if (xt) return wrap(yt ? native.call(O.where(), c, x._h, y._h) : native.call(O.whereSO(), c, x._h, y));
   if (yt) return wrap(native.call(O.whereSS(), c, x, y._h));
   return wrap(native.call(O.whereS(), c, x, y));
 }
@@ -118,6 +120,19 @@ export function pad(x: Tensor, padding: number[], value = 0): Tensor {
 }
 export function interpolateNearest(x: Tensor, size: [number, number]): Tensor {
   return wrap(native.call(O.interpolateNearest(), handleOf(x), size, null));
+}
+/** Bilinear resize of (N, C, H, W) to size (F.interpolate(mode='bilinear', antialias=False)). */
+export function interpolateBilinear(x: Tensor, size: [number, number], alignCorners = false): Tensor {
+  return wrap(native.call(O.interpolateBilinear(), handleOf(x, 'interpolateBilinear input'), size, alignCorners, null));
+}
+/** The sum of a matrix's diagonal (torch.trace), a 0-dim tensor. */
+export function trace(a: Tensor): Tensor {
+  return wrap(native.call(O.trace(), handleOf(a, 'trace')));
+}
+/** Eigenvalues (ascending) and eigenvectors (columns) of a symmetric matrix, from its lower (uplo 'L') or upper triangle (torch.linalg.eigh). */
+export function eigh(a: Tensor, uplo: 'L' | 'U' = 'L'): { values: Tensor; vectors: Tensor } {
+  const [w, v] = native.call(O.eigh(), handleOf(a, 'eigh'), uplo);
+  return { values: wrap(w), vectors: wrap(v) };
 }
 export function pixelShuffle(x: Tensor, factor: number): Tensor {
   return wrap(native.call(O.pixelShuffle(), handleOf(x), factor));

@@ -12,7 +12,7 @@ export {
 export {
   cat, stack, where, broadcastTensors, einsum, linear, conv2d, layerNorm, groupNorm, cosineSimilarity, softmax,
   logSoftmax, silu, gelu, relu, sigmoid, dropout, embedding, mseLoss, crossEntropy, avgPool2d, maxPool2d, pad,
-  interpolateNearest, pixelShuffle, type Conv2dOptions,
+  interpolateNearest, interpolateBilinear, pixelShuffle, trace, eigh, type Conv2dOptions,
 } from './functional.js';
 export { noGrad, enableGrad, isGradEnabled, setGradEnabled } from './autograd.js';
 export * as autograd from './autograd.js';

@@ -7,6 +7,7 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TorchError } from './errors.js';
+import type { NativeBinding } from './native_binding.js';
 
 const require = createRequire(import.meta.url);
 export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -63,9 +64,8 @@ export function defaultNumThreads(env: NodeJS.ProcessEnv = process.env): number 
   return Math.max(1, Math.floor(logical / perCore));
 }
 
-/** The raw native binding (internal; use the typed API). */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-export type NativeBinding = any;
+/** The raw native binding (internal; use the typed API), declared in native_binding.ts. */
+export type { NativeBinding } from './native_binding.js';
 
 /** The cause of a load failure, what it means and what to do, as one message. */
 function explain(err: unknown, file: string | undefined, forced: boolean): string {

@@ -1,18 +1,24 @@
 /** ATen operators resolved once, by name and overload, to ids for the native dispatcher. */
 import { native } from './native.js';
 import { argError } from './errors.js';
+import type { Handle, OpId, OpResult } from './native_binding.js';
 
-const cache = new Map<string, number>();
+const cache = new Map<string, OpId>();
 
-/** Returns a function that yields the operator id, resolving it on first use. */
-export function op(name: string, overload = ''): () => number {
+/**
+ * Returns a function that yields the operator id, resolving it on first use. R is what native.call
+ * returns for this operator, from its schema: a Tensor handle (the default); declare others, e.g.
+ * `op<[Handle, Handle]>('aten::max', 'dim')` for a (Tensor, Tensor) return, `op<Handle[]>(...)` for Tensor[].
+ */
+export function op<R extends OpResult = Handle>(name: string, overload = ''): () => OpId<R> {
   // checked here because the cache key below would turn a Symbol into an untyped TypeError
   if (typeof name !== 'string' || typeof overload !== 'string') throw argError('type', 'operator name and overload must be strings');
-  let id = -1;
+  let id: OpId<R> = -1;
   return () => {
     if (id >= 0) return id;
     const key = `${name}.${overload}`;
-    id = cache.get(key) ?? native.resolveOp(name, overload);
+    // R is this declaration's reading of the schema's returns: the id itself does not carry it.
+    id = (cache.get(key) ?? native.resolveOp(name, overload)) as OpId<R>;
     cache.set(key, id);
     return id;
   };

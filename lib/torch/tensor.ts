@@ -4,6 +4,7 @@
  */
 import { native } from './native.js';
 import { op } from './ops.js';
+import type { Handle } from './native_binding.js';
 import { adopt, forget } from './scope.js';
 import { argError } from './errors.js';
 import { type DType, type Device, dtypeCode, dtypeFromCode, normalizeDevice } from './dtype.js';
@@ -39,7 +40,7 @@ const O = {
   logicalNot: op('aten::logical_not'), logicalAnd: op('aten::logical_and'), logicalOr: op('aten::logical_or'),
   isnan: op('aten::isnan'), isfinite: op('aten::isfinite'),
   sumAll: op('aten::sum'), sumDim: op('aten::sum', 'dim_IntList'), meanAll: op('aten::mean'), meanDim: op('aten::mean', 'dim'),
-  maxAll: op('aten::max'), maxDim: op('aten::max', 'dim'), minAll: op('aten::min'), minDim: op('aten::min', 'dim'),
+  maxAll: op('aten::max'), maxDim: op<[Handle, Handle]>('aten::max', 'dim'), minAll: op('aten::min'), minDim: op<[Handle, Handle]>('aten::min', 'dim'),
   argmax: op('aten::argmax'), argmin: op('aten::argmin'), vnorm: op('aten::linalg_vector_norm'),
   varAll: op('aten::var'), varDim: op('aten::var', 'dim'), stdAll: op('aten::std'), stdDim: op('aten::std', 'dim'),
   prod: op('aten::prod'), cumsum: op('aten::cumsum'), all: op('aten::all'), any: op('aten::any'),
@@ -54,12 +55,12 @@ const O = {
   unsqueeze: op('aten::unsqueeze'), squeezeAll: op('aten::squeeze'), squeezeDim: op('aten::squeeze', 'dim'),
   flatten: op('aten::flatten', 'using_ints'), expand: op('aten::expand'), repeat: op('aten::repeat'),
   contiguous: op('aten::contiguous'), clone: op('aten::clone'), detach: op('aten::detach'),
-  unbind: op('aten::unbind', 'int'), chunk: op('aten::chunk'), split: op('aten::split', 'Tensor'),
-  splitSizes: op('aten::split_with_sizes'), narrow: op('aten::narrow'), gather: op('aten::gather'),
+  unbind: op<Handle[]>('aten::unbind', 'int'), chunk: op<Handle[]>('aten::chunk'), split: op<Handle[]>('aten::split', 'Tensor'),
+  splitSizes: op<Handle[]>('aten::split_with_sizes'), narrow: op('aten::narrow'), gather: op('aten::gather'),
   select: op('aten::select', 'int'), slice: op('aten::slice', 'Tensor'), index: op('aten::index', 'Tensor'),
   indexPut_: op('aten::index_put_'), maskedFill: op('aten::masked_fill', 'Scalar'), maskedFillT: op('aten::masked_fill', 'Tensor'),
   where: op('aten::where', 'self'), whereSO: op('aten::where', 'ScalarOther'), flip: op('aten::flip'), roll: op('aten::roll'), tril: op('aten::tril'), triu: op('aten::triu'),
-  indexSelect: op('aten::index_select'), scatter: op('aten::scatter', 'src'), sort: op('aten::sort'), topk: op('aten::topk'),
+  indexSelect: op('aten::index_select'), scatter: op('aten::scatter', 'src'), sort: op<[Handle, Handle]>('aten::sort'), topk: op<[Handle, Handle]>('aten::topk'),
   to: op('aten::to', 'dtype_layout'), t: op('aten::t'), mT: op('aten::transpose', 'int'),
   nonzero: op('aten::nonzero'), outer: op('aten::outer'), cat: op('aten::cat'), newFull: op('aten::new_full'),
 } as const;

@@ -18,9 +18,6 @@ import { join, resolve } from 'node:path';
 import * as torch from '../../torch/index.js';
 import type { Tensor } from '../../torch/index.js';
 import { TorchError, argError } from '../../torch/errors.js';
-import { native } from '../../torch/native.js';
-import { op } from '../../torch/ops.js';
-import { _wrap as wrap } from '../../torch/tensor.js';
 import { FeatureMoments, frechetDistance, loadStats, saveStats, disposeStats, type FeatureStats } from './frechet.js';
 import { NUM_CLASSES, defaultCacheDir, ensureClassifier, ensureClassifierAsync, mnistTensors, type ClassifierInfo, type EnsureClassifierOptions } from './classifier.js';
 
@@ -82,7 +79,6 @@ export interface Samples {
   labels: Tensor | null;
 }
 
-const UPSAMPLE_BILINEAR = op('aten::upsample_bilinear2d', 'vec');
 const INT_DTYPES = new Set(['int64', 'int32', 'int16', 'int8', 'uint8']);
 
 /**
@@ -130,7 +126,7 @@ export function preprocess(x: Tensor, p: Preprocess): Tensor {
   return torch.scope(() => {
     let h = x;
     if (p.resize !== undefined && (h.shape[2] !== p.resize || h.shape[3] !== p.resize)) {
-      h = wrap(native.call(UPSAMPLE_BILINEAR(), h._h, [p.resize, p.resize], false, null));
+      h = torch.interpolateBilinear(h, [p.resize, p.resize]);
     }
     if (p.channels === 3 && h.shape[1] === 1) h = h.repeat(1, 3, 1, 1);
     const range = p.range ?? '-1,1';

@@ -17,9 +17,7 @@ import * as torch from '../../torch/index.js';
 import { saveSafetensors } from '../../torch/io/index.js';
 import type { Tensor } from '../../torch/index.js';
 import { TorchError, argError } from '../../torch/errors.js';
-import { native } from '../../torch/native.js';
-import { op } from '../../torch/ops.js';
-import { _wrap as wrap, handleOf } from '../../torch/tensor.js';
+import { handleOf } from '../../torch/tensor.js';
 
 /** Mean and covariance of a feature set, float64. */
 export interface FeatureStats {
@@ -29,18 +27,14 @@ export interface FeatureStats {
   n: number;
 }
 
-const EIGH = op('aten::linalg_eigh');
-const TRACE = op('aten::trace');
-
 /** Tr(A): the sum of the diagonal. */
 export function trace(a: Tensor): number {
-  return torch.scope(() => wrap(native.call(TRACE(), handleOf(a, 'trace'))).item());
+  return torch.scope(() => torch.trace(a).item());
 }
 
 /** Eigenvalues (ascending) and eigenvectors (columns) of a symmetric matrix. */
 export function eighSymmetric(a: Tensor): { values: Tensor; vectors: Tensor } {
-  const [w, v] = native.call(EIGH(), handleOf(a, 'eighSymmetric'), 'L') as [number, number];
-  return { values: wrap(w), vectors: wrap(v) };
+  return torch.eigh(a, 'L');
 }
 
 /** (A + Aᵀ) / 2: removes the rounding asymmetry of products that are symmetric in exact arithmetic. */

@@ -8,23 +8,25 @@
  */
 import { native } from '../native.js';
 import { op } from '../ops.js';
+import type { Handle } from '../native_binding.js';
 import { Tensor } from '../tensor.js';
 import { dtypeCode, DTYPE_CODE } from '../dtype.js';
 import { libtorchAtLeast } from '../state.js';
 
+// The in-place _foreach_*_ operators return nothing (undefined); _foreach_add and _foreach_sqrt a Tensor[].
 const O = {
-  mulScalar_: op('aten::_foreach_mul_', 'Scalar'),
+  mulScalar_: op<undefined>('aten::_foreach_mul_', 'Scalar'),
   mulOne_: op('aten::mul_', 'Scalar'),
   mulOneT_: op('aten::mul_', 'Tensor'),
-  addScalar_: op('aten::_foreach_add_', 'Scalar'),
-  addList_: op('aten::_foreach_add_', 'List'),
-  lerpScalar_: op('aten::_foreach_lerp_', 'Scalar'),
-  divScalars_: op('aten::_foreach_div_', 'ScalarList'),
-  sqrt: op('aten::_foreach_sqrt'),
-  addList: op('aten::_foreach_add', 'List'),
-  addcmul_: op('aten::_foreach_addcmul_', 'Scalar'),
-  addcdivScalars_: op('aten::_foreach_addcdiv_', 'ScalarList'),
-  zero_: op('aten::_foreach_zero_'),
+  addScalar_: op<undefined>('aten::_foreach_add_', 'Scalar'),
+  addList_: op<undefined>('aten::_foreach_add_', 'List'),
+  lerpScalar_: op<undefined>('aten::_foreach_lerp_', 'Scalar'),
+  divScalars_: op<undefined>('aten::_foreach_div_', 'ScalarList'),
+  sqrt: op<Handle[]>('aten::_foreach_sqrt'),
+  addList: op<Handle[]>('aten::_foreach_add', 'List'),
+  addcmul_: op<undefined>('aten::_foreach_addcmul_', 'Scalar'),
+  addcdivScalars_: op<undefined>('aten::_foreach_addcdiv_', 'ScalarList'),
+  zero_: op<undefined>('aten::_foreach_zero_'),
   sqrtOut: op('aten::sqrt', 'out'),
   addcdivOut: op('aten::addcdiv', 'out'),
   clone: op('aten::clone'),
