@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { join } from 'node:path';
 import { torch, TiM, EMA } from '../lib/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
-import { OTFM, VPSDE } from '../lib/tim/transports/index.js';
+import { OTFM, VPSDE, type Transport } from '../lib/tim/transports/index.js';
 import {
   TransitionLoss, directionalTerm, meanFlat, mseTerm, projectionTerm, pythonRound, rowCounts, transitionTimes,
   type LossOutput,
@@ -321,6 +321,22 @@ describe('enhanced targets with an EMA model', () => {
     } finally {
       ema.dispose();
     }
+  }));
+
+  it('a Transport that is not a BaseTransport gives the same loss (its public methods stand in for the unchecked math)', scoped(() => {
+    const own = caseTransport(W);
+    const foreign: Transport = {
+      name: 'Wrapped', sigmaD: own.sigmaD, tMax: own.tMax, tMin: own.tMin, enhanceTarget: true, wGt: own.wGt, wCond: own.wCond,
+      wStart: own.wStart, wEnd: own.wEnd, timeDraw: 'normal', stochasticStep: true,
+      sampleT: (n, o) => own.sampleT(n, o), cNoise: (t) => own.cNoise(t), modelTimes: (t, r) => own.modelTimes(t, r),
+      interpolant: (t) => own.interpolant(t), target: (i) => own.target(i), step: (xT, t, r, F, o) => own.step(xT, t, r, F, o),
+    };
+    const inputs = { model, emaModel: model, x: I('x'), z: I('z'), y: I('y'), yEma: I('y_ema'), yNull: I('y_null'), t: O('t'), r: O('r'), useDirLoss: true };
+    const a = caseLoss({}, own).compute(inputs), b = caseLoss({}, foreign).compute(inputs);
+    for (const k of ['fTarget', 'dFdvdt', 'xT', 'weightedLoss'] as const) expect(maxAbsDiff(a[k], b[k]), k).toBe(0);
+    // an EMA network whose output is not x's shape is refused (it would broadcast into the target)
+    const wrongEma = { forward: (x: Tensor) => x.sum(1, true) };
+    expectError(() => caseLoss({}, own).compute({ ...inputs, emaModel: wrongEma as never }), RangeError, 'E_SHAPE');
   }));
 
   it('wCond 0 needs no yEma; missing emaModel or yNull are typed errors', scoped(() => {
