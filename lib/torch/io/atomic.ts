@@ -34,25 +34,31 @@ export function ioError(e: unknown, path: string, what?: string): unknown {
   return new TorchError(`${what ? `${what}: ` : ''}cannot write '${path}': ${(e as Error).message}`, 'E_IO');
 }
 
-/** Flushes a folder's entry list (best effort: some filesystems refuse fsync on directories). */
-export function fsyncDir(dir: string): void {
-  let fd: number | null = null;
-  try {
-    fd = openSync(dir, 'r');
-    fsyncSync(fd);
-  } catch {
-    // durability of the rename is best effort; atomicity does not depend on it
-  } finally {
-    if (fd !== null) closeSync(fd);
-  }
-}
-
-function fsyncFile(path: string): void {
+/** Flushes a file or folder by path (fsync through a read-only descriptor). */
+function fsyncPath(path: string): void {
   const fd = openSync(path, 'r');
   try {
     fsyncSync(fd);
   } finally {
     closeSync(fd);
+  }
+}
+
+async function fsyncPathAsync(path: string): Promise<void> {
+  const f = await open(path, 'r');
+  try {
+    await f.sync();
+  } finally {
+    await f.close();
+  }
+}
+
+/** Flushes a folder's entry list (best effort: some filesystems refuse fsync on directories). */
+export function fsyncDir(dir: string): void {
+  try {
+    fsyncPath(dir);
+  } catch {
+    // durability of the rename is best effort; atomicity does not depend on it
   }
 }
 
@@ -71,7 +77,7 @@ export function replaceAtomically<T>(path: string, write: (tmp: string) => T, wh
   let result: T;
   try {
     result = write(tmp);
-    fsyncFile(tmp);
+    fsyncPath(tmp);
     renameSync(tmp, path);
   } catch (e) {
     rmSync(tmp, { force: true });
@@ -87,27 +93,13 @@ export async function replaceAtomicallyAsync<T>(path: string, write: (tmp: strin
   let result: T;
   try {
     result = await write(tmp);
-    const f = await open(tmp, 'r');
-    try {
-      await f.sync();
-    } finally {
-      await f.close();
-    }
+    await fsyncPathAsync(tmp);
     await rename(tmp, path);
   } catch (e) {
     await rm(tmp, { force: true });
     throw ioError(e, path, what);
   }
-  try {
-    const d = await open(dirname(path), 'r');
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
-  } catch {
-    // best effort, as fsyncDir
-  }
+  await fsyncPathAsync(dirname(path)).catch(() => { /* best effort, as fsyncDir */ });
   return result;
 }
 

@@ -55,6 +55,15 @@ function checkLoadOptions(path: unknown, o: LoadOptions): void {
   if (o.device !== undefined) normalizeDevice(o.device);
 }
 
+/** load / loadAsync's options checked: where the tensors go and which format the file is. */
+function loadPlan(path: string, o: LoadOptions, what: string): { device: Device; format: 'safetensors' | 'torch' } {
+  checkLoadOptions(path, o);
+  const device = o.device === undefined ? 'cpu' : normalizeDevice(o.device);
+  const format = o.format ?? detectFormat(path);
+  if (format === 'safetensors' && o.key !== undefined) throw argError('type', `${what}: 'key' applies to torch.save checkpoints, not safetensors files`);
+  return { device, format };
+}
+
 function detectFormat(path: string): 'safetensors' | 'torch' {
   const fd = openForReading(path);
   try {
@@ -102,19 +111,17 @@ function readAllSync(file: StFile, reqs: [number, number[], number, number][], c
   }
   return hs;
 }
+
 /**
  * Loads a checkpoint as `{ name: Tensor }`: a `.safetensors` file (zero-copy, memory-mapped unless
  * `lazy: false`) or a PyTorch `torch.save` zip checkpoint holding a dict of tensors.
  */
 export function load(path: string, o: LoadOptions = {}): TensorRecord {
-  checkLoadOptions(path, o);
-  const device = o.device === undefined ? 'cpu' : normalizeDevice(o.device);
-  const format = o.format ?? detectFormat(path);
+  const { device, format } = loadPlan(path, o, 'load');
   if (format === 'torch') {
     const r = readTorchZip(path, o.key, o.lazy === false, readAllSync);
     return moveAll(r.names, r.tensors, device);
   }
-  if (o.key !== undefined) throw argError('type', "load: 'key' applies to torch.save checkpoints, not safetensors files");
   return loadSafetensors(path, o).tensors;
 }
 
@@ -143,14 +150,11 @@ export function loadSafetensors(path: string, o: Omit<LoadOptions, 'format' | 'k
  * torch.save checkpoints are unpickled there. Resolves to the same record load() returns.
  */
 export async function loadAsync(path: string, o: LoadOptions = {}): Promise<TensorRecord> {
-  checkLoadOptions(path, o);
-  const device = o.device === undefined ? 'cpu' : normalizeDevice(o.device);
-  const format = o.format ?? detectFormat(path);
+  const { device, format } = loadPlan(path, o, 'loadAsync');
   if (format === 'torch') {
     const r = await readTorchZip(path, o.key, o.lazy === false, (file, reqs, copy) => native.stReadAsync(file, reqs, copy) as Promise<number[]>);
     return moveAll(r.names, r.tensors, device);
   }
-  if (o.key !== undefined) throw argError('type', "loadAsync: 'key' applies to torch.save checkpoints, not safetensors files");
   const f = new SafetensorsFile(path);
   try {
     const names = f.keys();

@@ -218,9 +218,10 @@ export function unpickle(buf: Uint8Array, path: string, persistentLoad: (pid: un
 
 // ---- writing --------------------------------------------------------------------------------
 
-/** Pickle opcodes used (protocol 2). */
+/** The pickle opcodes the writer uses (protocol 2). */
 export const OP = { PROTO: 0x80, GLOBAL: 0x63, EMPTY_TUPLE: 0x29, REDUCE: 0x52, MARK: 0x28, BINUNICODE: 0x58, TUPLE: 0x74, BINPERSID: 0x51, BININT: 0x4a, BININT1: 0x4b, BININT2: 0x4d, LONG1: 0x8a, NEWFALSE: 0x89, SETITEMS: 0x75, STOP: 0x2e } as const;
 
+/** A pickle built opcode by opcode: just what torch.save's state dicts need (torch_zip.ts). */
 export class PickleWriter {
   private parts: Buffer[] = [];
   op(...bytes: number[]): this {
