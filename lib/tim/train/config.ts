@@ -130,7 +130,7 @@ const DATA = strict({
   data_type: text,
   dataset: v.optional(mapping, {}), // checked by the data_type's reader (train/data.ts)
   dataloader: section(strict({ batch_size: integer(1), ...ignoredKeys(IGNORED['data.dataloader']) })),
-}, { data_type: 'latent, image, mnist, synthetic' });
+}, { data_type: 'latent, image, mnist' });
 
 const OPTIMIZER = strict({
   target: v.pipe(
@@ -169,7 +169,8 @@ const TRAINING = strict({
 
 const DOCUMENT = strict({ model: section(MODEL), data: section(DATA), training: section(TRAINING) });
 
-function cfgError(msg: string): TorchError {
+/** An E_CONFIG error about the training config. */
+export function cfgError(msg: string): TorchError {
   return new TorchError(`training config: ${msg}`, 'E_CONFIG');
 }
 

@@ -7,55 +7,48 @@
  *   mnist   data.dataset.split (train/test/all): the embedded MNIST digits, 1x32x32 (ours: a demo)
  * Relative paths are taken from the working directory, as the official trainer does.
  */
-import { TorchError } from '../../torch/errors.js';
+import * as v from 'valibot';
 import type { Dataset } from '../data/loader.js';
 import { LatentFolderDataset } from '../data/latents.js';
 import { ImageFolderDataset } from '../data/image_folder.js';
 import { MnistDataset } from '../data/mnist.js';
-import type { TrainConfig } from './config.js';
+import { cfgError, type TrainConfig } from './config.js';
+import { checkDocument, finiteNumber, mustBe, oneOf, strict, text } from '../config_file.js';
 
-function cfgError(msg: string): TorchError {
-  return new TorchError(`training config: ${msg}`, 'E_CONFIG');
-}
+const path = v.pipe(text, v.nonEmpty(mustBe('a path')));
 
-function keys(o: Record<string, unknown>, known: string[], what: string): void {
-  for (const k of Object.keys(o)) if (!known.includes(k)) throw cfgError(`unknown key 'data.dataset.${k}' for data_type ${what} (known: ${known.join(', ')})`);
-}
+/** data.dataset of each data_type. */
+const DATASETS = {
+  latent: strict({ latent_dir: path, image_dir: v.optional(v.unknown()), image_size: v.optional(v.unknown()) }),
+  image: strict({ image_dir: v.optional(path), root: v.optional(path), image_size: v.optional(finiteNumber) }),
+  mnist: strict({ split: v.optional(oneOf(['train', 'test', 'all']), 'train') }),
+};
 
-function str(o: Record<string, unknown>, k: string): string {
-  const v = o[k];
-  if (typeof v !== 'string' || v === '') throw cfgError(`data.dataset.${k} must be a path`);
-  return v;
+function dataset<T extends keyof typeof DATASETS>(c: TrainConfig, type: T): v.InferOutput<(typeof DATASETS)[T]> {
+  return checkDocument(DATASETS[type], c.data.dataset, (m) => cfgError(`data.dataset (data_type ${type}): ${m}`));
 }
 
 /** Opens the dataset and checks that its samples fit the network (channels, size, classes). */
 export function datasetFromConfig(c: TrainConfig): Dataset {
-  const d = c.data.dataset;
   const net = c.network;
   let ds: Dataset;
   switch (c.data.dataType) {
     case 'latent':
-      keys(d, ['latent_dir', 'image_dir', 'image_size'], 'latent');
-      ds = new LatentFolderDataset(str(d, 'latent_dir'), net.variant === 'c2i' ? { numClasses: net.numClasses } : {});
+      ds = new LatentFolderDataset(dataset(c, 'latent').latent_dir, net.variant === 'c2i' ? { numClasses: net.numClasses } : {});
       break;
     case 'image': {
-      keys(d, ['image_dir', 'root', 'image_size'], 'image');
-      const root = d.image_dir !== undefined ? str(d, 'image_dir') : str(d, 'root');
-      const size = d.image_size ?? net.inputSize;
-      if (typeof size !== 'number') throw cfgError('data.dataset.image_size must be a number');
+      const d = dataset(c, 'image');
+      const root = d.image_dir ?? d.root;
+      if (root === undefined) throw cfgError('data.dataset.image_dir (or root) is required for data_type image');
       if (net.inChannels !== 1 && net.inChannels !== 3) throw cfgError(`data_type image needs a pixel-space network (in_channels 1 or 3), this one has ${net.inChannels}`);
-      ds = new ImageFolderDataset(root, { size, channels: net.inChannels });
+      ds = new ImageFolderDataset(root, { size: d.image_size ?? net.inputSize, channels: net.inChannels });
       break;
     }
-    case 'mnist': {
-      keys(d, ['split'], 'mnist');
-      const split = d.split ?? 'train';
-      if (split !== 'train' && split !== 'test' && split !== 'all') throw cfgError(`data.dataset.split must be train, test or all, got ${JSON.stringify(split)}`);
-      ds = new MnistDataset({ split });
+    case 'mnist':
+      ds = new MnistDataset({ split: dataset(c, 'mnist').split });
       break;
-    }
     default:
-      throw cfgError(`data.data_type '${c.data.dataType}' is not supported (latent, image, mnist)`);
+      throw cfgError(`data.data_type '${c.data.dataType}' is not supported (${Object.keys(DATASETS).join(', ')})`);
   }
   const [ch, h, w] = ds.sampleShape;
   if (ch !== net.inChannels || h % net.patchSize !== 0 || w % net.patchSize !== 0) {
