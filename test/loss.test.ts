@@ -52,7 +52,7 @@ function caseTransport(extra: Record<string, unknown> = {}): OTFM {
   const p = g.meta.transport_params as Record<string, number>;
   return new OTFM({ pMean: p.P_mean, pStd: p.P_std, sigmaD: p.sigma_d, tMax: p.T_max, tMin: p.T_min, ...extra });
 }
-function caseLoss(extra: Record<string, unknown> = {}, transport = caseTransport()): TransitionLoss {
+function caseLoss(extra: Record<string, unknown> = {}, transport: Transport = caseTransport()): TransitionLoss {
   const base = TransitionLoss.fromOfficialConfig(transport, g.meta.transition_loss as Record<string, unknown>);
   return Object.keys(extra).length === 0 ? base : new TransitionLoss(transport, { ...optionsOf(base), ...extra });
 }
