@@ -23,8 +23,10 @@ const at::Tensor& tensorArg(Napi::Env env, const Napi::Value& v, const std::stri
     if (!isTensorObject(v)) throwType(name + ": expected a Tensor");
     return tensorAt(env, v.As<Napi::Object>().Get("_h"));
   }
+  const at::Tensor* t = tryTensorAt(handleFrom(v));
+  if (t) return *t;
   if (v.IsNull() || v.IsUndefined()) throwType(name + ": expected a Tensor, got " + (v.IsNull() ? "null" : "undefined"));
-  return tensorAt(env, v);
+  return tensorAt(env, v);  // throws the error for what v is
 }
 
 std::string item(const std::string& name, size_t i) { return name + "[" + std::to_string(i) + "]"; }
@@ -40,16 +42,21 @@ void setObjectForm(Napi::Function wrapTensor, Napi::Function wrapModule, Napi::F
   g_tensorClass.SuppressDestruct();
 }
 
+// Numbers, by far the most common, take one napi call (it fails for anything else).
+static bool numberOf(const Napi::Value& v, double& d) { return napi_get_value_double(v.Env(), v, &d) == napi_ok; }
+
 static int64_t toInt(const Napi::Value& v, const std::string& name) {
-  if (v.IsBigInt()) {
-    bool lossless = true;
-    int64_t x = v.As<Napi::BigInt>().Int64Value(&lossless);
-    if (!lossless) throwRange(name + ": BigInt out of int64 range");
-    return x;
+  double d;
+  if (!numberOf(v, d)) {
+    if (v.IsBigInt()) {
+      bool lossless = true;
+      int64_t x = v.As<Napi::BigInt>().Int64Value(&lossless);
+      if (!lossless) throwRange(name + ": BigInt out of int64 range");
+      return x;
+    }
+    if (v.IsBoolean()) return v.As<Napi::Boolean>().Value() ? 1 : 0;
+    throwType(name + ": expected an integer");
   }
-  if (v.IsBoolean()) return v.As<Napi::Boolean>().Value() ? 1 : 0;
-  if (!v.IsNumber()) throwType(name + ": expected an integer");
-  double d = v.As<Napi::Number>().DoubleValue();
   // a fraction where an integer belongs is a wrong-type mistake, as in Python (TypeError)
   if (!std::isfinite(d) || d != std::floor(d)) {
     std::ostringstream s;
@@ -61,22 +68,25 @@ static int64_t toInt(const Napi::Value& v, const std::string& name) {
 }
 
 static double toDouble(const Napi::Value& v, const std::string& name) {
+  double d;
+  if (numberOf(v, d)) return d;
   if (v.IsBoolean()) return v.As<Napi::Boolean>().Value() ? 1.0 : 0.0;
   if (v.IsBigInt()) {
     bool lossless = true;
     return (double)v.As<Napi::BigInt>().Int64Value(&lossless);
   }
-  if (!v.IsNumber()) throwType(name + ": expected a number");
-  return v.As<Napi::Number>().DoubleValue();
+  throwType(name + ": expected a number");
 }
 
 // A JS number is an integer Scalar when it has no fraction, like a Python int literal; 2.0 and 2 are
 // the same value in JS, so float scalars that are whole numbers promote like ints (documented).
 static c10::Scalar toScalar(const Napi::Value& v, const std::string& name) {
-  if (v.IsBoolean()) return c10::Scalar(v.As<Napi::Boolean>().Value());
-  if (v.IsBigInt()) return c10::Scalar(toInt(v, name));
-  if (!v.IsNumber()) throwType(name + ": expected a number or boolean");
-  double d = v.As<Napi::Number>().DoubleValue();
+  double d;
+  if (!numberOf(v, d)) {
+    if (v.IsBoolean()) return c10::Scalar(v.As<Napi::Boolean>().Value());
+    if (v.IsBigInt()) return c10::Scalar(toInt(v, name));
+    throwType(name + ": expected a number or boolean");
+  }
   // -0 is the integer 0 here (so t.add(-k) with k = 0 keeps an int tensor int); its sign is lost.
   if (std::isfinite(d) && d == std::floor(d) && std::fabs(d) <= 9007199254740992.0) return c10::Scalar((int64_t)d);
   return c10::Scalar(d);

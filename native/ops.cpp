@@ -12,8 +12,8 @@ namespace {
 std::vector<c10::OperatorHandle> g_ops;
 
 const c10::OperatorHandle& opAt(const Napi::Value& v) {
-  if (!v.IsNumber()) throwType("expected an operator id");
-  double id = v.As<Napi::Number>().DoubleValue();
+  double id;  // one napi call: it fails for anything that is not a number
+  if (napi_get_value_double(v.Env(), v, &id) != napi_ok) throwType("expected an operator id");
   if (!(id >= 0) || id >= (double)g_ops.size() || id != (double)(int64_t)id) throwRange("unknown operator id");
   return g_ops[(size_t)id];
 }
@@ -23,14 +23,15 @@ std::string opName(const c10::OperatorHandle& op) {
   return n.overload_name.empty() ? n.name : n.name + "." + n.overload_name;
 }
 
-// Builds the argument stack from info[first..]; missing trailing arguments take schema defaults.
-torch::jit::Stack buildStack(const Napi::CallbackInfo& info, size_t first, const c10::FunctionSchema& schema) {
+// Builds the argument stack from info[first..] into `stack` (emptied first); missing trailing
+// arguments take schema defaults.
+void buildStack(const Napi::CallbackInfo& info, size_t first, const c10::FunctionSchema& schema, torch::jit::Stack& stack) {
   Napi::Env env = info.Env();
   const auto& args = schema.arguments();
   size_t given = info.Length() - first;
   if (given > args.size())
     throwType(schema.name() + " takes " + std::to_string(args.size()) + " arguments, got " + std::to_string(given));
-  torch::jit::Stack stack;
+  stack.clear();
   stack.reserve(args.size());
   for (size_t i = 0; i < args.size(); ++i) {
     const auto& a = args[i];
@@ -43,8 +44,27 @@ torch::jit::Stack buildStack(const Napi::CallbackInfo& info, size_t first, const
       stack.push_back(toIValue(env, v, a.type(), a.name()));
     }
   }
-  return stack;
 }
+
+// The synchronous calls reuse one stack, so an op call allocates no argument vector. Converting an
+// argument can run JS (a getter or Proxy in an array), which may call an op again: a nested call
+// gets a stack of its own.
+class CallStack {
+ public:
+  CallStack() : own_(g_busy ? &local_ : &g_shared), outer_(!g_busy) { g_busy = true; }
+  ~CallStack() {
+    own_->clear();  // release argument and result tensors now, as a fresh stack would
+    if (outer_) g_busy = false;
+  }
+  torch::jit::Stack& get() { return *own_; }
+
+ private:
+  static inline torch::jit::Stack g_shared;
+  static inline bool g_busy = false;
+  torch::jit::Stack local_;
+  torch::jit::Stack* own_;
+  bool outer_;
+};
 
 Napi::Value returnsToJs(Napi::Env env, torch::jit::Stack& stack) {
   if (stack.empty()) return env.Undefined();
@@ -135,9 +155,10 @@ static Napi::Value OpSchema(const Napi::CallbackInfo& info) {
 static Napi::Value Call(const Napi::CallbackInfo& info) {
   return guard(info, TIM_CALL_CONTEXT, [&]() -> Napi::Value {
     const auto& op = opAt(info[0]);
-    torch::jit::Stack stack = buildStack(info, 1, op.schema());
-    op.callBoxed(&stack);
-    return returnsToJs(info.Env(), stack);
+    CallStack cs;
+    buildStack(info, 1, op.schema(), cs.get());
+    op.callBoxed(&cs.get());
+    return returnsToJs(info.Env(), cs.get());
   });
 }
 
@@ -146,8 +167,9 @@ static Napi::Value Call(const Napi::CallbackInfo& info) {
 static Napi::Value CallVoid(const Napi::CallbackInfo& info) {
   return guard(info, TIM_CALL_CONTEXT, [&]() -> Napi::Value {
     const auto& op = opAt(info[0]);
-    torch::jit::Stack stack = buildStack(info, 1, op.schema());
-    op.callBoxed(&stack);
+    CallStack cs;
+    buildStack(info, 1, op.schema(), cs.get());
+    op.callBoxed(&cs.get());
     return info.Env().Undefined();
   });
 }
@@ -156,7 +178,8 @@ static Napi::Value CallVoid(const Napi::CallbackInfo& info) {
 static Napi::Value CallAsync(const Napi::CallbackInfo& info) {
   return guard(info, TIM_CALL_CONTEXT, [&]() -> Napi::Value {
     const c10::OperatorHandle op = opAt(info[0]);
-    auto stack = std::make_shared<torch::jit::Stack>(buildStack(info, 1, op.schema()));
+    auto stack = std::make_shared<torch::jit::Stack>();
+    buildStack(info, 1, op.schema(), *stack);
     // Described now, on the JS thread: a worker error names the op and the argument shapes too.
     return AsyncTask::start(
         info.Env(), describeCall(info, 1), [op, stack]() { op.callBoxed(stack.get()); },

@@ -9,7 +9,7 @@
  * nothing by GC. Scopes are the main path; GC is only a backstop.
  */
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { native } from './native.js';
+import { hot as native } from './ops.js';
 import { argError } from './errors.js';
 
 /** What a scope needs to know of a tensor (implemented by Tensor). */
@@ -89,6 +89,10 @@ export function adopt(t: Owned): void {
 /** Called when a tensor is disposed explicitly: the GC backstop must forget its handle. */
 export function forget(t: Owned): void {
   if (t._reg) registry.unregister(t);
+  // `a.add(b).dispose()`: the tensor is still the last one waiting for registration; dropping it
+  // here keeps the pending list from holding thousands of dead tensors (which V8 would then copy
+  // and promote at each young-generation GC) until the next flush.
+  else if (t._reg === false && pending[pending.length - 1] === t) pending.pop();
   t._reg = undefined;
 }
 
@@ -111,20 +115,23 @@ function close(scope: Scope, result: unknown): void {
   scope.closed = true;
   const returned = new Set<Owned>();
   collectReturned(result, returned);
-  const handles: number[] = [];
-  for (const t of scope.tensors) {
+  const tensors = scope.tensors;
+  // Handles go to native in a Float64Array: read in place there, with no napi call per handle.
+  const handles = new Float64Array(tensors.length);
+  let n = 0;
+  for (const t of tensors) {
     if (t._h < 0) continue;
-    if (returned.has(t) || t._kept) {
+    if (t._kept || (returned.size > 0 && returned.has(t))) {
       const parent = openParent(scope);
       if (parent && returned.has(t) && !t._kept) parent.tensors.push(t);
       else registerLater(t);
       t._kept = false;
       continue;
     }
-    handles.push(t._h);
+    handles[n++] = t._h;
     t._h = -1;
   }
-  if (handles.length) native.freeMany(handles);
+  if (n) native.freeMany(n === handles.length ? handles : handles.subarray(0, n));
 }
 
 function openParent(scope: Scope): Scope | null {

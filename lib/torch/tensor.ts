@@ -2,8 +2,7 @@
  * Tensor: a typed handle to a libtorch tensor. Methods call ATen operators through the native
  * dispatcher (ops.ts), so autograd, autocast and devices behave as in Python's torch.
  */
-import { native } from './native.js';
-import { op } from './ops.js';
+import { op, hot as native } from './ops.js';
 import type { Handle } from './native_binding.js';
 import { adopt, forget } from './scope.js';
 import { argError } from './errors.js';
