@@ -20,15 +20,17 @@ import { TorchError, argError } from '../errors.js';
 import { type Device, normalizeDevice } from '../dtype.js';
 import { type Tensor, _wrap as wrap } from '../tensor.js';
 import {
-  SafetensorsFile, type StFile, type TensorRecord, defineEntry, saveSafetensors, saveSafetensorsAsync,
+  SafetensorsFile, saveSafetensors, saveSafetensorsAsync,
 } from './safetensors.js';
+import { type StFile, type TensorRecord, defineEntry } from './record.js';
 import { readTorchZip, saveTorchZip } from './torch_zip.js';
 import { isZip, openForReading } from './zip.js';
 
 export {
   SafetensorsFile, openSafetensors, safetensorsHeader, saveSafetensors, saveSafetensorsAsync,
-  type TensorRecord, type GetOptions, type SafetensorsTensorInfo,
+  type GetOptions, type SafetensorsTensorInfo,
 } from './safetensors.js';
+export { type TensorRecord } from './record.js';
 export { archiveKind, saveTorchZip } from './torch_zip.js';
 
 // ---- reading --------------------------------------------------------------------------------

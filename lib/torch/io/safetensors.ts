@@ -11,14 +11,9 @@
 import { native } from '../native.js';
 import { TorchError, argError } from '../errors.js';
 import { type DType, type Device, dtypeCode, normalizeDevice } from '../dtype.js';
-import { Tensor, _wrap as wrap } from '../tensor.js';
+import { type Tensor, _wrap as wrap } from '../tensor.js';
 import { replaceAtomically, replaceAtomicallyAsync } from './atomic.js';
-
-/** An open file of the native reader (native.stOpen), until native.stClose. */
-export type StFile = Parameters<typeof native.stClose>[0];
-
-/** A record of named tensors: what load() returns and save() takes. */
-export type TensorRecord = Record<string, Tensor>;
+import { LONE_SURROGATE, type StFile, type TensorRecord, defineEntry, tensorEntries } from './record.js';
 
 /** Safetensors dtype names: byte size, torch dtype (when libtorch has one) and the rank of the
  *  reference writer's ordering (its Dtype enum order; tensors are written by descending rank). */
@@ -71,8 +66,6 @@ interface ParsedHeader {
   /** In data order (by offset). */
   tensors: Map<string, SafetensorsTensorInfo>;
 }
-
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 /** Strict JSON for exactly the safetensors header schema; everything else is an E_FORMAT error. */
 class HeaderParser {
@@ -283,11 +276,6 @@ class HeaderParser {
   }
 }
 
-/** A property that may be named '__proto__' (an own property, never the prototype). */
-export function defineEntry<T>(o: Record<string, T>, k: string, v: T): void {
-  Object.defineProperty(o, k, { value: v, enumerable: true, writable: true, configurable: true });
-}
-
 function parseHeader(path: string, headerBytes: Uint8Array, fileSize: number): ParsedHeader {
   let text: string;
   try {
@@ -435,19 +423,6 @@ export function openSafetensors(path: string): SafetensorsFile {
 
 function utf8Compare(a: Buffer, b: Buffer): number {
   return Buffer.compare(a, b);
-}
-
-/** The entries of a record of tensors (an object or a Map), checked: string names, live Tensors. */
-export function tensorEntries(rec: TensorRecord | Map<string, Tensor>, what: string): { name: string; tensor: Tensor }[] {
-  if (rec === null || typeof rec !== 'object') throw argError('type', `${what}: expected a record { name: Tensor }`);
-  const pairs: [string, unknown][] = rec instanceof Map ? [...rec.entries()] : Object.entries(rec);
-  return pairs.map(([name, t]) => {
-    if (typeof name !== 'string') throw argError('type', `${what}: tensor names must be strings`);
-    if (LONE_SURROGATE.test(name)) throw argError('range', `${what}: tensor name ${JSON.stringify(name)} is not valid Unicode`, 'E_VALUE');
-    if (!(t instanceof Tensor)) throw argError('type', `${what}: '${name}' is not a Tensor`);
-    if (t.isDisposed) throw new TorchError(`${what}: tensor '${name}' was disposed (use after dispose)`, 'E_DISPOSED');
-    return { name, tensor: t };
-  });
 }
 
 interface Prepared {

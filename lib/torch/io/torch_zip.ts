@@ -24,7 +24,7 @@ import { op } from '../ops.js';
 import { Global, Opaque, PDict, PickleWriter, OP, STORAGE_DTYPES, StorageRef, TensorSpec, unpickle } from './pickle.js';
 import { ZipWriter, checkpointError as formatError, isZip, openForReading, readAt, readZip } from './zip.js';
 import { replaceAtomically, writeAllSync } from './atomic.js';
-import { type StFile, type TensorRecord, tensorEntries } from './safetensors.js';
+import { type StFile, type TensorRecord, tensorEntries } from './record.js';
 
 /** Only TorchScript archives (torch.jit.save) have a constants.pkl record or a code/ folder. */
 function isTorchScript(names: Iterable<string>): boolean {
