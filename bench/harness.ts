@@ -5,11 +5,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface, type Interface } from 'node:readline';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import os from 'node:os';
 import { MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD } from '../lib/torch/native.js';
+import { writeFileAtomic } from '../lib/torch/io/atomic.js';
 
 export const benchDir = dirname(fileURLToPath(import.meta.url));
 export const PYTHON = process.env.TIM_TORCH_PYTHON ?? '/usr/bin/python3';
@@ -247,7 +248,7 @@ export function writeResult(r: Result, dir = join(benchDir, 'results')): string 
   const suffix = process.env.TIM_BENCH_SUFFIX ?? '';
   if (!/^[\w.-]*$/.test(suffix)) throw new Error(`TIM_BENCH_SUFFIX may hold letters, digits, '.', '_' and '-' only, got '${suffix}'`);
   const file = join(dir, `${r.name}${suffix}${r.quick ? '.quick' : ''}.json`);
-  writeFileSync(file, JSON.stringify(r, null, 2) + '\n');
+  writeFileAtomic(file, JSON.stringify(r, null, 2) + '\n', 'writeResult');
   return file;
 }
 
