@@ -54,10 +54,10 @@ export function isSameShape(a: Tensor, b: Tensor): boolean {
  * An options (or inputs) object whose keys are all known: a misspelt `pmean` would otherwise be
  * ignored silently. Arrays and null are refused.
  */
-export function knownKeys<T extends object>(v: T, known: readonly string[], owner: string, what = 'options'): T {
+export function knownKeys<T extends object>(v: T, known: readonly string[], owner: string, what = 'options', code = 'E_OPTION'): T {
   if (!isObject(v)) throw argError('type', `${owner}: ${what} must be an object, got ${describe(v)}`);
   for (const k of Object.keys(v)) {
-    if (!known.includes(k)) throw argError('type', `${owner}: unknown option '${k}' (known: ${known.join(', ')})`, 'E_OPTION');
+    if (!known.includes(k)) throw argError('type', `${owner}: unknown option '${k}' (known: ${known.join(', ')})`, code);
   }
   return v;
 }

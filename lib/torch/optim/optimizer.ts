@@ -12,6 +12,7 @@ import { keep } from '../scope.js';
 import { argError, TorchError } from '../errors.js';
 import { loadSafetensors, saveSafetensors } from '../io/index.js';
 import { native } from '../native.js';
+import { knownKeys } from '../check.js';
 import { zero_ } from './foreach.js';
 import { op } from '../ops.js';
 
@@ -305,11 +306,12 @@ export abstract class Optimizer<H extends BaseHyper> {
   }
 }
 
-/** Throws TypeError for constructor options the optimizer does not have (e.g. amsgrad, a typo). */
+/**
+ * Throws TypeError for constructor options the optimizer does not have (e.g. amsgrad, a typo). Code
+ * E_ARG, as the optimizers have always thrown (the rest of the project says E_OPTION).
+ */
 export function checkOptionKeys(opts: object | undefined, allowed: readonly string[], what: string): void {
-  if (opts === undefined) return;
-  if (opts === null || typeof opts !== 'object') throw argError('type', `${what}: options must be an object`);
-  for (const k of Object.keys(opts)) if (!allowed.includes(k)) throw argError('type', `${what}: unknown option '${k}' (known: ${allowed.join(', ')})`);
+  if (opts !== undefined) knownKeys(opts, allowed, what, 'options', 'E_ARG');
 }
 
 /** Checks shared by the Adam family: torch's ValueError cases become RangeError (code E_RANGE). */
