@@ -116,8 +116,11 @@ function close(scope: Scope, result: unknown): void {
   const returned = new Set<Owned>();
   collectReturned(result, returned);
   const tensors = scope.tensors;
-  // Handles go to native in a Float64Array: read in place there, with no napi call per handle.
-  const handles = new Float64Array(tensors.length);
+  // Handles go to native in a Float64Array, read in place there with no napi call per handle. One
+  // buffer serves every scope (freeMany never calls back into JS): a fresh one per scope would be a
+  // calloc of 8 bytes per tensor each time.
+  if (freeBuf.length < tensors.length) freeBuf = new Float64Array(Math.max(tensors.length, 2 * freeBuf.length));
+  const handles = freeBuf;
   let n = 0;
   for (const t of tensors) {
     if (t._h < 0) continue;
@@ -131,8 +134,9 @@ function close(scope: Scope, result: unknown): void {
     handles[n++] = t._h;
     t._h = -1;
   }
-  if (n) native.freeMany(n === handles.length ? handles : handles.subarray(0, n));
+  if (n) native.freeMany(handles.subarray(0, n));
 }
+let freeBuf = new Float64Array(1024);
 
 function openParent(scope: Scope): Scope | null {
   let p = scope.parent;
