@@ -95,7 +95,6 @@ export interface TrainConfig {
   ignored: string[];
 }
 
-
 // ---- the schema: the layout above, with the official defaults --------------------------------------
 
 // Recognised official keys that have no effect here: accepted, listed in TrainConfig.ignored.
@@ -186,16 +185,15 @@ export function readTrainConfig(path: string): TrainConfig {
   }
 }
 
-/** The network and the transport block of a checked model section. */
-function modelParts(model: v.InferOutput<typeof MODEL>): { network: TiMConfig; transport: { target: string; params: Record<string, unknown> } } {
+/** The network and the transport of a checked model section (the transport built now checks its params, not step 0). */
+function modelParts(model: v.InferOutput<typeof MODEL>): { network: TiMConfig; transport: Transport } {
   let network: TiMConfig;
   try {
     network = configFromValue({ model: { network: model.network } });
   } catch (e) {
     throw cfgError(`model.network: ${(e as Error).message}`);
   }
-  transportFromOfficialConfig(model.transport); // validates the target and the params now, not at step 0
-  return { network, transport: model.transport };
+  return { network, transport: transportFromOfficialConfig(model.transport) };
 }
 
 /**
@@ -203,16 +201,14 @@ function modelParts(model: v.InferOutput<typeof MODEL>): { network: TiMConfig; t
  * needs; the other sections are not read).
  */
 export function parseModelConfig(doc: unknown): { network: TiMConfig; transport: Transport } {
-  const { model } = checkDocument(v.looseObject({ model: MODEL }), doc, cfgError);
-  const { network, transport } = modelParts(model);
-  return { network, transport: transportFromOfficialConfig(transport) };
+  return modelParts(checkDocument(v.looseObject({ model: MODEL }), doc, cfgError).model);
 }
 
 /** Checks a parsed official-layout document and fills in the official defaults. */
 export function parseTrainConfig(doc: unknown): TrainConfig {
   if (doc === null || typeof doc !== 'object' || Array.isArray(doc)) throw cfgError('the document must be a mapping with model, data and training');
   const { model, data, training: t } = checkDocument(DOCUMENT, doc, cfgError);
-  const { network, transport } = modelParts(model);
+  const { network } = modelParts(model);
   if (t.sample_classes && network.variant === 'c2i' && t.sample_classes.some((c) => c > network.numClasses)) {
     throw cfgError(`training.sample_classes must be below num_classes ${network.numClasses} (or equal: the null class)`);
   }
@@ -221,7 +217,7 @@ export function parseTrainConfig(doc: unknown): TrainConfig {
   return {
     raw: doc as Record<string, unknown>,
     network,
-    transport,
+    transport: model.transport,
     transitionLoss: model.transition_loss,
     projCoeff: model.proj_coeff,
     useEma: model.use_ema,
