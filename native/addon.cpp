@@ -21,6 +21,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   registerJit(env, exports);
   registerSafetensors(env, exports);
   registerDistributed(env, exports);
+  registerCpuCache(env, exports);
   return exports;
 }
 }  // namespace tim

@@ -96,5 +96,6 @@ void registerState(Napi::Env env, Napi::Object exports);
 void registerJit(Napi::Env env, Napi::Object exports);
 void registerSafetensors(Napi::Env env, Napi::Object exports);
 void registerDistributed(Napi::Env env, Napi::Object exports);
+void registerCpuCache(Napi::Env env, Napi::Object exports);
 
 }  // namespace tim

@@ -6,6 +6,8 @@
 #include <ATen/Context.h>
 #include <c10/core/DeviceType.h>
 #include <c10/core/ScalarType.h>
+#include <c10/core/Allocator.h>
+#include <cstring>
 
 #define TIM_TORCH_AT_LEAST(maj, min) \
   (TORCH_VERSION_MAJOR > (maj) || (TORCH_VERSION_MAJOR == (maj) && TORCH_VERSION_MINOR >= (min)))
@@ -90,5 +92,15 @@ inline void setSdpBackends(int m) {
   (void)m;
 #endif
 }
+
+// c10::Allocator (native/cpu_cache.cpp): 1.13 declares `DataPtr allocate(size_t) const`; 2.x made it
+// non-const and added a pure virtual `copy_data`. An allocator derives from this and implements
+// allocateBlock(); whichever `allocate` the linked libtorch declares virtual is the one overridden.
+struct AllocatorBase : c10::Allocator {
+  virtual c10::DataPtr allocateBlock(size_t n) = 0;
+  c10::DataPtr allocate(size_t n) const { return const_cast<AllocatorBase*>(this)->allocateBlock(n); }
+  c10::DataPtr allocate(size_t n) { return allocateBlock(n); }
+  void copy_data(void* dest, const void* src, std::size_t count) const { std::memcpy(dest, src, count); }
+};
 
 }  // namespace tim::compat

@@ -1,6 +1,7 @@
-// Safetensors files: mapping and reading tensors, and writing files atomically.
+// Safetensors files: mapping and reading tensors, and writing a file's bytes (stWrite writes the exact
+// path it is given and fsyncs it; the temporary name, rename and folder fsync are lib/torch/io/atomic.ts's).
 //
-// The header's JSON is parsed and validated in TypeScript (lib/torch/serialization.ts); this file
+// The header's JSON is parsed and validated in TypeScript (lib/torch/io/safetensors.ts); this file
 // never trusts what it is given: every tensor request is checked again against the file's real
 // size (offsets in bounds, dtype x shape == byte length, no overflow) before a byte is touched.
 //

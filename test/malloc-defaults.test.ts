@@ -87,6 +87,8 @@ describe('effect on a chain of large intermediates (child processes)', () => {
     // the package defaults: none of the variables that would switch the tuning off
     const env = { ...process.env };
     for (const k of ['TIM_TORCH_MALLOC', 'MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_', 'TIM_TORCH_NO_ENV_DEFAULTS']) delete env[k];
+    // glibc serves every block: the CPU block cache (which would keep these 16 MiB blocks itself) is off
+    env.TIM_TORCH_CPU_CACHE = 'off';
     const tuned = faultsPerCall(env);
     // median over 11 calls after warm-up; 4 intermediates of 16 MiB = 16,384 pages per call if each were
     // mapped afresh (measured: 0 tuned; 0-15,000 per call with glibc's defaults, depending on its dynamic

@@ -26,6 +26,8 @@ export { addonPath, packageVersion } from './native.js';
 export * as optim from './optim/index.js';
 /** torch.jit: TorchScript modules (load, call, build, save). */
 export * as jit from './jit.js';
+/** The CPU block cache: stats(), emptyCache(), resetPeakStats() (docs/memory.md). */
+export * as cpuCache from './cpu_cache.js';
 /** torch.distributed: c10d process groups (TCPStore + Gloo/NCCL), see docs/distributed.md. */
 export * as distributed from './distributed/index.js';
 import * as nnUtils from './nn_utils.js';

@@ -192,10 +192,24 @@ export const MALLOC_MMAP_THRESHOLD = 32 * 2 ** 20;
  */
 export const MALLOC_TRIM_THRESHOLD = 256 * 2 ** 20;
 
+/** CPU blocks of this size or more are served by the CPU block cache (lib/torch/cpu_cache.ts); smaller ones by glibc. */
+export const CPU_CACHE_MIN_BYTES = 2 ** 20;
+/**
+ * Whether to install the CPU block cache at load (native/cpu_cache.cpp explains why):
+ * TIM_TORCH_CPU_CACHE = 'on' (the default) or 'off' (libtorch's own allocator, glibc malloc, for every block).
+ */
+export function cpuCacheWanted(env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = env.TIM_TORCH_CPU_CACHE;
+  if (v === undefined || v === '' || v === 'on') return true;
+  if (v === 'off') return false;
+  throw new TorchError(`TIM_TORCH_CPU_CACHE must be 'on' (the default) or 'off', got '${v}'`, 'E_RANGE');
+}
+
 export const native: NativeBinding = load();
 native.setErrorClass(TorchError);
 { const n = defaultNumThreads(); if (n !== undefined) native.setNumThreads(n); } // threading defaults, see above
 { const m = defaultMallocTuning(); if (m) native.mallocTune(m.mmapThreshold, m.trimThreshold); } // allocator defaults, see above
+if (cpuCacheWanted()) native.cpuCacheInstall(CPU_CACHE_MIN_BYTES, false); // the CPU block cache, see above
 
 /** Where the loaded addon came from (build folder or prebuild). */
 export function addonPath(): string {

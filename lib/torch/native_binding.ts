@@ -173,6 +173,19 @@ export interface DistInfo {
   nccl: boolean;
 }
 
+/** cpuCacheStats(): the CPU block cache's accounting (lib/torch/cpu_cache.ts documents each field). */
+export interface CpuCacheStats {
+  installed: boolean;
+  inUseBytes: number;
+  cachedBytes: number;
+  peakInUseBytes: number;
+  peakReservedBytes: number;
+  hits: number;
+  misses: number;
+  mapped: number;
+  unmapped: number;
+}
+
 /** The native addon's exports. */
 export interface NativeBinding {
   // ---- handles.cpp ----
@@ -368,6 +381,14 @@ export interface NativeBinding {
   distBarrier(): Promise<void>;
   distDestroy(): Promise<void>;
   distInfo(): DistInfo;
+
+  // ---- cpu_cache.cpp ----
+  /** Serves CPU blocks of minBytes (an integer >= 4096) or more from the block cache from now on. */
+  cpuCacheInstall(minBytes: number, hugePages: boolean): void;
+  cpuCacheStats(): CpuCacheStats;
+  /** Unmaps every cached (free) block. */
+  cpuCacheEmpty(): void;
+  cpuCacheResetPeaks(): void;
 }
 
 /**
@@ -399,6 +420,8 @@ export const NATIVE_FUNCTIONS = [
   'stOpen', 'stClose', 'stTensor', 'stReadAsync', 'stWrite',
   // distributed.cpp
   'distInit', 'distAllReduce', 'distBroadcast', 'distAllGather', 'distBarrier', 'distDestroy', 'distInfo',
+  // cpu_cache.cpp
+  'cpuCacheInstall', 'cpuCacheStats', 'cpuCacheEmpty', 'cpuCacheResetPeaks',
 ] as const satisfies readonly (keyof NativeBinding)[];
 
 // Compile-time: every key of NativeBinding is listed above (the `satisfies` checks the converse).

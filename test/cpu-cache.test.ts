@@ -1,0 +1,143 @@
+/**
+ * The CPU block cache (native/cpu_cache.cpp, lib/torch/cpu_cache.ts): blocks of 1 MiB or more are
+ * mapped once and reused; stats account for them; emptyCache gives them back; values are right in
+ * reused blocks; frees from other threads (async ops) are safe; the environment switch and its
+ * error, and the effect (no page faults for a repeated chain of large intermediates), in child
+ * processes since the allocator is process-wide.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { torch } from '../lib/index.js';
+import { CPU_CACHE_MIN_BYTES, cpuCacheWanted } from '../lib/torch/native.js';
+import { TorchError } from '../lib/torch/errors.js';
+
+const repo = resolve(__dirname, '..');
+const dir = mkdtempSync(join(tmpdir(), 'tim-cpu-cache-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const MiB = 2 ** 20;
+
+describe('CPU block cache', () => {
+  it('is installed by default and accounts for a large block through its life', () => {
+    const s0 = torch.cpuCache.stats();
+    expect(s0.installed).toBe(true);
+    const t = torch.zeros([3 * MiB / 4]); // 3 MiB of float32
+    const s1 = torch.cpuCache.stats();
+    expect(s1.inUseBytes - s0.inUseBytes).toBe(3 * MiB);
+    t.dispose();
+    const s2 = torch.cpuCache.stats();
+    expect(s2.inUseBytes).toBe(s0.inUseBytes);
+    expect(s2.cachedBytes).toBeGreaterThanOrEqual(3 * MiB);
+    expect(s2.peakInUseBytes).toBeGreaterThanOrEqual(s1.inUseBytes);
+  });
+
+  it('reuses a freed block for the next tensor of its size, with correct values', () => {
+    torch.scope(() => torch.ones([MiB]).sum().item()); // leaves a 4 MiB block cached
+    const before = torch.cpuCache.stats();
+    const v = torch.scope(() => {
+      const z = torch.zeros([MiB]); // a reused block: must read as zeros, not the ones it held
+      const r = torch.arange(0, MiB, 1, { dtype: 'float32' });
+      return [z.abs().sum().item(), r.max().item(), r.min().item()];
+    });
+    const after = torch.cpuCache.stats();
+    expect(v).toEqual([0, MiB - 1, 0]);
+    expect(after.hits).toBeGreaterThan(before.hits);
+  });
+
+  it('serves small blocks from malloc', () => {
+    const before = torch.cpuCache.stats();
+    torch.scope(() => torch.ones([CPU_CACHE_MIN_BYTES / 4 - 1024]).sum().item());
+    const after = torch.cpuCache.stats();
+    expect(after.hits + after.misses).toBe(before.hits + before.misses);
+  });
+
+  it('emptyCache unmaps every cached block and leaves blocks in use alone', () => {
+    const keep = torch.randn([2 * MiB]); // 8 MiB in use
+    torch.scope(() => torch.randn([3 * MiB]).sum().item()); // 12 MiB cached
+    const mid = torch.cpuCache.stats();
+    expect(mid.cachedBytes).toBeGreaterThan(0);
+    torch.cpuCache.emptyCache();
+    const s = torch.cpuCache.stats();
+    expect(s.cachedBytes).toBe(0);
+    expect(s.inUseBytes).toBe(mid.inUseBytes);
+    expect(s.unmapped).toBeGreaterThan(mid.unmapped);
+    expect(keep.sum().item()).toBeCloseTo(keep.sum().item()); // still readable
+    keep.dispose();
+    torch.cpuCache.resetPeakStats();
+    const r = torch.cpuCache.stats();
+    expect(r.peakInUseBytes).toBe(r.inUseBytes);
+  });
+
+  it('frees from the thread pool (async ops) are safe and accounted', async () => {
+    const base = torch.cpuCache.stats().inUseBytes;
+    const a = torch.randn([1024, 1024]);
+    const outs = await Promise.all(Array.from({ length: 8 }, () => torch.matmulAsync(a, a)));
+    const sums = outs.map((o) => o.sum().item());
+    for (const o of outs) o.dispose();
+    a.dispose();
+    expect(new Set(sums).size).toBe(1);
+    expect(torch.cpuCache.stats().inUseBytes).toBe(base);
+  });
+
+  it('keeps what it reserves near the peak in use when shapes change', () => {
+    torch.cpuCache.emptyCache();
+    torch.cpuCache.resetPeakStats();
+    for (let n = 1; n <= 24; n++) torch.scope(() => torch.ones([n * MiB / 2]).sum().item()); // 2, 4, ... 48 MiB, one at a time
+    const s = torch.cpuCache.stats();
+    // without eviction every size would stay cached (600 MiB); the rule keeps in use + cached <= 5/4 of the peak in use
+    expect(s.peakReservedBytes).toBeLessThanOrEqual(1.25 * s.peakInUseBytes + 4096);
+    torch.cpuCache.emptyCache();
+  });
+});
+
+describe('TIM_TORCH_CPU_CACHE', () => {
+  it('on by default, off on request, anything else a typed error', () => {
+    expect(cpuCacheWanted({})).toBe(true);
+    expect(cpuCacheWanted({ TIM_TORCH_CPU_CACHE: 'on' })).toBe(true);
+    expect(cpuCacheWanted({ TIM_TORCH_CPU_CACHE: 'off' })).toBe(false);
+    let err: unknown;
+    try { cpuCacheWanted({ TIM_TORCH_CPU_CACHE: 'yes' }); } catch (e) { err = e; }
+    expect(err).toBeInstanceOf(TorchError);
+    expect((err as TorchError).code).toBe('E_RANGE');
+  });
+
+  const script = join(dir, 'faults.mts');
+  writeFileSync(script, `
+    import { torch } from ${JSON.stringify(join(repo, 'lib', 'index.ts'))};
+    torch.setNumThreads(1);
+    const a = torch.randn([64, 256, 256]);   // 16 MiB: every intermediate below is 16 MiB
+    const w = torch.randn([256, 256]);
+    const f = () => torch.noGrad(() => torch.scope(() => a.matmul(w).relu().matmul(w).softmax(-1).sum().item()));
+    for (let i = 0; i < 4; i++) f();
+    const per = [];
+    for (let i = 0; i < 9; i++) { const r0 = process.resourceUsage().minorPageFault; f(); per.push(process.resourceUsage().minorPageFault - r0); }
+    per.sort((x, y) => x - y);
+    console.log(JSON.stringify({ faults: per[4], installed: torch.cpuCache.stats().installed }));
+  `);
+  const child = (extra: NodeJS.ProcessEnv) => {
+    const env = { ...process.env, ...extra };
+    for (const k of ['MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_']) delete env[k];
+    // glibc's own thresholds, so that only the cache can keep the pages: 16 MiB blocks are then mmapped per use
+    env.TIM_TORCH_MALLOC = 'default';
+    const out = execFileSync(process.execPath, ['--import', 'tsx', script], { cwd: repo, env, encoding: 'utf8' });
+    return JSON.parse(out.trim().split('\n').at(-1)!) as { faults: number; installed: boolean };
+  };
+
+  it('with the cache, a repeated chain of 16 MiB intermediates runs without re-faulting its pages', () => {
+    const on = child({ TIM_TORCH_CPU_CACHE: 'on' });
+    expect(on.installed).toBe(true);
+    expect(on.faults).toBeLessThan(0.05 * 4 * 4096);
+    const off = child({ TIM_TORCH_CPU_CACHE: 'off' });
+    expect(off.installed).toBe(false);
+  }, 60_000);
+
+  it('a bad value stops the load with one clear message', () => {
+    const r = spawnSync(process.execPath, ['--import', 'tsx', '-e', `import(${JSON.stringify(join(repo, 'lib', 'index.ts'))})`], {
+      cwd: repo, env: { ...process.env, TIM_TORCH_CPU_CACHE: 'maybe' }, encoding: 'utf8',
+    });
+    expect(r.status).not.toBe(0);
+    expect(r.stderr).toMatch(/TIM_TORCH_CPU_CACHE must be 'on' \(the default\) or 'off', got 'maybe'/);
+  }, 60_000);
+});
