@@ -21,7 +21,7 @@
  */
 export type Handle = number;
 
-/** A TorchScript module handle: `generation * 2^22 + slot` in jit.cpp's module table (separate from tensors). */
+/** A TorchScript module handle: `generation * 2^24 + slot` in jit.cpp's module table (native/handle_table.h; separate from tensors). */
 export type ModuleHandle = number;
 
 /** A c10::ScalarType code (lib/torch/dtype.ts dtypeCode / dtypeFromCode). */
@@ -109,7 +109,7 @@ export type ErrorClass = new (message: string, code: string) => Error;
 // ---- TorchScript (jit.cpp) --------------------------------------------------------------------
 
 /**
- * A value a TorchScript method returns or getAttr reads (jit.cpp toJs): tensors and modules as the
+ * A value a TorchScript method returns or getAttr reads (convert.cpp fromIValue, Form::Objects): tensors and modules as the
  * objects the jitInit callbacks make of their handles (lib/torch/jit.ts: Tensor, ScriptModule), ints
  * and floats as numbers, bool, str, None as null, devices as strings, lists and tuples as arrays, dicts
  * (str or int keys) as objects; undefined for a method that returns nothing.
@@ -118,7 +118,7 @@ export type JitResult = object | number | boolean | string | null | undefined;
 
 /**
  * A JS value given to a TorchScript method, setAttr or registerAttribute: converted by the schema type
- * (jit.cpp argToIValue), where a Tensor must be an instance of the class given to jitInit (a plain number
+ * (convert.cpp toIValue, Form::Objects), where a Tensor must be an instance of the class given to jitInit (a plain number
  * is never taken for a tensor). Any JS value can be passed; one that does not fit throws TypeError.
  */
 export type JitArg = unknown;
