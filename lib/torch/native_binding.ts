@@ -173,15 +173,22 @@ export interface DistInfo {
   nccl: boolean;
 }
 
-/** cpuCacheStats(): the CPU block cache's accounting (lib/torch/cpu_cache.ts documents each field). */
+/** cpuCacheStats(): the CPU block cache's accounting (torch.cpuCache.stats()). */
 export interface CpuCacheStats {
+  /** whether the cache serves CPU blocks in this process */
   installed: boolean;
+  /** bytes of blocks held by live tensors */
   inUseBytes: number;
+  /** bytes of free blocks kept for reuse */
   cachedBytes: number;
+  /** most bytes in use since the start or resetPeakStats() */
   peakInUseBytes: number;
+  /** most bytes in use + cached since the start or resetPeakStats() */
   peakReservedBytes: number;
+  /** requests served from a cached block / by a new mapping */
   hits: number;
   misses: number;
+  /** blocks mapped from and unmapped back to the kernel */
   mapped: number;
   unmapped: number;
 }
