@@ -53,7 +53,8 @@ async function nodeChild(c: Case, steps: number, threads: number, dir: string): 
   const { torch } = await import('../lib/index.js');
   const { makeSetup } = await import('./train-step.js');
   torch.setNumThreads(threads);
-  const S = makeSetup(await caseConfig(c), { batch: c.batch, projection: true });
+  // --node-env TIM_BENCH_EMPTY_CACHE=1: torch.cpuCache.emptyCache() after every step (the cache's other trade-off)
+  const S = makeSetup(await caseConfig(c), { batch: c.batch, projection: true, emptyCacheEachStep: process.env.TIM_BENCH_EMPTY_CACHE === '1' });
   S.model.save(join(dir, 'weights.safetensors'));
   torch.save(S.data, join(dir, 'inputs.safetensors'));
   const r: SideResult = { ms: [], cpu: [], rss: [], hwm: [], live: [], startRss: status().rss };

@@ -67,6 +67,8 @@ export interface SetupOptions {
   attention?: 'auto' | 'math' | 'sdpa';
   /** also train the REPA projector: a fixed random target h (batch, tokens, zDim), loss + 0.5 * projLoss */
   projection?: boolean;
+  /** give the CPU block cache's free blocks back to the kernel after each step (torch.cpuCache.emptyCache) */
+  emptyCacheEachStep?: boolean;
 }
 
 /**
@@ -75,7 +77,7 @@ export interface SetupOptions {
  * (optionally under bf16 autocast) doing loss inside torch.scope, backward, clipGradNorm_, AdamW,
  * zeroGrad(setToNone), EMA.update. bench/cuda.ts runs it on a GPU.
  */
-export function makeSetup(config: TiMConfig, { batch, seed = 0, device = 'cpu', attention, projection = false }: SetupOptions) {
+export function makeSetup(config: TiMConfig, { batch, seed = 0, device = 'cpu', attention, projection = false, emptyCacheEachStep = false }: SetupOptions) {
   torch.manualSeed(seed);
   const model = TiM.create(config, { init: 'official', ...(device !== 'cpu' ? { device } : {}), ...(attention ? { attention } : {}) });
   model.train();
@@ -113,6 +115,7 @@ export function makeSetup(config: TiMConfig, { batch, seed = 0, device = 'cpu', 
     opt.step();
     opt.zeroGrad({ setToNone: true });
     ema.update(model);
+    if (emptyCacheEachStep) torch.cpuCache.emptyCache();
     return r;
   };
   const dispose = (): void => {
