@@ -5,18 +5,15 @@
  * error, and the effect (no page faults for a repeated chain of large intermediates), in child
  * processes since the allocator is process-wide.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
 import { join, resolve } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { torch } from '../lib/index.js';
 import { CPU_CACHE_MIN_BYTES, cpuCacheWanted } from '../lib/torch/native.js';
 import { TorchError } from '../lib/torch/errors.js';
+import { faultChain } from './helpers/fault_chain.js';
 
 const repo = resolve(__dirname, '..');
-const dir = mkdtempSync(join(tmpdir(), 'tim-cpu-cache-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const MiB = 2 ** 20;
 
 describe('CPU block cache', () => {
@@ -103,26 +100,12 @@ describe('TIM_TORCH_CPU_CACHE', () => {
     expect((err as TorchError).code).toBe('E_RANGE');
   });
 
-  const script = join(dir, 'faults.mts');
-  writeFileSync(script, `
-    import { torch } from ${JSON.stringify(join(repo, 'lib', 'index.ts'))};
-    torch.setNumThreads(1);
-    const a = torch.randn([64, 256, 256]);   // 16 MiB: every intermediate below is 16 MiB
-    const w = torch.randn([256, 256]);
-    const f = () => torch.noGrad(() => torch.scope(() => a.matmul(w).relu().matmul(w).softmax(-1).sum().item()));
-    for (let i = 0; i < 4; i++) f();
-    const per = [];
-    for (let i = 0; i < 9; i++) { const r0 = process.resourceUsage().minorPageFault; f(); per.push(process.resourceUsage().minorPageFault - r0); }
-    per.sort((x, y) => x - y);
-    console.log(JSON.stringify({ faults: per[4], installed: torch.cpuCache.stats().installed }));
-  `);
   const child = (extra: NodeJS.ProcessEnv) => {
     const env = { ...process.env, ...extra };
     for (const k of ['MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_']) delete env[k];
     // glibc's own thresholds, so that only the cache can keep the pages: 16 MiB blocks are then mmapped per use
     env.TIM_TORCH_MALLOC = 'default';
-    const out = execFileSync(process.execPath, ['--import', 'tsx', script], { cwd: repo, env, encoding: 'utf8' });
-    return JSON.parse(out.trim().split('\n').at(-1)!) as { faults: number; installed: boolean };
+    return faultChain(env);
   };
 
   it('with the cache, a repeated chain of 16 MiB intermediates runs without re-faulting its pages', () => {

@@ -5,17 +5,11 @@
  * instead of being mapped and page-faulted in again on every call) in fresh child processes, since
  * the thresholds are process-wide.
  */
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MALLOC_MMAP_THRESHOLD, MALLOC_TRIM_THRESHOLD, defaultMallocTuning, native } from '../lib/torch/native.js';
 import { TorchError } from '../lib/torch/errors.js';
+import { faultChain } from './helpers/fault_chain.js';
 
-const repo = resolve(__dirname, '..');
-const dir = mkdtempSync(join(tmpdir(), 'tim-malloc-'));
-afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('defaultMallocTuning (environment rules)', () => {
   const tuned = { mmapThreshold: MALLOC_MMAP_THRESHOLD, trimThreshold: MALLOC_TRIM_THRESHOLD };
@@ -65,23 +59,7 @@ describe('native.mallocTune', () => {
 });
 
 describe('effect on a chain of large intermediates (child processes)', () => {
-  const script = join(dir, 'faults.mts');
-  writeFileSync(script, `
-    import { torch } from ${JSON.stringify(join(repo, 'lib', 'index.ts'))};
-    torch.setNumThreads(1);
-    const a = torch.randn([64, 256, 256]);   // 16 MiB: every intermediate below is 16 MiB
-    const w = torch.randn([256, 256]);
-    const f = () => torch.noGrad(() => torch.scope(() => a.matmul(w).relu().matmul(w).softmax(-1).sum().item()));
-    for (let i = 0; i < 8; i++) f();   // warm-up: the heap grows to the working set
-    const per = [];
-    for (let i = 0; i < 11; i++) { const r0 = process.resourceUsage().minorPageFault; f(); per.push(process.resourceUsage().minorPageFault - r0); }
-    per.sort((x, y) => x - y);
-    console.log(JSON.stringify({ faults: per[5] }));
-  `);
-  const faultsPerCall = (env: NodeJS.ProcessEnv): number => {
-    const out = execFileSync(process.execPath, ['--import', 'tsx', script], { cwd: repo, env, encoding: 'utf8' });
-    return (JSON.parse(out.trim().split('\n').at(-1)!) as { faults: number }).faults;
-  };
+  const faultsPerCall = (env: NodeJS.ProcessEnv): number => faultChain(env).faults;
 
   it('the tuned process re-faults a small fraction of the pages its intermediates span', () => {
     // the package defaults: none of the variables that would switch the tuning off
