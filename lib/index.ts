@@ -31,3 +31,5 @@ export { listCheckpoints, latestCheckpoint, type CheckpointState } from './tim/t
 export { type StepMetrics, type StepLosses } from './tim/train/progress.js';
 /** Evaluation (docs/eval.md): `evaluation.evaluateSamples('samples.safetensors')` → FD, real-vs-real floor, class accuracy. */
 export * as evaluation from './tim/eval/index.js';
+/** VAEs of the released checkpoints (diffusers folders: SD-VAE AutoencoderKL, DC-AE): `VAE.load(dir).decodeLatents(latents)`; docs/vae.md. */
+export { VAE, type VaeFamily, type VaeDType, type VaeLoadOptions, type VaeEncodeLatentsOptions, type VaeDecodeOptions } from './vae/index.js';
