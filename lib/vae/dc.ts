@@ -159,8 +159,11 @@ function multiscales(key: string, v: unknown, n: number): number[][] {
 /**
  * Reads a diffusers AutoencoderDC config (config.json as an object). Missing keys take
  * AutoencoderDC.__init__'s defaults; '_'-prefixed keys (_class_name, _diffusers_version) are metadata.
- * Anything diffusers would reject, or would build into a network that cannot run (channel counts the
- * shortcuts cannot split, a middle block without layers), is an E_VAE_CONFIG RangeError naming the key.
+ * Anything diffusers would reject, would build into a network that cannot run (channel counts the
+ * shortcuts cannot split, a middle block without layers, an even qkv kernel), or would silently read
+ * as something else (an upsample type other than its two, e.g. efficientvit's "InterpolateConv",
+ * becomes pixel_shuffle there) is an E_VAE_CONFIG RangeError naming the key. Keys AutoencoderDC does
+ * not take are listed in `unknownKeys` (diffusers ignores them with a warning).
  */
 export function parseDcConfig(raw: Record<string, unknown>): DcConfig {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) {
