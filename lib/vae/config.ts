@@ -13,7 +13,6 @@ import * as torch from '../torch/index.js';
 import { TorchError } from '../torch/errors.js';
 import { archiveKind } from '../torch/io/index.js';
 import type { Tensor } from '../torch/tensor.js';
-import type { StateDictError } from '../torch/jit.js';
 
 export const CONFIG_FILE = 'config.json';
 /** diffusers' WEIGHTS_NAME order: safetensors first, as from_pretrained prefers it. */
@@ -63,36 +62,76 @@ export function readDiffusersFolder(dir: string, owner = 'VAE.load'): DiffusersF
 }
 
 /**
- * Every tensor of the folder's weights file (the caller disposes them). Safetensors files are
- * mapped (pages read as loadStateDict copies them); .bin files must be torch.save zip archives of a
- * state dict: a TorchScript archive is refused, being a program rather than weights.
+ * The tensors of a folder's weights file, read one at a time: a model's worth of weights is never
+ * held twice. Safetensors tensors are read with pread into fresh memory (no mapping stays resident);
+ * a .bin (torch.save zip of a state dict) is loaded whole by the restricted unpickler, and `take`
+ * hands its tensors over. TorchScript archives are refused: they are programs, not weights.
  */
-export function loadFolderWeights(folder: DiffusersFolder, owner = 'VAE.load'): Record<string, Tensor> {
-  const path = folder.weightsPath;
-  if (folder.weightsFormat === 'torch') {
-    const kind = archiveKind(path);
-    if (kind === 'torchscript') {
-      throw new TorchError(`${owner}: '${path}' is a TorchScript archive, not a state dict: it was not loaded (loading it would run its code)`, 'E_VAE_WEIGHTS');
-    }
-    if (kind === null) throw new TorchError(`${owner}: '${path}' is not a torch.save zip archive (legacy pickled .bin files are not read)`, 'E_VAE_WEIGHTS');
-  }
-  try {
-    return torch.load(path, { format: folder.weightsFormat });
-  } catch (e) {
-    throw new TorchError(`${owner}: cannot read weights '${path}': ${(e as Error).message}`, 'E_VAE_WEIGHTS');
-  }
+export interface FolderWeights extends Disposable {
+  readonly path: string;
+  keys(): string[];
+  shape(key: string): number[];
+  /** The tensor under `key`, now the caller's to dispose. */
+  take(key: string): Tensor;
+  /** Frees what was not taken and closes the file. */
+  close(): void;
 }
 
-/** Removes `keys` from `weights` and returns them (disposing nothing): side tensors such as BatchNorm statistics. */
-export function takeKeys(weights: Record<string, Tensor>, keys: readonly string[]): Record<string, Tensor> {
-  const out: Record<string, Tensor> = {};
-  for (const k of keys) {
-    if (k in weights) {
-      out[k] = weights[k]!;
-      delete weights[k];
+export function openFolderWeights(folder: DiffusersFolder, owner = 'VAE.load'): FolderWeights {
+  const path = folder.weightsPath;
+  const fail = (e: unknown): never => {
+    throw new TorchError(`${owner}: cannot read weights '${path}': ${(e as Error).message}`, 'E_VAE_WEIGHTS');
+  };
+  if (folder.weightsFormat === 'safetensors') {
+    let f: torch.SafetensorsFile;
+    try {
+      f = new torch.SafetensorsFile(path);
+    } catch (e) {
+      return fail(e);
     }
+    const close = (): void => f.close();
+    return {
+      path,
+      keys: () => f.keys(),
+      shape: (k) => [...f.info(k).shape],
+      take: (k) => {
+        try {
+          return f.get(k, { copy: true });
+        } catch (e) {
+          return fail(e);
+        }
+      },
+      close,
+      [Symbol.dispose]: close,
+    };
   }
-  return out;
+  const kind = archiveKind(path);
+  if (kind === 'torchscript') {
+    throw new TorchError(`${owner}: '${path}' is a TorchScript archive, not a state dict: it was not loaded (loading it would run its code)`, 'E_VAE_WEIGHTS');
+  }
+  if (kind === null) throw new TorchError(`${owner}: '${path}' is not a torch.save zip archive (legacy pickled .bin files are not read)`, 'E_VAE_WEIGHTS');
+  let rec: Record<string, Tensor> = {};
+  try {
+    rec = torch.load(path, { format: 'torch' });
+  } catch (e) {
+    fail(e);
+  }
+  const close = (): void => {
+    for (const t of Object.values(rec)) t.dispose();
+    rec = {};
+  };
+  return {
+    path,
+    keys: () => Object.keys(rec),
+    shape: (k) => rec[k]!.shape,
+    take: (k) => {
+      const t = rec[k]!;
+      delete rec[k];
+      return t;
+    },
+    close,
+    [Symbol.dispose]: close,
+  };
 }
 
 const MAX_LISTED = 8;
@@ -100,23 +139,42 @@ const listed = (keys: string[]): string =>
   keys.length <= MAX_LISTED ? keys.join(', ') : `${keys.slice(0, MAX_LISTED).join(', ')} and ${keys.length - MAX_LISTED} more`;
 
 /**
- * Loads `weights` into `module` strictly; any missing, unexpected or shape-mismatched key becomes one
- * TorchError E_VAE_WEIGHTS naming the keys (the StateDictError is its `cause`).
+ * Loads `weights` (all keys but `skip`) into `module` strictly, one tensor at a time. Names and
+ * shapes are checked first, from the file's header, so nothing is read or copied when they do not
+ * fit: every missing, unexpected and shape-mismatched key is named in one TorchError E_VAE_WEIGHTS.
+ * Values are converted to the parameter's dtype (a float16 file loads into a float32 module).
  */
-export function loadStrict(module: torch.jit.ScriptModule, weights: Record<string, Tensor>, what: string, owner = 'VAE.load'): void {
+export function loadStrict(module: torch.jit.ScriptModule, weights: FolderWeights, what: string, skip: readonly string[] = [], owner = 'VAE.load'): void {
+  const targets = module.stateDict();
   try {
-    module.loadStateDict(weights, { strict: true });
-  } catch (e) {
-    const s = e as StateDictError;
-    if (s.code !== 'E_STATE_DICT') throw e;
-    const parts: string[] = [];
-    if (s.missingKeys.length) parts.push(`missing ${listed(s.missingKeys)}`);
-    if (s.unexpectedKeys.length) parts.push(`unexpected ${listed(s.unexpectedKeys)}`);
-    if (s.mismatchedKeys.length) {
-      parts.push(`wrong shape ${listed(s.mismatchedKeys.map((m) => `${m.key} (model [${m.expected.join(', ')}], file [${m.got.join(', ')}])`))}`);
+    const given = weights.keys().filter((k) => !skip.includes(k));
+    const givenSet = new Set(given);
+    const missing = Object.keys(targets).filter((k) => !givenSet.has(k));
+    const unexpected = given.filter((k) => !(k in targets));
+    const mismatched: string[] = [];
+    for (const [k, t] of Object.entries(targets)) {
+      if (!givenSet.has(k)) continue;
+      const got = weights.shape(k);
+      if (got.length !== t.shape.length || got.some((d, i) => d !== t.shape[i])) mismatched.push(`${k} (model [${t.shape.join(', ')}], file [${got.join(', ')}])`);
     }
-    const err = new TorchError(`${owner}: the weights of '${what}' do not fit its config: ${parts.join('; ')}`, 'E_VAE_WEIGHTS');
-    (err as Error & { cause?: unknown }).cause = e;
-    throw err;
+    if (missing.length || unexpected.length || mismatched.length) {
+      const parts: string[] = [];
+      if (missing.length) parts.push(`missing ${listed(missing)}`);
+      if (unexpected.length) parts.push(`unexpected ${listed(unexpected)}`);
+      if (mismatched.length) parts.push(`wrong shape ${listed(mismatched)}`);
+      throw new TorchError(`${owner}: the weights of '${what}' do not fit its config: ${parts.join('; ')}`, 'E_VAE_WEIGHTS');
+    }
+    torch.noGrad(() => {
+      for (const [k, t] of Object.entries(targets)) {
+        const src = weights.take(k);
+        try {
+          t.copy_(src);
+        } finally {
+          src.dispose();
+        }
+      }
+    });
+  } finally {
+    for (const t of Object.values(targets)) t.dispose();
   }
 }

@@ -22,7 +22,7 @@ import { isFloating, normalizeDevice, type Device } from '../torch/dtype.js';
 import { buildModule, defaultAttention } from '../tim/network/build.js';
 import type { AttentionImpl } from '../tim/network/sources.js';
 import type { ModuleSpec } from '../tim/network/spec.js';
-import { loadFolderWeights, loadStrict, readDiffusersFolder, takeKeys, type DiffusersFolder } from './config.js';
+import { loadStrict, openFolderWeights, readDiffusersFolder, type DiffusersFolder } from './config.js';
 import { klDownsampleFactor, klModuleSpec, parseKlConfig } from './kl.js';
 
 export type VaeFamily = 'AutoencoderKL' | 'AutoencoderDC';
@@ -146,18 +146,19 @@ export class VAE implements Disposable {
     const plan = planFor(folder, attention);
     const family = folder.className as VaeFamily;
 
-    const weights = loadFolderWeights(folder, 'VAE.load');
+    const weights = openFolderWeights(folder, 'VAE.load');
     let module: torch.jit.ModuleBuilder | null = null;
     let stats: { mean: Tensor; std: Tensor; fromWeights: boolean } | null = null;
     try {
-      const bn = takeKeys(weights, BN_KEYS);
+      const bn: Record<string, Tensor> = {};
       try {
+        for (const k of BN_KEYS) if (weights.keys().includes(k)) bn[k] = weights.take(k);
         stats = latentStats(bn, plan, folder.weightsPath);
       } finally {
         for (const t of Object.values(bn)) t.dispose();
       }
       module = buildModule(plan.spec, { init: 'empty' });
-      loadStrict(module, weights, folder.dir, 'VAE.load');
+      loadStrict(module, weights, folder.dir, BN_KEYS, 'VAE.load');
       module.eval();
       if (device !== 'cpu' || dtype !== 'float32') module.to({ device, dtype });
       if (device !== 'cpu') {
@@ -173,8 +174,7 @@ export class VAE implements Disposable {
       stats?.std.dispose();
       throw e;
     } finally {
-      // loadStateDict copied the values; the (memory-mapped) sources can go.
-      for (const t of Object.values(weights)) t.dispose();
+      weights.close();
     }
   }
 
