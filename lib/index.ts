@@ -33,3 +33,5 @@ export { type StepMetrics, type StepLosses } from './tim/train/progress.js';
 export * as evaluation from './tim/eval/index.js';
 /** VAEs of the released checkpoints (diffusers folders: SD-VAE AutoencoderKL, DC-AE): `VAE.load(dir).decodeLatents(latents)`; docs/vae.md. */
 export { VAE, type VaeFamily, type VaeDType, type VaeLoadOptions, type VaeEncodeLatentsOptions, type VaeDecodeOptions } from './vae/index.js';
+/** Text-to-image captions (docs/caption-encoder.md): `CaptionEncoder.load(gemmaDir).encode(prompts)`, the Gemma-3 decoder in TorchScript. */
+export { CaptionEncoder, unicodeEscapeCaption, type CaptionEncoderLoadOptions, type CaptionTokens, type CaptionFeatures, type PaddedRows } from './text/index.js';
