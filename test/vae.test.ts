@@ -147,6 +147,51 @@ describe('VAE.load + encode/decode (AutoencoderKL, diffusers golden)', () => {
   });
 });
 
+describe('VAE.load + encode/decode (AutoencoderDC, diffusers golden from lib/vae/dc.ts)', () => {
+  it('vae_dc_a: facts, encode (the latent, no logvar), decode, normalisation, sliced decodeLatents', () => {
+    const g = loadGolden('vae_dc_a');
+    const vae = VAE.load(path.join(GOLDEN_DIR, 'vae_dc_a'));
+    try {
+      expect(vae).toMatchObject({ family: 'AutoencoderDC', inChannels: 3, latentChannels: 4, downsampleFactor: 4, scalingFactor: 0.5, shiftFactor: 0, hasBatchNormStats: false });
+      torch.scope(() => {
+        const images = get(g.inputs, 'images');
+        const enc = vae.encode(images);
+        expect(enc.logvar).toBeUndefined();
+        const latent = get(g.outputs, 'latent');
+        expect(maxAbsDiff(enc.mean, latent)).toBeLessThan(TOL);
+        expect(maxAbsDiff(vae.decode(latent), get(g.outputs, 'decode'))).toBeLessThan(TOL);
+        // DC has no posterior: encodeLatents is toLatents(latent) = latent · scaling_factor, sampled or not.
+        const lat = vae.encodeLatents(images);
+        expect(maxAbsDiff(lat, latent.mul(0.5))).toBeLessThan(TOL);
+        expect(maxAbsDiff(vae.encodeLatents(images, { sample: true }), lat)).toBe(0);
+        expect(maxAbsDiff(vae.decodeLatents(lat, { sliceSize: 1 }), get(g.outputs, 'decode'))).toBeLessThan(TOL);
+        expect(thrown(() => vae.encode(torch.zeros([1, 3, 30, 24]))).code).toBe('E_SHAPE');
+      });
+    } finally {
+      vae.dispose();
+      g.dispose();
+    }
+  });
+
+  it("reads the official MyAutoencoderDC's BatchNorm statistics too", () => {
+    const dir = variant('dc-bn', path.join(GOLDEN_DIR, 'vae_dc_a'), {
+      weights: (w) => ({ ...w, 'bn.running_mean': torch.tensor([0.1, -0.2, 0.3, 0], { dtype: 'float32' }), 'bn.running_var': torch.tensor([4, 9, 16, 1], { dtype: 'float32' }), 'bn.num_batches_tracked': torch.tensor([7], { dtype: 'int64' }).reshape([]) }),
+    });
+    const vae = VAE.load(dir);
+    try {
+      expect(vae.hasBatchNormStats).toBe(true);
+      torch.scope(() => {
+        const z = torch.ones([1, 4, 2, 2]);
+        expect(vae.toLatents(z).index(0, torch.tensor([0, 1, 2, 3], { dtype: 'int64' }), 0, 0).toArray()).toEqual([
+          Math.fround(0.9 / 2), Math.fround(1.2 / 3), Math.fround(0.7 / 4), 1,
+        ]);
+      });
+    } finally {
+      vae.dispose();
+    }
+  });
+});
+
 describe('VAE input checks', () => {
   let vae: VAE;
   beforeAll(() => {

@@ -23,6 +23,7 @@ import { buildModule, defaultAttention } from '../tim/network/build.js';
 import type { AttentionImpl } from '../tim/network/sources.js';
 import type { ModuleSpec } from '../tim/network/spec.js';
 import { loadStrict, openFolderWeights, readDiffusersFolder, type DiffusersFolder } from './config.js';
+import { dcFacts, dcModuleSpec, parseDcConfig } from './dc.js';
 import { klDownsampleFactor, klModuleSpec, parseKlConfig } from './kl.js';
 
 export type VaeFamily = 'AutoencoderKL' | 'AutoencoderDC';
@@ -78,8 +79,19 @@ function planFor(folder: DiffusersFolder, attention: AttentionImpl): FamilyPlan 
         shiftFactor: cfg.shiftFactor ?? 0,
       };
     }
-    case 'AutoencoderDC':
-      throw new TorchError(`VAE.load: '${folder.dir}' is an AutoencoderDC (DC-AE): not built yet in tim-torch (only AutoencoderKL loads)`, 'E_VAE_CLASS');
+    case 'AutoencoderDC': {
+      const cfg = parseDcConfig(folder.config);
+      const facts = dcFacts(cfg);
+      return {
+        spec: dcModuleSpec(cfg, { attention }),
+        inChannels: cfg.inChannels,
+        latentChannels: facts.latentChannels,
+        downsampleFactor: facts.downsampleFactor,
+        scalingFactor: facts.scalingFactor,
+        // AutoencoderDC has no shift_factor.
+        shiftFactor: 0,
+      };
+    }
     default:
       throw new TorchError(
         `VAE.load: '${folder.dir}/config.json' has _class_name ${JSON.stringify(folder.className || null)}; known: ${VAE_FAMILIES.join(', ')}`,
