@@ -17,7 +17,6 @@ import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/tensor.js';
 import { TorchError } from '../torch/errors.js';
 import type { Device } from '../torch/dtype.js';
-import type { ScriptModule } from '../torch/jit.js';
 import { TiM, checkpointKind, torchScriptRefused } from '../tim/network/model.js';
 import type { TiMConfig } from '../tim/network/index.js';
 import { sample, decodeLatents } from '../tim/sampling/sampler.js';
@@ -28,6 +27,7 @@ import type { Transport } from '../tim/transports/transport.js';
 import { STATE_FILE, latestCheckpoint, readCheckpointState } from '../tim/train/checkpoints.js';
 import { fsError } from '../tim/train/run_lock.js';
 import { AtomicFile } from '../torch/io/atomic.js';
+import { evaluationRun } from './sample_run.js';
 import { makeGrid, savePng } from '../torch/io/image.js';
 import { ProgressDisplay, formatDuration } from '../tim/train/progress.js';
 import {
@@ -51,6 +51,15 @@ export const SAMPLE: CommandSpec = {
     'run folder\'s config.yaml. Image i of class c starts from noise seeded by (--seed, c, i) alone: the same',
     'for every step count and batch size. Latent models (in_channels other than 1 and 3) need --decoder.',
     'A TorchScript --ckpt (a .pt saved by tim) is code that runs when it loads: refused unless --allow-torchscript.',
+    'An official release file (c2i_model_256.safetensors) loads as the official init_from_ckpt does for it: missing',
+    'projector.* weights (the REPA head, training only) are accepted with a note; any other missing or unknown key is an error.',
+    '',
+    'Evaluation runs (--num N, one --steps value): N images, labels from --labels over --class (default every class),',
+    'image i from noise seeded by (--seed, its label, i). Files under --out:',
+    '  images/<i>.png           image i (6 digits, as the official sample_c2i_ddp.py names them)',
+    '  run.json                 the settings and every label; progress.json: images done (written after each batch)',
+    '  samples.npz              uint8 (N, H, W, 3) under arr_0, what the ADM evaluator reads (built from the PNGs)',
+    'Run the same command again after a kill: it goes on from progress.json (a different run in the folder is an error).',
     '--decoder is a TorchScript module by definition: naming it is trusting its code (docs/security.md).',
     'See docs/sampler.md.',
   ].join('\n'),
@@ -70,7 +79,13 @@ export const SAMPLE: CommandSpec = {
     't-min': { value: true, arg: 't', help: 'end of the time grid (default: the transport\'s T_min)' },
     seed: { value: true, arg: 'N', help: 'noise seed (default 0)' },
     batch: { value: true, arg: 'N', help: 'images per sampler call (default 64; guidance doubles the network batch)' },
-    decoder: { value: true, arg: 'model.pt', help: 'TorchScript decoder latents -> images in [-1, 1] (required for latent models)' },
+    decoder: { value: true, arg: 'model.pt', help: 'TorchScript decoder latents -> images in [-1, 1] (a latent model needs it or --vae)' },
+    vae: { value: true, arg: 'dir', help: 'diffusers VAE folder (config.json + weights: SD-VAE, DC-AE) decoding the official-normalised latents' },
+    'vae-slice': { value: true, arg: 'N', help: 'decode N latents at a time (the official slice_vae is 1; default: the whole batch)' },
+    dtype: { value: true, arg: 'fp32|bf16', help: 'the network\'s dtype while sampling (default fp32; the official sampler uses bf16); the VAE stays fp32' },
+    num: { value: true, arg: 'N', help: 'an evaluation run of N images at one step count: <out>/images/<i>.png and <out>/samples.npz, resumable (see below)' },
+    labels: { value: true, arg: 'random|balanced', help: 'with --num: labels drawn uniformly (seeded, default) or classes in turn' },
+    'no-npz': { value: false, help: 'with --num: no samples.npz at the end' },
     'latent-std': { value: true, arg: 'x', help: 'the decoder sees latents·x + mean (SD-VAE: 5.4945 = 1/0.18215; default 1)' },
     'latent-mean': { value: true, arg: 'x', help: 'see --latent-std (default 0)' },
     'allow-torchscript': { value: false, help: '--ckpt may be a TorchScript archive: runs its code (only for files you trust)' },
@@ -103,6 +118,13 @@ export interface SampleSettings {
   seed: number;
   batch: number;
   decoder: string | null;
+  vae: string | null;
+  vaeSlice: number | null;
+  dtype: 'float32' | 'bfloat16';
+  /** an evaluation run of this many images (null: the per-class sweep) */
+  num: number | null;
+  labelMode: 'random' | 'balanced';
+  npz: boolean;
   latentStd: number | null;
   latentMean: number | null;
   safetensors: boolean;
@@ -137,6 +159,23 @@ export function sampleSettings(p: Parsed): SampleSettings {
   const latentStd = numberOption(p, 'latent-std', C) ?? null;
   const latentMean = numberOption(p, 'latent-mean', C) ?? null;
   if (decoder === null && (latentStd !== null || latentMean !== null)) throw new UsageError('--latent-std and --latent-mean scale the input of --decoder; pass --decoder', C);
+  const vae = str('vae');
+  if (vae !== null && decoder !== null) throw new UsageError('--vae and --decoder both decode latents; pass one', C);
+  const vaeSlice = intOption(p, 'vae-slice', C, 1) ?? null;
+  if (vaeSlice !== null && vae === null) throw new UsageError('--vae-slice applies to --vae', C);
+  const dtype = choiceOption(p, 'dtype', C, ['fp32', 'bf16', 'float32', 'bfloat16'], ['fp32', 'bf16']) ?? 'fp32';
+  const num = intOption(p, 'num', C, 1, 10_000_000) ?? null;
+  const labelMode = choiceOption(p, 'labels', C, ['random', 'balanced']) ?? null;
+  const steps = intListOption(p, 'steps', C, 1, 10_000);
+  if (num !== null) {
+    if (p.options.n !== undefined) throw new UsageError('--n (images per class) is for the per-class sweep; with --num N the run has N images in all', C);
+    if (steps === undefined) throw new UsageError('--num needs --steps N: the one step count (NFE) of the run', C);
+    if (steps.length !== 1) throw new UsageError(`--num samples at one step count; --steps has ${steps.length} (${steps.join(',')})`, C);
+    if (p.options['no-safetensors']) throw new UsageError('--no-safetensors is for the per-class sweep; --num writes PNGs and samples.npz (--no-npz)', C);
+  } else {
+    if (labelMode !== null) throw new UsageError('--labels applies to --num runs', C);
+    if (p.options['no-npz']) throw new UsageError('--no-npz applies to --num runs', C);
+  }
   const device = deviceOption(p, 'device', C) ?? null;
   return {
     ckpt,
@@ -144,7 +183,7 @@ export function sampleSettings(p: Parsed): SampleSettings {
     weights,
     out,
     classes: intListOption(p, 'class', C, 0) ?? null,
-    steps: intListOption(p, 'steps', C, 1, 10_000) ?? [1, 2, 4, 8],
+    steps: steps ?? [1, 2, 4, 8],
     n: intOption(p, 'n', C, 1, 1_000_000) ?? 16,
     cfg: numberOption(p, 'cfg', C, 1) ?? 1,
     cfgInterval: [lo, hi],
@@ -155,6 +194,12 @@ export function sampleSettings(p: Parsed): SampleSettings {
     seed: intOption(p, 'seed', C, 0) ?? 0,
     batch: intOption(p, 'batch', C, 1) ?? 64,
     decoder,
+    vae,
+    vaeSlice,
+    dtype: dtype === 'bf16' || dtype === 'bfloat16' ? 'bfloat16' : 'float32',
+    num,
+    labelMode: labelMode ?? 'random',
+    npz: !p.options['no-npz'],
     latentStd,
     latentMean,
     safetensors: !p.options['no-safetensors'],
@@ -318,6 +363,7 @@ export async function runSample(p: Parsed, print: (s: string) => void, write?: (
   }
   if (!existsSync(configPath)) throw new TorchError(`--config '${configPath}': no such file`, 'E_IO');
   if (s.decoder !== null && !existsSync(s.decoder)) throw new TorchError(`--decoder '${s.decoder}': no such file`, 'E_IO');
+  if (s.vae !== null && !existsSync(s.vae)) throw new TorchError(`--vae '${s.vae}': no such folder`, 'E_IO');
   const { network, transport } = readSampleConfig(configPath);
 
   if (network.variant !== 'c2i') throw new TorchError(`tim sample samples class-conditional (C2I) models; the config '${configPath}' is a ${network.variant.toUpperCase()} model`, 'E_CONFIG');
@@ -325,8 +371,8 @@ export async function runSample(p: Parsed, print: (s: string) => void, write?: (
   const classes = s.classes ?? Array.from({ length: network.numClasses }, (_, i) => i);
   const bad = classes.find((c) => c >= network.numClasses);
   if (bad !== undefined) throw new UsageError(`--class ${bad} is out of range: the model has ${network.numClasses} classes (0 to ${network.numClasses - 1})`, C);
-  if (s.decoder === null && network.inChannels !== 1 && network.inChannels !== 3) {
-    throw new UsageError(`--decoder <model.pt> is required: the model samples ${network.inChannels}-channel latents (in_channels ${network.inChannels}), not images; pass a TorchScript decoder (latents -> images in [-1, 1])`, C);
+  if (s.decoder === null && s.vae === null && network.inChannels !== 1 && network.inChannels !== 3) {
+    throw new UsageError(`--vae <dir> or --decoder <model.pt> is required: the model samples ${network.inChannels}-channel latents (in_channels ${network.inChannels}), not images; pass a diffusers VAE folder or a TorchScript decoder (latents -> images in [-1, 1])`, C);
   }
   const tMax = s.tMax ?? transport.tMax;
   const tMin = s.tMin ?? transport.tMin;
@@ -336,45 +382,117 @@ export async function runSample(p: Parsed, print: (s: string) => void, write?: (
   const device: Device = s.device ?? (torch.cuda.isAvailable() ? 'cuda' : 'cpu');
 
   if (!s.allowTorchScript && checkpointKind(src.weights) === 'torchscript') throw torchScriptRefused(src.weights, 'tim sample --ckpt', '--allow-torchscript');
-  let model: TiM;
-  try {
-    model = TiM.load(src.weights, { config: network, device, allowTorchScript: s.allowTorchScript });
-  } catch (e) {
-    (e as Error).message = `cannot load '${src.weights}' with the network of '${configPath}': ${(e as Error).message}`;
-    throw e;
-  }
-  let decoder: ScriptModule | null = null;
   const display = new ProgressDisplay(write ?? ((x) => process.stderr.write(x)), write === undefined && Boolean(process.stderr.isTTY));
+  const model = loadSampleModel(src.weights, network, configPath, { device, dtype: s.dtype, allowTorchScript: s.allowTorchScript }, (line) => display.message(line));
+  let decoder: ImageDecoder | null = null;
   const saved = torch.getRngState();
-  const results: NfeOutput[] = [];
+  let summary: Record<string, unknown>;
   try {
-    if (s.decoder !== null) decoder = torch.jit.load(s.decoder, { device });
+    decoder = await loadImageDecoder(s, network, device);
     // only now that everything loaded, so a failed start leaves no empty output folder behind
     try {
       mkdirSync(s.out, { recursive: true });
     } catch (e) {
       throw new TorchError(`--out '${s.out}': cannot create the folder: ${(e as Error).message}`, 'E_IO');
     }
+    const count = s.num !== null ? `${s.num.toLocaleString('en-US')} images (${s.labelMode} labels over ${classes.length} class${classes.length === 1 ? '' : 'es'})` : `${classes.length} class${classes.length === 1 ? '' : 'es'} × ${s.n}`;
     display.message(
       `tim sample: ${src.weights}${src.which ? ` (${src.which}${src.step !== null ? `, step ${src.step}` : ''})` : ''}, config ${configPath}, ` +
-      `${model.numParameters().toLocaleString('en-US')} parameters, ${device}; ${classes.length} class${classes.length === 1 ? '' : 'es'} × ${s.n}, steps ${s.steps.join(',')}` +
+      `${model.numParameters().toLocaleString('en-US')} parameters, ${device}${s.dtype === 'bfloat16' ? ', bf16' : ''}${decoder ? `, decoder ${decoder.name}` : ''}; ${count}, steps ${s.steps.join(',')}` +
       (s.cfg > 1 ? `, cfg ${s.cfg} on (${s.cfgInterval.join(', ')})` : '') + (s.stochasticity > 0 ? `, stochasticity ${s.stochasticity}` : ''),
     );
-    display.message(sizeEstimate(s, model.config, classes.length, s.out));
     if (s.stochasticity > 0 && transport.name !== 'OTFM') display.message(`tim sample: note: --stochasticity applies to the OT-FM step only; ${transport.name} steps are deterministic`);
     const job: SweepJob = { s, model, transport, decoder, classes, tMax, tMin, device, src, display };
-    for (const nfe of s.steps) results.push(await sampleAtSteps(job, nfe));
+    const base = { ckpt: src.weights, weights: src.which, step: src.step, config: configPath, device, dtype: s.dtype, seed: s.seed, out: s.out };
+    if (s.num !== null) {
+      const r = await evaluationRun(job, configPath);
+      summary = { ...base, num: s.num, labels: s.labelMode, classes: classes.length, ...r, seconds: Number(r.seconds.toFixed(3)) };
+    } else {
+      display.message(sizeEstimate(s, model.config, classes.length, s.out));
+      const results: NfeOutput[] = [];
+      for (const nfe of s.steps) results.push(await sampleAtSteps(job, nfe));
+      summary = { ...base, classes, n: s.n, nfe: results.map((r) => ({ ...r, seconds: Number(r.seconds.toFixed(3)) })) };
+    }
   } finally {
     display.end();
     torch.setRngState(saved);
     decoder?.dispose();
     model.dispose();
   }
-  print(JSON.stringify({
-    ckpt: src.weights, weights: src.which, step: src.step, config: configPath, device, classes, n: s.n, seed: s.seed, out: s.out,
-    nfe: results.map((r) => ({ ...r, seconds: Number(r.seconds.toFixed(3)) })),
-  }));
+  print(JSON.stringify(summary));
   return 0;
+}
+
+// ---- loading ------------------------------------------------------------------------------------
+
+/**
+ * The network of `configPath` with the weights of `weights`, on `device` in `dtype`. A state dict
+ * loads as the official init_from_ckpt loads a release file (load_state_dict(strict=False)), but
+ * stricter: only the REPA projector (projector.*, used in training only; the released C2I files
+ * lack it) may be missing, said in a note; any other missing key, and every key the network does
+ * not have, is an error (E_STATE_DICT) naming them.
+ */
+export function loadSampleModel(
+  weights: string, network: TiMConfig, configPath: string,
+  o: { device: Device; dtype: 'float32' | 'bfloat16'; allowTorchScript: boolean }, note: (line: string) => void,
+): TiM {
+  let model: TiM;
+  try {
+    model = TiM.load(weights, { config: network, strict: false, allowTorchScript: o.allowTorchScript });
+  } catch (e) {
+    (e as Error).message = `cannot load '${weights}' with the network of '${configPath}': ${(e as Error).message}`;
+    throw e;
+  }
+  try {
+    const r = model.loadReport;
+    if (r !== null) {
+      const missing = r.missingKeys.filter((k) => !k.startsWith('projector.'));
+      if (missing.length > 0 || r.unexpectedKeys.length > 0) {
+        const some = (ks: readonly string[]): string => `${ks.slice(0, 5).join(', ')}${ks.length > 5 ? `, ... (${ks.length} in all)` : ''}`;
+        throw new TorchError(
+          `cannot load '${weights}' with the network of '${configPath}': ` +
+          [missing.length ? `${missing.length} missing weight(s): ${some(missing)}` : '', r.unexpectedKeys.length ? `${r.unexpectedKeys.length} unknown key(s): ${some(r.unexpectedKeys)}` : '']
+            .filter(Boolean).join('; ') + ' (only projector.* may be missing, as in the official release files)',
+          'E_STATE_DICT',
+        );
+      }
+      if (r.missingKeys.length > 0) {
+        note(`tim sample: note: '${weights}' has no projector.* weights (${r.missingKeys.length} tensors: the REPA projector, used in training only); loaded without them, as the official init_from_ckpt (strict=False) does`);
+      }
+    }
+    model.to({ device: o.device, dtype: o.dtype });
+    return model;
+  } catch (e) {
+    model.dispose();
+    throw e;
+  }
+}
+
+/** Latents → images in [-1, 1] (N, C, H, W) float32 on the CPU or the sampler's device. */
+export interface ImageDecoder {
+  name: string;
+  decode(latents: Tensor): Tensor;
+  dispose(): void;
+}
+
+/** The --vae or --decoder of the command line, checked against the network; null for pixel models. */
+async function loadImageDecoder(s: SampleSettings, network: TiMConfig, device: Device): Promise<ImageDecoder | null> {
+  if (s.decoder !== null) {
+    const m = torch.jit.load(s.decoder, { device });
+    const at = { mean: s.latentMean ?? 0, std: s.latentStd ?? 1 };
+    return { name: s.decoder, decode: (x) => decodeLatents(m, x.to('float32'), at), dispose: () => m.dispose() };
+  }
+  if (s.vae === null) return null;
+  // imported when asked for: the VAE's TorchScript sources are not needed by pixel models
+  const { VAE } = await import('../vae/index.js');
+  const vae = VAE.load(s.vae, { device });
+  if (vae.latentChannels !== network.inChannels) {
+    vae.dispose();
+    throw new TorchError(`--vae '${s.vae}' (${vae.family}) has ${vae.latentChannels}-channel latents; the network samples ${network.inChannels} channels (in_channels)`, 'E_CONFIG');
+  }
+  const slice = s.vaeSlice !== null ? { sliceSize: s.vaeSlice } : {};
+  // the official decoders run the VAE in float32 on float32 latents (samples.to(torch.float32))
+  return { name: `${s.vae} (${vae.family})`, decode: (x) => vae.decodeLatents(x.to('float32'), slice), dispose: () => vae.dispose() };
 }
 
 const GB = 1024 ** 3;
@@ -408,11 +526,11 @@ function sizeEstimate(s: SampleSettings, net: Readonly<TiMConfig>, nClasses: num
   return line;
 }
 
-interface SweepJob {
+export interface SweepJob {
   s: SampleSettings;
   model: TiM;
   transport: Transport;
-  decoder: ScriptModule | null;
+  decoder: ImageDecoder | null;
   classes: number[];
   tMax: number;
   tMin: number;
@@ -450,11 +568,11 @@ async function sampleAtSteps(job: SweepJob, nfe: number): Promise<NfeOutput> {
       const images = torch.noGrad(() => torch.scope(() => {
         const { z, eps } = imageNoise(s.seed, batchLabels, batchIdx, shape, s.stochasticity > 0 ? nfe : 0);
         const x = sample(model, transport, {
-          z: z.to(device), y: torch.tensor(batchLabels, { dtype: 'int64', device }), numSteps: nfe,
+          z: z.to({ device, dtype: s.dtype }), y: torch.tensor(batchLabels, { dtype: 'int64', device }), numSteps: nfe,
           cfgScale: s.cfg, cfgLow: s.cfgInterval[0], cfgHigh: s.cfgInterval[1], stochasticityRatio: s.stochasticity,
           sampleType: s.sampleType, tMax: job.tMax, tMin: job.tMin, ...(eps ? { noise: eps.to(device) } : {}),
         });
-        const im = decoder ? decodeLatents(decoder, x, { mean: s.latentMean ?? 0, std: s.latentStd ?? 1 }) : x;
+        const im = decoder ? decoder.decode(x) : x;
         return im.to({ device: 'cpu', dtype: 'float32' }).clamp(-1, 1).contiguous();
       }));
       try {
