@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * The `tim` command line: `tim info`, `convert`, `train`, `sample`, `eval`, `demo`. Exit status:
+ * The `tim` command line: `tim info`, `convert`, `train`, `sample`, `eval`, `preprocess`, `demo`. Exit status:
  * 0 success, 1 failure while running (unreadable file, shape mismatch...), 2 bad usage (unknown
  * command or option, missing argument), with a message on stderr.
  */
@@ -13,6 +13,7 @@ import { TRAIN, runTrain } from './train.js';
 import { EVAL, runEval } from './eval.js';
 import { DEMO, runDemoCommand } from './demo/command.js';
 import { SAMPLE, runSample } from './sample.js';
+import { PREPROCESS, runPreprocess } from './preprocess.js';
 
 const PROG = 'tim';
 // A command may be async (train); main() then returns its Promise.
@@ -22,6 +23,7 @@ const COMMANDS: Record<string, { spec: CommandSpec; run: (p: Parsed, print: (s: 
   train: { spec: TRAIN, run: runTrain },
   sample: { spec: SAMPLE, run: runSample },
   eval: { spec: EVAL, run: runEval },
+  preprocess: { spec: PREPROCESS, run: runPreprocess },
   demo: { spec: DEMO, run: runDemoCommand },
 };
 
