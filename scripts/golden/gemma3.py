@@ -331,9 +331,57 @@ def vocab_case():
     }, state=sd)
 
 
+# config.json of google/gemma-3-1b-it as published (transformers 4.50 layout), written out here from
+# its published values (no hub access on this machine).
+GEMMA3_1B_IT = {
+    'architectures': ['Gemma3ForCausalLM'], 'attention_bias': False, 'attention_dropout': 0.0,
+    'attn_logit_softcapping': None, 'bos_token_id': 2, 'cache_implementation': 'hybrid', 'eos_token_id': [1, 106],
+    'final_logit_softcapping': None, 'head_dim': 256, 'hidden_activation': 'gelu_pytorch_tanh', 'hidden_size': 1152,
+    'initializer_range': 0.02, 'intermediate_size': 6912, 'max_position_embeddings': 32768, 'model_type': 'gemma3_text',
+    'num_attention_heads': 4, 'num_hidden_layers': 26, 'num_key_value_heads': 1, 'pad_token_id': 0,
+    'query_pre_attn_scalar': 256, 'rms_norm_eps': 1e-06, 'rope_local_base_freq': 10000, 'rope_scaling': None,
+    'rope_theta': 1000000, 'sliding_window': 512, 'sliding_window_pattern': 6, 'torch_dtype': 'bfloat16',
+    'transformers_version': '4.50.0.dev0', 'use_cache': True, 'vocab_size': 262144,
+}
+
+
+def configs_case():
+    """How transformers reads config.json layouts: gemma-3-1b-it as published, the same config as
+    transformers 5 writes it back (rope_parameters, layer_types), and a multimodal gemma-3-4b-style
+    config (text_config with linear rope_scaling factor 8)."""
+    from transformers import Gemma3Config
+    text_4b = {'hidden_size': 2560, 'intermediate_size': 10240, 'num_hidden_layers': 34, 'num_attention_heads': 8,
+               'num_key_value_heads': 4, 'head_dim': 256, 'query_pre_attn_scalar': 256, 'sliding_window': 1024,
+               'rope_scaling': {'factor': 8.0, 'rope_type': 'linear'}, 'rope_theta': 1000000.0, 'rope_local_base_freq': 10000.0,
+               'sliding_window_pattern': 6, 'vocab_size': 262208, 'model_type': 'gemma3_text'}
+    raws = {
+        'gemma-3-1b-it': GEMMA3_1B_IT,
+        'gemma-3-1b-it-transformers5': Gemma3TextConfig(**{k: v for k, v in GEMMA3_1B_IT.items() if k not in ('architectures', 'model_type')}).to_dict(),
+        'gemma-3-4b-multimodal': {'architectures': ['Gemma3ForConditionalGeneration'], 'model_type': 'gemma3', 'text_config': text_4b},
+    }
+    out = {}
+    for name, raw in raws.items():
+        if 'text_config' in raw:
+            c = Gemma3Config(text_config={k: v for k, v in raw['text_config'].items() if k != 'model_type'}).text_config
+        else:
+            c = Gemma3TextConfig(**{k: v for k, v in raw.items() if k not in ('architectures', 'model_type')})
+        out[name] = {'raw': raw, 'transformers': {
+            'hidden_size': c.hidden_size, 'num_hidden_layers': c.num_hidden_layers, 'num_attention_heads': c.num_attention_heads,
+            'num_key_value_heads': c.num_key_value_heads, 'head_dim': c.head_dim, 'sliding_window': c.sliding_window,
+            'query_pre_attn_scalar': c.query_pre_attn_scalar, 'vocab_size': c.vocab_size, 'layer_types': c.layer_types,
+            'rope_parameters': c.rope_parameters}}
+        with torch.device('meta'):  # shapes only: the parameter count of Gemma3TextModel, no memory
+            from transformers import Gemma3TextModel
+            out[name]['transformers']['parameters'] = sum(p.numel() for p in Gemma3TextModel(c).parameters())
+    d = os.path.join(GOLDEN, 'gemma3_configs')
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, 'configs.json'), 'w') as f:
+        json.dump({'transformers': transformers.__version__, 'configs': out}, f, indent=1)
+
+
 if __name__ == '__main__':
     import sys
-    cases = {'tokens': tokens_case, 'tiny_tokenizer': tiny_tokenizer, 'legacy': legacy_case, 'params': params_case, 'vocab': vocab_case}
+    cases = {'tokens': tokens_case, 'tiny_tokenizer': tiny_tokenizer, 'legacy': legacy_case, 'params': params_case, 'vocab': vocab_case, 'configs': configs_case}
     for name in (sys.argv[1:] or list(cases)):
         cases[name]()
     print('ok')
