@@ -36,7 +36,7 @@ import {
 
 export const SAMPLE: CommandSpec = {
   name: 'sample',
-  brief: 'sample a TiM at several step counts: PNGs, grids, samples files',
+  brief: 'sample a TiM: step-count sweeps (PNGs, grids, samples files) or resumable --num runs (PNGs, .npz)',
   summary: 'Sample a class-conditional Transition Model with the any-step sampler at each of several step counts, from the same noise, writing a PNG per image, a grid per step count and a samples file for `tim eval`.',
   usage: '--ckpt <path> --out <dir>',
   positionals: [0, 0],
