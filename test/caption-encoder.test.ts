@@ -85,6 +85,25 @@ describe('parity with transformers Gemma3TextModel (float32)', () => {
     }
   }
 
+  it('gemma3_legacy: hiddenState penultimate is transformers hidden_states[-2] (use_last_hidden_state: False)', () => {
+    const dir = folder('gemma3_legacy');
+    const { inputs, outputs } = golden('gemma3_legacy');
+    for (const [paddedRows, ref] of [['zero', 'flash_penultimate'], ['attend', 'eager_penultimate']] as const) {
+      const enc = CaptionEncoder.load(dir, { paddedRows, hiddenState: 'penultimate' });
+      try {
+        torch.scope(() => {
+          const out = enc.forward(inputs.input_ids!, inputs.attention_mask!);
+          expect(maxAbsDiff(out, outputs[ref]!), ref).toBeLessThan(2e-5);
+          // not the last hidden state
+          expect(maxAbsDiff(out, outputs[paddedRows === 'zero' ? 'flash' : 'eager']!)).toBeGreaterThan(0.1);
+        });
+      } finally {
+        enc.dispose();
+      }
+    }
+    disposeAll(inputs, outputs);
+  });
+
   it('flash and eager really differ on padded rows and agree on real ones (the fixtures can tell the modes apart)', () => {
     const { inputs, outputs } = golden('gemma3_legacy');
     torch.scope(() => {
@@ -226,5 +245,6 @@ describe('typed errors', () => {
     expect(codeOf(() => CaptionEncoder.load(dir, { maxLength: 0 }))).toBe('E_RANGE');
     expect(codeOf(() => CaptionEncoder.load(dir, { paddedRows: 'left' as 'zero' }))).toBe('E_OPTION');
     expect(codeOf(() => CaptionEncoder.load(dir, { dtype: 'int64' as 'float32' }))).toBe('E_DTYPE');
+    expect(codeOf(() => CaptionEncoder.load(dir, { hiddenState: 'first' as 'last' }))).toBe('E_OPTION');
   });
 });

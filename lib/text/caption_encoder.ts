@@ -39,6 +39,12 @@ export interface CaptionEncoderLoadOptions {
   paddedRows?: PaddedRows;
   /** 'auto' (default): fused scaled_dot_product_attention where this libtorch has it with `scale`, else math. */
   attention?: 'auto' | TextAttentionImpl;
+  /**
+   * Which hidden state is the caption feature: 'last' (default; last_hidden_state, after the final
+   * norm: the official T2I config's use_last_hidden_state: True) or 'penultimate' (hidden_states[-2],
+   * the last-but-one layer's output without norm: use_last_hidden_state: False).
+   */
+  hiddenState?: 'last' | 'penultimate';
 }
 
 export interface CaptionTokens {
@@ -49,7 +55,7 @@ export interface CaptionTokens {
 }
 
 export interface CaptionFeatures {
-  /** (B, maxLength, hidden) float32: the last hidden state (after the final norm). */
+  /** (B, maxLength, hidden) float32: the last hidden state (after the final norm), or hidden_states[-2]. */
   features: Tensor;
   /** (B, maxLength) int64. */
   attentionMask: Tensor;
@@ -129,12 +135,13 @@ export class CaptionEncoder {
   readonly device: Device;
   readonly paddedRows: PaddedRows;
   readonly attention: TextAttentionImpl;
+  readonly hiddenState: 'last' | 'penultimate';
   /** The TorchScript Gemma3TextModel (state_dict names as transformers' Gemma3TextModel). */
   readonly module: torch.jit.ScriptModule;
   readonly tokenizer: CaptionTokenizer;
 
   private constructor(module: torch.jit.ScriptModule, tokenizer: CaptionTokenizer, config: Gemma3Config,
-    o: { maxLength: number; dtype: DType; device: Device; paddedRows: PaddedRows; attention: TextAttentionImpl }) {
+    o: { maxLength: number; dtype: DType; device: Device; paddedRows: PaddedRows; attention: TextAttentionImpl; hiddenState: 'last' | 'penultimate' }) {
     this.module = module;
     this.tokenizer = tokenizer;
     this.config = Object.freeze({ ...config });
@@ -143,6 +150,7 @@ export class CaptionEncoder {
     this.device = o.device;
     this.paddedRows = o.paddedRows;
     this.attention = o.attention;
+    this.hiddenState = o.hiddenState;
   }
 
   static load(dir: string, options: CaptionEncoderLoadOptions = {}): CaptionEncoder {
@@ -156,6 +164,8 @@ export class CaptionEncoder {
     const att = options.attention ?? 'auto';
     if (att !== 'auto' && att !== 'math' && att !== 'sdpa') throw argError('range', `CaptionEncoder.load: attention must be 'auto', 'math' or 'sdpa', got ${String(att)}`, 'E_OPTION');
     const attention = att === 'auto' ? defaultTextAttention() : att;
+    const hiddenState = options.hiddenState ?? 'last';
+    if (hiddenState !== 'last' && hiddenState !== 'penultimate') throw argError('range', `CaptionEncoder.load: hiddenState must be 'last' or 'penultimate', got ${String(hiddenState)}`, 'E_OPTION');
     if (attention === 'sdpa' && defaultTextAttention() !== 'sdpa') throw argError('range', "CaptionEncoder.load: attention 'sdpa' needs libtorch ≥ 2.1 (scaled_dot_product_attention with scale)", 'E_OPTION');
 
     if (!existsSync(dir) || !statSync(dir).isDirectory()) throw folderError(`'${dir}' is not a folder`);
@@ -189,7 +199,7 @@ export class CaptionEncoder {
         m.dispose();
         throw e;
       }
-      return new CaptionEncoder(m, tokenizer, config, { maxLength, dtype, device: options.device ?? 'cpu', paddedRows, attention });
+      return new CaptionEncoder(m, tokenizer, config, { maxLength, dtype, device: options.device ?? 'cpu', paddedRows, attention, hiddenState });
     } finally {
       // loadStateDict copied the values; the memory-mapped sources can go.
       for (const t of weights.values()) t.dispose();
@@ -219,7 +229,7 @@ export class CaptionEncoder {
     }
   }
 
-  /** The last hidden state (B, L, hidden) float32 for int64 ids and mask (B, L). */
+  /** The caption features (B, L, hidden) float32 (the hidden state chosen at load) for int64 ids and mask (B, L). */
   forward(inputIds: Tensor, attentionMask: Tensor): Tensor {
     this.checkLive();
     for (const [name, t] of [['inputIds', inputIds], ['attentionMask', attentionMask]] as const) {
@@ -238,7 +248,8 @@ export class CaptionEncoder {
       if (lo < 0 || hi >= this.config.vocabSize) throw argError('range', `CaptionEncoder.forward: token ids must be in [0, ${this.config.vocabSize}), got ${lo}..${hi}`, 'E_INDEX');
       const ids = inputIds.device === this.device ? inputIds : inputIds.to(this.device);
       const mask = attentionMask.device === this.device ? attentionMask : attentionMask.to(this.device);
-      return torch.noGrad(() => this.module.forward<Tensor>(ids, mask));
+      const method = this.hiddenState === 'last' ? 'forward' : 'forward_penultimate';
+      return torch.noGrad(() => this.module.call<Tensor>(method, ids, mask));
     });
   }
 

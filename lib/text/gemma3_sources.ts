@@ -130,18 +130,20 @@ export const GEMMA3_LAYER_SOURCES = [
   ),
 ];
 
-/** The `layers` container: each layer gets its type's RoPE table and mask (unrolled, no ModuleList). */
+/**
+ * The `layers` container: each layer gets its type's RoPE table and mask (unrolled, no ModuleList).
+ * `forward_all_but_last` stops before the last layer: transformers' hidden_states[-2], what the
+ * official encode_prompt takes with use_last_hidden_state=False.
+ */
 export function gemma3LayersSources(layerTypes: readonly ('full_attention' | 'sliding_attention')[]): string[] {
   const calls = layerTypes.map((t, i) => {
     const s = t === 'sliding_attention' ? 's' : 'f';
     return `    x = getattr(self, "${i}").forward(x, cos_${s}, sin_${s}, mask_${s}, rows)`;
   });
+  const sig = '(self, x: Tensor, cos_f: Tensor, sin_f: Tensor, cos_s: Tensor, sin_s: Tensor, mask_f: Tensor, mask_s: Tensor, rows: Tensor) -> Tensor:';
   return [
-    lines(
-      'def forward(self, x: Tensor, cos_f: Tensor, sin_f: Tensor, cos_s: Tensor, sin_s: Tensor, mask_f: Tensor, mask_s: Tensor, rows: Tensor) -> Tensor:',
-      ...calls,
-      '    return x',
-    ),
+    lines(`def forward${sig}`, ...calls, '    return x'),
+    lines(`def forward_all_but_last${sig}`, ...calls.slice(0, -1), '    return x'),
   ];
 }
 
@@ -183,5 +185,16 @@ export const GEMMA3_MODEL_SOURCES = [
     '    rows = attention_mask.to(x.device).to(x.dtype).unsqueeze(-1)',
     '    x = self.layers.forward(x, cos_f, sin_f, cos_s, sin_s, mask_f, mask_s, rows)',
     '    return self.norm.forward(x).float()',
+  ),
+  // hidden_states[-2]: the output of the last-but-one layer, before the final norm.
+  lines(
+    'def forward_penultimate(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:',
+    '    x = self.embed_tokens.forward(input_ids)',
+    '    cos_f, sin_f = self.rope(x, self.rope_theta_full, self.rope_factor_full)',
+    '    cos_s, sin_s = self.rope(x, self.rope_theta_sliding, self.rope_factor_sliding)',
+    '    mask_f, mask_s = self.masks(attention_mask, x)',
+    '    rows = attention_mask.to(x.device).to(x.dtype).unsqueeze(-1)',
+    '    x = self.layers.forward_all_but_last(x, cos_f, sin_f, cos_s, sin_s, mask_f, mask_s, rows)',
+    '    return x.float()',
   ),
 ];

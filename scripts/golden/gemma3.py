@@ -95,14 +95,16 @@ def perturb(model, seed):
                 p.copy_(noise * 0.2)
 
 
-def run(model, ids, mask, impl):
+def run(model, ids, mask, impl, penultimate=False):
     model.config._attn_implementation = impl
     for layer in model.model.layers:
         layer.self_attn.config._attn_implementation = impl
     _PAD_MASK['mask'] = mask
     try:
         with torch.no_grad():
-            return model.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+            out = model.get_decoder()(input_ids=ids, attention_mask=mask, output_hidden_states=penultimate)
+            # encode_prompt with use_last_hidden_state=False takes hidden_states[-2] (Imagen's choice).
+            return out.hidden_states[-2] if penultimate else out.last_hidden_state
     finally:
         model.config._attn_implementation = 'eager'  # a model made later from this config must not ask for the emulation
 
@@ -168,7 +170,8 @@ def legacy_case():
     sdpa = run(model, ids, mask, 'sdpa')
     flash = run(model, ids, mask, 'flash_emulated')
     d, pd = check_flash_vs_eager(eager, flash, mask, 1e-5)
-    save_case('gemma3_legacy', model, raw, ids, mask, {'eager': eager, 'flash': flash}, {
+    penultimate = {'eager_penultimate': run(model, ids, mask, 'eager', True), 'flash_penultimate': run(model, ids, mask, 'flash_emulated', True)}
+    save_case('gemma3_legacy', model, raw, ids, mask, {'eager': eager, 'flash': flash, **penultimate}, {
         'layout': 'gemma-3-1b-it (rope_theta, rope_local_base_freq, sliding_window_pattern)',
         'layer_types': cfg.layer_types,
         'flash_vs_eager_real_rows_max_abs': d, 'flash_vs_eager_padded_rows_max_abs': pd,
