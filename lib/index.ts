@@ -35,3 +35,5 @@ export * as evaluation from './tim/eval/index.js';
 export { VAE, type VaeFamily, type VaeDType, type VaeLoadOptions, type VaeEncodeLatentsOptions, type VaeDecodeOptions } from './vae/index.js';
 /** Text-to-image captions (docs/caption-encoder.md): `CaptionEncoder.load(gemmaDir).encode(prompts)`, the Gemma-3 decoder in TorchScript. */
 export { CaptionEncoder, unicodeEscapeCaption, type CaptionEncoderLoadOptions, type CaptionTokens, type CaptionFeatures, type PaddedRows } from './text/index.js';
+/** Text to image (official sample_t2i_geneval_ddp.py): `textToImage({ model, encoder, vae, prompts, height, width, steps, cfg, seed })` → images. */
+export { textToImage, captionConditions, T2I_DEFAULTS, type TextToImageOptions, type TextToImageResult, type TextToImageProgress } from './tim/sampling/text_to_image.js';
