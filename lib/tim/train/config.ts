@@ -99,7 +99,7 @@ export interface TrainConfig {
 
 // Recognised official keys that have no effect here: accepted, listed in TrainConfig.ignored.
 const IGNORED = {
-  model: ['vae_dir', 'enc_dir', 'ckpt', 'text_encoder_dir', 'max_seq_length', 'use_last_hidden_state'],
+  model: ['vae_dir', 'enc_dir', 'ckpt', 'text_encoder_dir', 'max_seq_length', 'use_last_hidden_state', 'proportion_empty_prompts'],
   training: ['tracker', 'tracker_project_name', 'tracker_kwargs', 'allow_tf32', 'proportion_empty_prompts', 'fsdp_config'],
   'data.dataloader': ['num_workers'],
 } as const;
