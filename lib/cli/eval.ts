@@ -1,24 +1,32 @@
 /**
- * `tim eval --samples <file.safetensors>`: Fréchet distance, real-vs-real floor and class accuracy
- * of class-conditional MNIST samples (lib/tim/eval/evaluate.ts; docs/eval.md).
+ * `tim eval --samples <file.safetensors|file.npz|folder>`: Fréchet distance, and for MNIST-shaped
+ * samples the real-vs-real floor and class accuracy (lib/tim/eval/evaluate.ts; docs/eval.md).
  */
 import { evaluateSamplesAsync, formatEval, type EvaluateOptions, type InputRange } from '../tim/eval/evaluate.js';
 import { UsageError, choiceOption, intOption, type CommandSpec, type Parsed } from './args.js';
 
 export const EVAL: CommandSpec = {
   name: 'eval',
-  brief: 'FD, real-vs-real floor and class accuracy of MNIST samples',
-  summary: 'Evaluate class-conditional samples: Fréchet distance to real MNIST test digits on the features of a small MNIST classifier (trained with tim-torch and cached on first use), the real-vs-real floor, and class accuracy.',
-  usage: '--samples <file>',
+  brief: 'FD of samples (any feature extractor); floor and class accuracy for MNIST',
+  summary: 'Evaluate class-conditional samples: Fréchet distance to a reference on the features of a small MNIST classifier (trained with tim-torch and cached on first use) or of any TorchScript extractor (Inception-v3 for FID); for MNIST-shaped samples also the real-vs-real floor and class accuracy.',
+  usage: '--samples <path>',
   positionals: [0, 0],
   details: [
-    'The samples file is safetensors with `images` float32 (N, 1, 32, 32) in [-1, 1] and `labels` int64 (N),',
-    'as the demo writes (runs/demo/eval/nfe-<N>.safetensors). Real FID: --features inception.pt (a TorchScript',
-    'module mapping images to (N, D) features) with --resize 299 --channels 3 and --ref-stats (safetensors mu, sigma).',
+    '--samples is one of: a safetensors file with `images` float (N, C, H, W) in [-1, 1] and optional `labels` int64 (N)',
+    '(the demo\'s runs/demo/eval/nfe-<N>.safetensors, tim sample\'s nfe-<N>.safetensors); an .npz with uint8 arr_0',
+    '(N, H, W, 3) (the ADM evaluator\'s sample batch: tim sample --num\'s samples.npz); a folder of PNG/JPEG images',
+    '(a tim sample --num run folder or its images/: its labels are read from run.json). Labels may be any class',
+    'indices (ImageNet: 0-999); MNIST-shaped samples (1, 32, 32) must use 0-9.',
+    'MNIST-shaped samples: FD on the MNIST classifier\'s features to the MNIST test digits, the floor, class accuracy.',
+    'Other images (e.g. 256x256 RGB): FD only, on --features (a TorchScript module images -> (N, D) features, e.g.',
+    'Inception-v3 pool3 with --resize 299 --range 0,1), against --ref-stats (safetensors mu, sigma) or --ref (reference',
+    'images in any of the --samples forms). For FID/IS/precision/recall comparable with published ImageNet numbers use',
+    'the ADM evaluator (guided-diffusion/evaluations/evaluator.py) on samples.npz and its reference batch. See docs/eval.md.',
   ].join('\n'),
   options: {
-    samples: { value: true, arg: 'file', help: 'safetensors with images (N, 1, 32, 32) in [-1, 1] and labels (N)' },
+    samples: { value: true, arg: 'path', help: 'samples: .safetensors (images, labels), .npz (uint8 arr_0 N,H,W,3) or a folder of PNG/JPEG' },
     'ref-stats': { value: true, arg: 'file', help: 'reference statistics: safetensors mu (D), sigma (D, D) (default: MNIST test digits)' },
+    ref: { value: true, arg: 'path', help: 'reference images (any --samples form) whose statistics under the extractor are the reference' },
     features: { value: true, arg: 'model.pt', help: 'TorchScript feature extractor images -> (N, D) (default: the MNIST classifier)' },
     resize: { value: true, arg: 'px', help: 'bilinear resize before --features (e.g. 299 for Inception)' },
     channels: { value: true, arg: '1|3', help: 'repeat gray to 3 channels before --features' },
@@ -35,7 +43,7 @@ export const EVAL: CommandSpec = {
 /** The command line as evaluateSamples options; every malformed flag is a UsageError (exit 2). */
 export function evalOptions(p: Parsed): { samples: string; options: EvaluateOptions } {
   const samples = p.options.samples;
-  if (typeof samples !== 'string') throw new UsageError('--samples <file> is required', 'eval');
+  if (typeof samples !== 'string') throw new UsageError('--samples <path> is required', 'eval');
   const str = (k: string): string | undefined => p.options[k] as string | undefined;
   const channels = intOption(p, 'channels', 'eval', 1, 3);
   if (channels === 2) throw new UsageError("--channels must be 1 or 3, got '2'", 'eval');
@@ -45,8 +53,10 @@ export function evalOptions(p: Parsed): { samples: string; options: EvaluateOpti
   if (features === undefined && (resize !== undefined || channels !== undefined || range !== undefined)) {
     throw new UsageError('--resize, --channels and --range prepare images for --features; the MNIST classifier takes them as they are', 'eval');
   }
+  if (str('ref') !== undefined && str('ref-stats') !== undefined) throw new UsageError('--ref (reference images) and --ref-stats (reference statistics) are two references; pass one', 'eval');
   const options: EvaluateOptions = {
     refStats: str('ref-stats'),
+    ref: str('ref'),
     features,
     resize,
     channels: channels as 1 | 3 | undefined,

@@ -485,7 +485,7 @@ export function formatReport(r: DemoResult, c: { doc: Record<string, unknown>; s
       `${first.reference.n} MNIST test digits; the floor is the same distance for ${first.floor?.n ?? '-'} real training digits (what a perfect ` +
       `generator of that many samples scores). Class accuracy: how often the classifier sees the requested digit.`,
       '',
-      `Classifier: ${first.classifier.path}, held-out accuracy ${(100 * first.classifier.testAccuracy).toFixed(2)}% on the MNIST test digits.`,
+      `Classifier: ${first.classifier?.path ?? '-'}, held-out accuracy ${first.classifier ? (100 * first.classifier.testAccuracy).toFixed(2) : '-'}% on the MNIST test digits.`,
       '',
     );
   } else {

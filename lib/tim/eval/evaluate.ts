@@ -1,5 +1,6 @@
 /**
- * The evaluation driver behind `tim eval`: for class-conditional MNIST samples it reports
+ * The evaluation driver behind `tim eval`: for class-conditional samples (a samples file, an .npz
+ * sample batch or an image folder: sources.ts) it reports
  *
  * - FD: the Fréchet distance between the samples' features and the real MNIST test digits'
  *   (or given reference statistics), on the features of the project's own classifier or of any
@@ -7,6 +8,10 @@
  * - the real-vs-real floor: the same FD for real training digits (as many as the samples, at most
  *   8,000) against the reference, i.e. what a perfect generator of N samples would score;
  * - class accuracy: how often the classifier recognizes the requested label, overall and per class.
+ *
+ * The floor and class accuracy are MNIST's: they are computed for MNIST-shaped samples (1, 32, 32)
+ * only. Other samples (e.g. 1000-class ImageNet images) get the FD on a given feature extractor
+ * against given reference statistics or reference images.
  *
  * Features and statistics are streamed batch by batch (FeatureMoments), so memory stays flat in N.
  * Reference statistics of the MNIST test set are cached next to the classifier, keyed by a hash of
@@ -19,6 +24,7 @@ import * as torch from '../../torch/index.js';
 import type { Tensor } from '../../torch/index.js';
 import { TorchError, argError } from '../../torch/errors.js';
 import { FeatureMoments, frechetDistance, loadStats, saveStats, disposeStats, type FeatureStats } from './frechet.js';
+import { openSamples, tensorSource, type SampleSource } from './sources.js';
 import { NUM_CLASSES, defaultCacheDir, ensureClassifier, ensureClassifierAsync, mnistTensors, type ClassifierInfo, type EnsureClassifierOptions } from './classifier.js';
 
 export type InputRange = '-1,1' | '0,1' | '0,255';
@@ -38,6 +44,8 @@ export interface EvaluateOptions extends Preprocess {
   cacheDir?: string;
   /** Reference statistics (safetensors mu, sigma) instead of the MNIST test set's. */
   refStats?: string;
+  /** Reference images (a samples file, .npz or image folder) whose statistics under the extractor are the reference. */
+  ref?: string;
   /** A TorchScript module mapping images (N, C, H, W) to features (N, D) (or (N, D, 1, 1)). */
   features?: string;
   /** Compute the real-vs-real floor (default true). */
@@ -68,8 +76,11 @@ export interface EvalResult {
   reference: { source: string; n: number };
   /** Share of samples the classifier labels as requested; null without labels or for non-MNIST-shaped images. */
   classAccuracy: number | null;
+  /** Why classAccuracy is null, when it is. */
+  classAccuracyNote?: string;
   perClass: ClassAccuracy[];
-  classifier: { path: string; testAccuracy: number; trained: boolean; trainSeconds: number };
+  /** The MNIST classifier, when it was used (MNIST-shaped samples, or no extractor given); null otherwise. */
+  classifier: { path: string; testAccuracy: number; trained: boolean; trainSeconds: number } | null;
   seconds: number;
 }
 
@@ -80,6 +91,11 @@ export interface Samples {
 }
 
 const INT_DTYPES = new Set(['int64', 'int32', 'int16', 'int8', 'uint8']);
+
+/** (C, H, W) of MNIST as the classifier takes it. */
+function isMnistShape(chw: readonly number[]): boolean {
+  return chw[0] === 1 && chw[1] === 32 && chw[2] === 32;
+}
 
 /**
  * Checked copies of samples: `images` (N, C, H, W) floating point, finite, clamped to [-1, 1] (as
@@ -95,7 +111,9 @@ export function prepareSamples(images: Tensor, labels: Tensor | null | undefined
     if (!INT_DTYPES.has(labels.dtype)) throw new TorchError(`${where}: 'labels' must be integers (int64), got ${labels.dtype}`, 'E_DTYPE');
     if (labels.dim !== 1 || labels.shape[0] !== n) throw new TorchError(`${where}: 'labels' must be (N) = (${n}) like 'images', got [${labels.shape.join(', ')}]`, 'E_SHAPE');
     const [lo, hi] = torch.scope(() => [labels.min().item(), labels.max().item()]);
-    if (lo < 0 || hi >= NUM_CLASSES) throw new TorchError(`${where}: 'labels' must be in [0, ${NUM_CLASSES}), got values in [${lo}, ${hi}]`, 'E_VALUE');
+    // MNIST-shaped samples are MNIST's 10 classes; others may have any number (ImageNet: 1000)
+    const limit = isMnistShape(images.shape.slice(1)) ? NUM_CLASSES : Infinity;
+    if (lo < 0 || hi >= limit) throw new TorchError(`${where}: 'labels' must be in [0, ${limit === Infinity ? 'number of classes' : limit}), got values in [${lo}, ${hi}]`, 'E_VALUE');
   }
   const finite = torch.scope(() => images.isfinite().allTrue());
   if (!finite) throw new TorchError(`${where}: 'images' has NaN or infinite values`, 'E_VALUE');
@@ -186,8 +204,9 @@ interface PassResult {
 }
 
 /** One pass over images in batches under no-grad: feature moments and (with logits) per-class hits. */
-function extractPass(ex: Extractor, images: Tensor, labels: Tensor | null, batchSize: number): PassResult {
-  const n = images.shape[0]!;
+function extractPass(ex: Extractor, images: Tensor | SampleSource, labels: Tensor | null, batchSize: number): PassResult {
+  const n = images instanceof torch.Tensor ? images.shape[0]! : images.n;
+  const batchOf = (s: number, len: number): Tensor => (images instanceof torch.Tensor ? images.narrow(0, s, len) : images.batch(s, len));
   const moments = new FeatureMoments();
   let perClass: [number, number][] | null = null;
   try {
@@ -195,7 +214,7 @@ function extractPass(ex: Extractor, images: Tensor, labels: Tensor | null, batch
       for (let s = 0; s < n; s += batchSize) {
         torch.scope(() => {
           const len = Math.min(batchSize, n - s);
-          const { features, logits } = ex.run(images.narrow(0, s, len));
+          const { features, logits } = ex.run(batchOf(s, len));
           moments.add(features);
           if (logits && labels) {
             const want = labels.narrow(0, s, len).toTypedArray() as BigInt64Array;
@@ -280,19 +299,54 @@ function checkOptions(o: EvaluateOptions): void {
  */
 export function evaluateSamples(samples: string | Samples, o: EvaluateOptions = {}): EvalResult {
   const classifierOptions = checkInputs(o);
-  return evaluateWith(samples, o, ensureClassifier(classifierOptions));
+  const src = openSource(samples);
+  try {
+    return evaluateWith(src, samples, o, needsClassifier(src, o) ? ensureClassifier(classifierOptions) : null);
+  } finally {
+    src.dispose();
+  }
 }
 
 /** evaluateSamples that trains the classifier (first use only) without blocking the event loop. */
 export async function evaluateSamplesAsync(samples: string | Samples, o: EvaluateOptions = {}): Promise<EvalResult> {
   const classifierOptions = checkInputs(o);
-  return evaluateWith(samples, o, await ensureClassifierAsync(classifierOptions));
+  const src = openSource(samples);
+  try {
+    return evaluateWith(src, samples, o, needsClassifier(src, o) ? await ensureClassifierAsync(classifierOptions) : null);
+  } finally {
+    src.dispose();
+  }
+}
+
+function openSource(samples: string | Samples): SampleSource {
+  if (typeof samples === 'string') return openSamples(samples, readSamples);
+  const p = prepareSamples(samples.images, samples.labels);
+  return tensorSource(p.images, p.labels, '(tensors)');
+}
+
+/**
+ * The MNIST classifier is needed for MNIST-shaped samples (features by default, accuracy); other
+ * samples need an extractor and a reference of their own, checked here before any classifier
+ * training could start.
+ */
+function needsClassifier(src: SampleSource, o: EvaluateOptions): boolean {
+  if (isMnistShape(src.shape)) return true;
+  if (o.features === undefined) {
+    throw new TorchError(
+      `samples: the MNIST classifier needs images (N, 1, 32, 32), got [${[src.n, ...src.shape].join(', ')}]; pass a feature extractor for other shapes ` +
+      '(--features, e.g. an Inception-v3 TorchScript, with --ref-stats or --ref; or give samples.npz to the ADM evaluator)', 'E_SHAPE');
+  }
+  if (o.refStats === undefined && o.ref === undefined) {
+    throw new TorchError(`samples: images [${src.shape.join(', ')}] are not MNIST's, so the MNIST test digits are no reference: pass reference statistics (--ref-stats) or reference images (--ref)`, 'E_CONFIG');
+  }
+  return false;
 }
 
 /** Options and file checks done before the classifier (maybe a minute of training) is needed. */
 function checkInputs(o: EvaluateOptions): EnsureClassifierOptions {
   checkOptions(o);
-  for (const [what, f] of [['feature extractor', o.features], ['reference stats', o.refStats]] as const) {
+  if (o.ref !== undefined && o.refStats !== undefined) throw argError('range', 'evaluate: ref (reference images) and refStats (reference statistics) are two references; pass one');
+  for (const [what, f] of [['feature extractor', o.features], ['reference stats', o.refStats], ['reference images', o.ref]] as const) {
     if (f !== undefined && !existsSync(f)) throw new TorchError(`${what}: no file at ${resolve(f)}`, 'E_IO');
   }
   const log = o.log ?? (() => {});
@@ -303,45 +357,66 @@ function checkInputs(o: EvaluateOptions): EnsureClassifierOptions {
 }
 
 /** The evaluation proper, with the classifier at hand (disposed here). */
-function evaluateWith(samples: string | Samples, o: EvaluateOptions, cls: ClassifierInfo): EvalResult {
+function evaluateWith(src: SampleSource, samples: string | Samples, o: EvaluateOptions, cls: ClassifierInfo | null): EvalResult {
   const t0 = Date.now();
   const log = o.log ?? (() => {});
   const batchSize = o.batchSize ?? 250;
   const cacheDir = resolve(o.cacheDir ?? defaultCacheDir());
-  const owned: { dispose(): void }[] = [cls.module];
-  let s: Samples | null = null;
+  const owned: { dispose(): void }[] = cls ? [cls.module] : [];
   try {
-    const given = typeof samples !== 'string';
-    s = given ? prepareSamples(samples.images, samples.labels) : readSamples(samples);
-    const n = s.images.shape[0]!;
-    const mnistShaped = s.images.shape[1] === 1 && s.images.shape[2] === 32 && s.images.shape[3] === 32;
-    const ours = classifierExtractor(cls);
-    let ex = ours;
+    const n = src.n;
+    const mnistShaped = isMnistShape(src.shape);
+    if (src.labels && !mnistShaped) {
+      const lo = torch.scope(() => src.labels!.min().item());
+      if (lo < 0) throw new TorchError(`samples ${src.name}: 'labels' must be non-negative class indices, got ${lo}`, 'E_VALUE');
+    }
+    const ours = cls ? classifierExtractor(cls) : null;
+    let ex: Extractor;
     if (o.features !== undefined) {
       const c = customExtractor(resolve(o.features), o);
       owned.push(c.module);
       ex = c.extractor;
-    } else if (!mnistShaped) {
-      throw new TorchError(`samples: the MNIST classifier needs images (N, 1, 32, 32), got [${s.images.shape.join(', ')}]; pass a feature extractor for other shapes`, 'E_SHAPE');
+    } else {
+      ex = ours!; // checkSource: without an extractor the samples are MNIST-shaped, so cls is there
     }
 
-    // Accuracy needs our classifier; FD needs the chosen extractor (the same pass when it is ours).
+    // Accuracy needs our classifier on MNIST-shaped samples with MNIST labels; FD needs the chosen extractor.
     let perClass: [number, number][] | null = null;
-    const pass = extractPass(ex, s.images, ex === ours ? s.labels : null, batchSize);
+    const mnistLabels = ours !== null && mnistShaped && src.labels !== null && torch.scope(() => src.labels!.max().item()) < NUM_CLASSES;
+    const pass = extractPass(ex, src, ex === ours && mnistLabels ? src.labels : null, batchSize);
     owned.push({ dispose: () => disposeStats(pass.stats) });
     perClass = pass.perClass;
-    if (ex !== ours && mnistShaped && s.labels) {
-      const p2 = extractPass(ours, s.images, s.labels, batchSize);
+    if (ex !== ours && mnistLabels) {
+      const p2 = extractPass(ours!, src, src.labels, batchSize);
       disposeStats(p2.stats);
       perClass = p2.perClass;
     }
 
-    const ref = o.refStats !== undefined ? loadStats(resolve(o.refStats)) : mnistTestStats(ex, cacheDir, batchSize, log);
+    let ref: FeatureStats;
+    let refSource: string;
+    if (o.refStats !== undefined) {
+      ref = loadStats(resolve(o.refStats));
+      refSource = o.refStats;
+    } else if (o.ref !== undefined) {
+      log(`computing reference statistics of ${o.ref} (${ex.name})`);
+      const r = openSamples(resolve(o.ref), readSamples);
+      try {
+        if (r.shape.join() !== src.shape.join()) throw new TorchError(`reference images ${o.ref} are [${r.shape.join(', ')}], the samples [${src.shape.join(', ')}]`, 'E_SHAPE');
+        ref = extractPass(ex, r, null, batchSize).stats;
+      } finally {
+        r.dispose();
+      }
+      refSource = o.ref;
+    } else {
+      ref = mnistTestStats(ex, cacheDir, batchSize, log);
+      refSource = 'mnist:test';
+    }
     owned.push({ dispose: () => disposeStats(ref) });
     const fd = frechetDistance(pass.stats, ref);
 
+    // The floor is real MNIST training digits: meaningful for MNIST-shaped samples only.
     let floor: EvalResult['floor'] = null;
-    if (o.floor ?? true) {
+    if ((o.floor ?? true) && mnistShaped) {
       const real = trainSubset(n, o.seed ?? 0);
       try {
         const realPass = extractPass(ex, real, null, batchSize);
@@ -353,6 +428,9 @@ function evaluateWith(samples: string | Samples, o: EvaluateOptions, cls: Classi
     }
 
     const acc = perClass ? accuracyFromCounts(perClass) : null;
+    const note = acc ? undefined
+      : !mnistShaped ? 'class accuracy uses the MNIST classifier: MNIST-shaped (1, 32, 32) samples only'
+        : 'no labels';
     return {
       samples: typeof samples === 'string' ? samples : '(tensors)',
       n,
@@ -360,16 +438,15 @@ function evaluateWith(samples: string | Samples, o: EvaluateOptions, cls: Classi
       featureDim: pass.stats.mu.shape[0]!,
       fd,
       floor,
-      reference: { source: o.refStats !== undefined ? o.refStats : 'mnist:test', n: ref.n },
+      reference: { source: refSource, n: ref.n },
       classAccuracy: acc ? acc.overall : null,
+      ...(note ? { classAccuracyNote: note } : {}),
       perClass: acc ? acc.perClass : [],
-      classifier: { path: cls.path, testAccuracy: cls.testAccuracy, trained: cls.trained, trainSeconds: cls.trainSeconds },
+      classifier: cls ? { path: cls.path, testAccuracy: cls.testAccuracy, trained: cls.trained, trainSeconds: cls.trainSeconds } : null,
       seconds: (Date.now() - t0) / 1000,
     };
   } finally {
     for (const d of owned.reverse()) d.dispose();
-    s?.images.dispose();
-    s?.labels?.dispose();
   }
 }
 
@@ -382,8 +459,8 @@ export function formatEval(r: EvalResult): string {
     `reference          ${r.reference.source}${r.reference.n ? ` (${r.reference.n} images)` : ''}`,
     `FD                 ${r.fd.toFixed(4)}`,
     `real-vs-real floor ${r.floor ? `${r.floor.fd.toFixed(4)} (${r.floor.n} real training digits)` : '-'}`,
-    `class accuracy     ${r.classAccuracy === null ? '- (no labels, or not 1x32x32 images)' : pct(r.classAccuracy)}`,
-    `classifier         ${r.classifier.path}: held-out accuracy ${pct(r.classifier.testAccuracy)}${r.classifier.trained ? ` (trained now, ${r.classifier.trainSeconds.toFixed(1)} s)` : ' (cached)'}`,
+    `class accuracy     ${r.classAccuracy === null ? `- (${r.classAccuracyNote ?? 'no labels, or not 1x32x32 images'})` : pct(r.classAccuracy)}`,
+    `classifier         ${r.classifier ? `${r.classifier.path}: held-out accuracy ${pct(r.classifier.testAccuracy)}${r.classifier.trained ? ` (trained now, ${r.classifier.trainSeconds.toFixed(1)} s)` : ' (cached)'}` : '- (not used: features from the extractor, no MNIST accuracy)'}`,
   ];
   if (r.perClass.length) {
     lines.push('', '  class      n  accuracy');
