@@ -30,9 +30,10 @@ from diffusers import AutoencoderDC, AutoencoderKL  # noqa: E402
 CLS = {'AutoencoderKL': AutoencoderKL, 'AutoencoderDC': AutoencoderDC}[cfg['family']]
 
 
-def decode(vae, z, slice_size=None):
+def decode(vae, z):
+    # AutoencoderKL._decode returns a DecoderOutput (the official code takes .sample), AutoencoderDC._decode a tensor.
     out = vae._decode(z)
-    return out.sample
+    return out.sample if hasattr(out, 'sample') else out
 
 
 def sliced(vae, z, s):
