@@ -115,28 +115,32 @@ describe('parity with transformers Gemma3TextModel (float32)', () => {
     disposeAll(inputs, outputs);
   });
 
-  it('gemma3_params in bfloat16 follows transformers bf16 (loosely) and the fp32 reference', () => {
-    const dir = folder('gemma3_params');
-    const { inputs, outputs } = golden('gemma3_params');
-    const enc = CaptionEncoder.load(dir, { dtype: 'bfloat16' });
-    try {
-      const out = enc.forward(inputs.input_ids!, inputs.attention_mask!);
+  for (const attention of impls) {
+    it(`gemma3_params in bfloat16, ${attention}: equals transformers bf16 on torch 2.13 (math), within bf16 rounding otherwise`, () => {
+      const dir = folder('gemma3_params');
+      const { inputs, outputs } = golden('gemma3_params');
+      const enc = CaptionEncoder.load(dir, { dtype: 'bfloat16', attention });
       try {
-        expect(out.dtype).toBe('float32');
-        const vsBf16 = maxAbsDiff(out, outputs.flash_bf16!);
-        const vsFp32 = maxAbsDiff(out, outputs.flash!);
-        const refGap = maxAbsDiff(outputs.flash_bf16!, outputs.flash!);
-        // bf16 has 8 mantissa bits: the outputs (|x| ~ 1-3) differ by a few 1e-2 between kernels.
-        expect(vsBf16).toBeLessThan(0.1);
-        expect(vsFp32).toBeLessThan(Math.max(0.1, 2 * refGap));
+        torch.scope(() => {
+          const out = enc.forward(inputs.input_ids!, inputs.attention_mask!);
+          expect(out.dtype).toBe('float32');
+          const vsBf16 = maxAbsDiff(out, outputs.flash_bf16!);
+          const vsFp32 = maxAbsDiff(out, outputs.flash!);
+          const refGap = maxAbsDiff(outputs.flash_bf16!, outputs.flash!);
+          // The math path on the golden run's torch (2.13) runs the very bf16 kernels transformers
+          // ran (inv_freq rounded to bf16 as model.to(bfloat16) rounds the buffer): the same bits.
+          // sdpa, or libtorch 1.13's bf16 matmuls, accumulate differently: bf16 has 8 mantissa bits,
+          // so outputs |x| ~ 1-3 differ by a few 1e-2.
+          const exact = attention === 'math' && torch.buildInfo().torchVersion.startsWith('2.13');
+          expect(vsBf16).toBeLessThan(exact ? 1e-6 : 0.1);
+          expect(vsFp32).toBeLessThan(Math.max(0.1, 2 * refGap));
+        });
       } finally {
-        out.dispose();
+        enc.dispose();
+        disposeAll(inputs, outputs);
       }
-    } finally {
-      enc.dispose();
-      disposeAll(inputs, outputs);
-    }
-  });
+    });
+  }
 });
 
 describe('the real vocabulary and tokenizer: encode(prompts)', () => {

@@ -149,7 +149,8 @@ export function gemma3LayersSources(layerTypes: readonly ('full_attention' | 'sl
 
 /**
  * Gemma3TextModel. `rope` is Gemma3RotaryEmbedding (inv_freq from float32 arange on the CPU, as
- * transformers computes it at init, divided by the linear factor; positions 0..L-1); `masks` the
+ * transformers computes it at init, divided by the linear factor, then rounded to the weights' dtype
+ * as `.to(dtype)` rounds the buffer; positions 0..L-1); `masks` the
  * causal + padding (+ window) masks of transformers' masking_utils, made additive with `mask_min`
  * (finfo(dtype).min, an attribute the encoder sets with the dtype). The output is float32.
  */
@@ -159,6 +160,8 @@ export const GEMMA3_MODEL_SOURCES = [
     '    inv = 1.0 / torch.pow(theta, torch.arange(0, self.head_dim, 2).float() / self.head_dim)',
     '    if factor != 1.0:',
     '        inv = inv / factor',
+    // inv_freq is a buffer: model.to(bfloat16) rounds it (the official encoder was moved to bf16 so).
+    '    inv = inv.to(x.dtype).float()',
     '    pos = torch.arange(x.size(1), device=x.device).float()',
     '    f = torch.matmul(inv.to(x.device).unsqueeze(0).unsqueeze(2), pos.unsqueeze(0).unsqueeze(1)).transpose(1, 2)',
     '    emb = torch.cat([f, f], -1)',
