@@ -6,12 +6,18 @@
  * in [-1, 1], the same for the same seed; the guided path equals a hand-composed reference (the
  * official forward_with_cfg written out: two separate forwards, Fu + s·(Fc − Fu), the OT-FM step,
  * the VAE decode) on the official caption truncation; bad options are typed errors.
+ * The `tim sample` T2I path (lib/cli/sample_t2i.ts) runs the same pieces from files: a torch.save
+ * .bin of the model and an official-layout YAML (with the T2I-only model keys) → the PNGs of
+ * textToImage, byte for byte, and a grid; bad command lines are UsageErrors or typed errors.
  */
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { torch, TiM, CaptionEncoder, VAE, textToImage } from '../lib/index.js';
+import { torch, TiM, CaptionEncoder, VAE, textToImage, encodePng } from '../lib/index.js';
+import { decodePngHost } from '../lib/torch/io/image.js';
+import { UsageError } from '../lib/cli/args.js';
+import { isTextToImageArgs, parseSampleT2IArgs, runSampleT2I } from '../lib/cli/sample_t2i.js';
 import type { Tensor } from '../lib/torch/tensor.js';
 import type { TiMConfigInput } from '../lib/tim/network/model.js';
 
@@ -217,5 +223,158 @@ describe('textToImage', () => {
     expect(code({ ...base, model: c2i })).toBe('E_MODEL');
     using eight = TiM.create({ ...TINY_T2I, inChannels: 8 });
     expect(thrown(() => textToImage({ ...base, model: eight })).message).toMatch(/4 latent channels but the model's in_channels is 8/);
+  });
+});
+
+describe('tim sample (text to image)', () => {
+  const dir = join(TMP, 'cli');
+  const ckpt = join(dir, 't2i_model.bin');
+  const config = join(dir, 'tim_t2i_tiny.yaml');
+  const c2iConfig = join(dir, 'tim_c2i_tiny.yaml');
+  const gemma = join(TMP, 'gemma');
+  const network = (target: string, extra: string) => `
+  network:
+    target: ${target}
+    params:
+      input_size: 4
+      patch_size: 1
+      in_channels: 4
+      depth: 2
+      hidden_size: 32
+      num_heads: 2
+      encoder_depth: 1
+      qk_norm: True
+      z_dim: 16
+      projector_dim: 32
+      new_condition: t-r
+      use_new_embed: True
+      distance_aware: True${extra}`;
+  // the model section of configs/t2i/tim_xl_p1_t2i.yaml with a tiny network and max_seq_length 16
+  const yaml = (target: string, extra: string) => `model:
+  transport:
+    target: tim.schedulers.transports.OT_FM
+    params:
+      P_mean: 0.0
+      P_std: 1.6
+      sigma_d: 1.0
+  transition_loss:
+    diffusion_ratio: 0.5
+    consistency_ratio: 0.1
+    derivative_type: dde
+    differential_epsilon: 0.005
+    weight_time_type: sqrt
+    weight_time_tangent: True${network(target, extra)}
+  vae_dir: mit-han-lab/dc-ae-f32c32-sana-1.1-diffusers
+  text_encoder_dir: google/gemma-3-1b-it
+  proportion_empty_prompts: 0.1
+  use_last_hidden_state: True
+  max_seq_length: ${MAX_LENGTH}
+  enc_dir: checkpoints/radio/radio-v2.5-b_half.pth.tar
+  proj_coeff: 1.0
+  use_ema: True
+  ema_decay: 0.9999
+`;
+  beforeAll(() => {
+    mkdirSync(dir, { recursive: true });
+    model.save(ckpt);
+    writeFileSync(config, yaml('tim.models.t2i.tim_model.TiM', '\n      cap_feat_dim: 32'));
+    writeFileSync(c2iConfig, yaml('tim.models.c2i.tim_model.TiM', '\n      num_classes: 3'));
+  });
+  /** The flags of a run; `over` replaces one (undefined: leaves it out). */
+  const args = (out: string, more: string[] = [], over: Record<string, string | undefined> = {}) => {
+    const flags: Record<string, string | undefined> = {
+      ckpt, config, 'text-encoder': gemma, vae: TINY_VAE_DIR, out, height: '16', width: '24', steps: '2', cfg: '2.5', seed: '3', batch: '2', 'vae-slice': '1', ...over,
+    };
+    return [...Object.entries(flags).flatMap(([k, v]) => (v === undefined ? [] : [`--${k}`, v])), ...more];
+  };
+  const run = (argv: string[]) => {
+    const printed: string[] = [];
+    const progress: string[] = [];
+    const code = runSampleT2I(parseSampleT2IArgs(argv), (x) => printed.push(x), (x) => progress.push(x));
+    return { code, summary: JSON.parse(printed.join('')) as Record<string, any>, progress: progress.join('') };
+  };
+
+  it('--prompt (repeated) → <i>.png per prompt and grid.png: the PNGs of textToImage with the same settings', () => {
+    const out = join(dir, 'flags');
+    const argv = args(out, ['--prompt', 'a red cube', '--prompt=a dog']);
+    expect(isTextToImageArgs(argv)).toBe(true);
+    const r = run(argv);
+    expect(r.code).toBe(0);
+    expect(r.summary.images.map((i: { prompt: string }) => i.prompt)).toEqual(PROMPTS);
+    expect(r.summary.maxLength).toBe(MAX_LENGTH); // from the YAML's max_seq_length
+    expect(r.summary.captionLengths).toEqual([9]);
+    expect(r.progress).toMatch(/batch 1\/1, step 2\/2/);
+    const want = textToImage({ model, encoder, vae, prompts: PROMPTS, height: 16, width: 24, steps: 2, cfg: 2.5, seed: 3 });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const file = join(out, `0000${i}.png`);
+        const png = readFileSync(file);
+        const img = decodePngHost(png);
+        expect([img.width, img.height, img.channels]).toEqual([24, 16, 3]);
+        expect(png.equals(torch.scope(() => encodePng(want.images.select(0, i)))), `${file} = textToImage's image ${i}`).toBe(true);
+      }
+    } finally {
+      want.images.dispose();
+    }
+    const grid = decodePngHost(readFileSync(join(out, 'grid.png')));
+    // 2 images, 2 per row, torchvision's 2-pixel padding
+    expect([grid.width, grid.height]).toEqual([2 + 2 * (24 + 2), 2 + 16 + 2]);
+  });
+
+  it('--prompts FILE (one per line, blank lines skipped) gives the same images', () => {
+    const file = join(dir, 'prompts.txt');
+    writeFileSync(file, 'a red cube\r\n\n  \na dog\n\n');
+    const out = join(dir, 'file');
+    const r = run(args(out, ['--prompts', file]));
+    expect(r.summary.images.map((i: { prompt: string }) => i.prompt)).toEqual(PROMPTS);
+    for (const f of ['00000.png', '00001.png', 'grid.png']) {
+      expect(readFileSync(join(out, f)).equals(readFileSync(join(dir, 'flags', f))), f).toBe(true);
+    }
+  });
+
+  it('--dtype bf16 samples the network in bfloat16 (the official sampling dtype): images close to float32', () => {
+    const out = join(dir, 'bf16');
+    const r = run(args(out, ['--prompt', 'a dog', '--dtype', 'bf16'], { height: '8', width: '8' }));
+    expect(r.summary.dtype).toBe('bfloat16');
+    const bf = decodePngHost(readFileSync(join(out, '00000.png')));
+    const fp = textToImage({ model, encoder, vae, prompts: ['a dog'], height: 8, width: 8, steps: 2, cfg: 2.5, seed: 3 });
+    try {
+      const ref = decodePngHost(torch.scope(() => encodePng(fp.images.select(0, 0))));
+      // bfloat16 has 8 bits of mantissa: pixels move a little, not wholesale
+      let worst = 0;
+      for (let i = 0; i < ref.data.length; i++) worst = Math.max(worst, Math.abs(ref.data[i]! - bf.data[i]!));
+      expect(worst).toBeLessThan(16); // measured 3 of 255
+      expect(Buffer.from(ref.data).equals(Buffer.from(bf.data))).toBe(false);
+    } finally {
+      fp.images.dispose();
+    }
+  });
+
+  it('bad command lines: UsageErrors naming the flag, typed errors naming the file; nothing written', () => {
+    const out = join(dir, 'bad');
+    const usage = (argv: string[]): string => {
+      const e = thrown(() => run(argv));
+      expect(e, e.message).toBeInstanceOf(UsageError);
+      return e.message;
+    };
+    expect(usage(args(out))).toMatch(/no prompts: pass --prompt/);
+    expect(usage(args(out, ['--prompt', 'x', '--prompts', 'f.txt']))).toMatch(/not both/);
+    expect(usage(args(out, ['--prompt']))).toMatch(/'--prompt' needs a value/);
+    expect(usage(args(out, ['--prompt', '--height', '8']))).toMatch(/'--prompt' needs a value/);
+    expect(usage(args(out, ['--prompt', 'x'], { cfg: '0.5' }))).toMatch(/--cfg must be a number >= 1/);
+    expect(usage(args(out, ['--prompt', 'x', '--caption-transform', 'rot13']))).toMatch(/--caption-transform must be unicode-escape or none/);
+    expect(usage(args(out, ['--prompt', 'x'], { ckpt: undefined }))).toMatch(/--ckpt <file> is required/);
+    // the VAE says what sizes work: a usage error before the network loads
+    expect(usage(args(out, ['--prompt', 'x'], { width: '18' }))).toMatch(/--width must be a multiple of 4 \(VAE downsampling 4 × patch size 1\), got 18/);
+    const typed = (argv: string[]) => thrown(() => run(argv));
+    const c2i = typed(args(out, ['--prompt', 'x'], { config: c2iConfig }));
+    expect(c2i.code).toBe('E_CONFIG');
+    expect(c2i.message).toMatch(/is a C2I model/);
+    const noEnc = typed(args(out, ['--prompt', 'x'], { 'text-encoder': join(dir, 'nope') }));
+    expect([noEnc.code, noEnc.message]).toEqual(['E_IO', `--text-encoder '${join(dir, 'nope')}': no such folder`]);
+    expect(typed(args(out, ['--prompt', 'x'], { ckpt: join(dir, 'nope.bin') })).code).toBe('E_IO');
+    expect(existsSync(out)).toBe(false);
+    expect(isTextToImageArgs(['--ckpt', 'x', '--steps', '4'])).toBe(false);
+    expect(isTextToImageArgs(['--ckpt', 'x', '--', '--prompt'])).toBe(false);
   });
 });
