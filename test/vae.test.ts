@@ -233,6 +233,17 @@ describe('VAE input checks', () => {
     expect(thrown(() => VAE.load(A, { dtype: 'int8' as never })).code).toBe('E_OPTION');
     expect(thrown(() => VAE.load(A, { device: 'tpu' })).code).toBe('E_DEVICE');
     expect(thrown(() => VAE.load(A, { slice: 1 } as never)).code).toBe('E_OPTION');
+    expect(thrown(() => VAE.load(A, null as never)).code).toBe('E_ARG');
+    expect(thrown(() => VAE.load(A, { attention: 'flash' as never })).code).toBe('E_OPTION');
+    if (!torch.hasOp('aten::scaled_dot_product_attention')) {
+      expect(thrown(() => VAE.load(A, { attention: 'sdpa' })).message).toMatch(/needs libtorch >= 2.0/);
+    }
+    torch.scope(() => {
+      const x = torch.zeros([1, 3, 24, 16]);
+      expect(thrown(() => vae.encodeLatents(x, null as never)).code).toBe('E_ARG');
+      expect(thrown(() => vae.encodeLatents(x, { sample: 1 as never })).code).toBe('E_ARG');
+      expect(thrown(() => vae.encodeLatents(x, { seed: -1 })).code).toBe('E_RANGE');
+    });
   });
 });
 

@@ -146,7 +146,6 @@ export class VAE implements Disposable {
    * official wrapper's `bn.*` statistics, which become the latent normalisation.
    */
   static load(dir: string, opts: VaeLoadOptions = {}): VAE {
-    if (opts === null || typeof opts !== 'object') throw argError('type', 'VAE.load: options must be an object');
     check.knownKeys(opts, ['dtype', 'device', 'attention'], 'VAE.load');
     const dtype = check.oneOf(opts.dtype ?? 'float32', 'dtype', 'VAE.load', ['float32', 'bfloat16', 'float16'] as const);
     const device = normalizeDevice(opts.device ?? 'cpu');
@@ -154,6 +153,9 @@ export class VAE implements Disposable {
       opts.attention === undefined || opts.attention === 'auto'
         ? defaultAttention()
         : check.oneOf(opts.attention, 'attention', 'VAE.load', ['math', 'sdpa'] as const);
+    if (attention === 'sdpa' && !torch.hasOp('aten::scaled_dot_product_attention')) {
+      throw argError('range', `VAE.load: attention 'sdpa' needs libtorch >= 2.0 (this is ${torch.buildInfo().torchVersion}); use 'math' or 'auto'`, 'E_OPTION');
+    }
     const folder = readDiffusersFolder(dir, 'VAE.load');
     const plan = planFor(folder, attention);
     const family = folder.className as VaeFamily;
