@@ -325,7 +325,9 @@ describe('tim sample (text to image)', () => {
     const file = join(dir, 'prompts.txt');
     writeFileSync(file, 'a red cube\r\n\n  \na dog\n\n');
     const out = join(dir, 'file');
+    const before = torch.memory().liveTensors;
     const r = run(args(out, ['--prompts', file]));
+    expect(torch.memory().liveTensors, 'live tensors after a run').toBe(before);
     expect(r.summary.images.map((i: { prompt: string }) => i.prompt)).toEqual(PROMPTS);
     for (const f of ['00000.png', '00001.png', 'grid.png']) {
       expect(readFileSync(join(out, f)).equals(readFileSync(join(dir, 'flags', f))), f).toBe(true);
