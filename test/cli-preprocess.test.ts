@@ -15,7 +15,7 @@ import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { torch } from '../lib/index.js';
 import { VAE } from '../lib/vae/index.js';
-import { main } from '../lib/cli/tim.js';
+import { runTim } from './helpers/cli.js';
 import { encodePngHost } from '../lib/torch/io/image.js';
 import { ImageFolderDataset } from '../lib/tim/data/image_folder.js';
 import { LatentFolderDataset } from '../lib/tim/data/latents.js';
@@ -56,19 +56,7 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-async function tim(...args: string[]): Promise<{ code: number; out: string; err: string; json: Record<string, any> | null }> {
-  const out: string[] = [], err: string[] = [];
-  const write = process.stderr.write.bind(process.stderr);
-  process.stderr.write = ((s: string | Uint8Array): boolean => { err.push(String(s)); return true; }) as typeof process.stderr.write;
-  let code: number;
-  try {
-    code = await main(args, (s) => out.push(s), (s) => err.push(s + '\n'));
-  } finally {
-    process.stderr.write = write;
-  }
-  const last = out.at(-1);
-  return { code, out: out.join('\n'), err: err.join(''), json: code === 0 && last?.startsWith('{') ? JSON.parse(last) : null };
-}
+const tim = runTim;
 
 const EXPECTED = ['cat/a.safetensors', 'cat/b.v2.safetensors', 'cat/sub/c.safetensors', 'dog/d.safetensors', 'dog/e.safetensors'];
 

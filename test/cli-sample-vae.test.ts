@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { parse as parseYaml, stringify as toYaml } from 'yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TiM, torch } from '../lib/index.js';
-import { main } from '../lib/cli/tim.js';
+import { runTim } from './helpers/cli.js';
 import { decodePngHost } from '../lib/torch/io/image.js';
 import { NpzFile } from '../lib/torch/io/npz.js';
 import { imageName } from '../lib/cli/sample_run.js';
@@ -59,25 +59,7 @@ beforeAll(() => {
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-interface RunResult { code: number; out: string; err: string; json: Record<string, any> | null }
-
-async function tim(...args: string[]): Promise<RunResult> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const write = process.stderr.write.bind(process.stderr);
-  process.stderr.write = ((s: string | Uint8Array): boolean => {
-    err.push(String(s));
-    return true;
-  }) as typeof process.stderr.write;
-  let code: number;
-  try {
-    code = await main(args, (s) => out.push(s), (s) => err.push(s + '\n'));
-  } finally {
-    process.stderr.write = write;
-  }
-  const last = out.at(-1);
-  return { code, out: out.join('\n'), err: err.join(''), json: code === 0 && last?.startsWith('{') ? JSON.parse(last) : null };
-}
+const tim = runTim;
 
 const runArgs = (out: string, ...more: string[]): string[] =>
   ['sample', '--ckpt', release, '--config', yaml, '--num', '6', '--steps', '1', '--out', out, '--device', 'cpu', ...more];

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { torch } from '../lib/index.js';
-import { main } from '../lib/cli/tim.js';
+import { runTim } from './helpers/cli.js';
 import { encodePngHost } from '../lib/torch/io/image.js';
 import { writeNpzUint8 } from '../lib/torch/io/npz.js';
 import { evaluateSamples } from '../lib/tim/eval/evaluate.js';
@@ -67,17 +67,7 @@ def forward(self, x: Tensor) -> Tensor:
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-async function tim(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [], err: string[] = [];
-  const write = process.stderr.write.bind(process.stderr);
-  process.stderr.write = ((s: string | Uint8Array): boolean => { err.push(String(s)); return true; }) as typeof process.stderr.write;
-  try {
-    const code = await main(['eval', ...args], (s) => out.push(s), (s) => err.push(s + '\n'));
-    return { code, out: out.join('\n'), err: err.join('') };
-  } finally {
-    process.stderr.write = write;
-  }
-}
+const tim = (...args: string[]): ReturnType<typeof runTim> => runTim('eval', ...args);
 
 describe('tim eval: image folders, .npz, 1000 classes', () => {
   it('the same images as an .npz, a run folder and a safetensors file give the same FD against --ref', () => {

@@ -539,11 +539,28 @@ export interface SweepJob {
   display: ProgressDisplay;
 }
 
+/**
+ * The images of one batch: image k from the noise of (seed, labels[k], indices[k]), sampled at `nfe`
+ * steps with the job's settings and decoded; float32 (B, C, H, W) in [-1, 1] on the CPU.
+ */
+export function sampleImages(job: SweepJob, nfe: number, labels: readonly number[], indices: readonly number[]): Tensor {
+  const { s, model, transport, decoder, device } = job;
+  const net = model.config;
+  return torch.noGrad(() => torch.scope(() => {
+    const { z, eps } = imageNoise(s.seed, labels, indices, [net.inChannels, net.inputSize, net.inputSize], s.stochasticity > 0 ? nfe : 0);
+    const x = sample(model, transport, {
+      z: z.to({ device, dtype: s.dtype }), y: torch.tensor([...labels], { dtype: 'int64', device }), numSteps: nfe,
+      cfgScale: s.cfg, cfgLow: s.cfgInterval[0], cfgHigh: s.cfgInterval[1], stochasticityRatio: s.stochasticity,
+      sampleType: s.sampleType, tMax: job.tMax, tMin: job.tMin, ...(eps ? { noise: eps.to(device) } : {}),
+    });
+    const im = decoder ? decoder.decode(x) : x;
+    return im.to({ device: 'cpu', dtype: 'float32' }).clamp(-1, 1).contiguous();
+  }));
+}
+
 /** Every image at one step count: PNGs as batches finish, then the grid and the samples file. */
 async function sampleAtSteps(job: SweepJob, nfe: number): Promise<NfeOutput> {
-  const { s, model, transport, decoder, classes, device, display } = job;
-  const net = model.config;
-  const shape = [net.inChannels, net.inputSize, net.inputSize];
+  const { s, decoder, classes, display } = job;
   // class-major: the first n images are of classes[0], the next n of classes[1], ...
   const labels = classes.flatMap((c) => new Array<number>(s.n).fill(c));
   const indices = classes.flatMap(() => Array.from({ length: s.n }, (_, i) => i));
@@ -565,16 +582,7 @@ async function sampleAtSteps(job: SweepJob, nfe: number): Promise<NfeOutput> {
       const len = Math.min(s.batch, total - start);
       const batchLabels = labels.slice(start, start + len);
       const batchIdx = indices.slice(start, start + len);
-      const images = torch.noGrad(() => torch.scope(() => {
-        const { z, eps } = imageNoise(s.seed, batchLabels, batchIdx, shape, s.stochasticity > 0 ? nfe : 0);
-        const x = sample(model, transport, {
-          z: z.to({ device, dtype: s.dtype }), y: torch.tensor(batchLabels, { dtype: 'int64', device }), numSteps: nfe,
-          cfgScale: s.cfg, cfgLow: s.cfgInterval[0], cfgHigh: s.cfgInterval[1], stochasticityRatio: s.stochasticity,
-          sampleType: s.sampleType, tMax: job.tMax, tMin: job.tMin, ...(eps ? { noise: eps.to(device) } : {}),
-        });
-        const im = decoder ? decoder.decode(x) : x;
-        return im.to({ device: 'cpu', dtype: 'float32' }).clamp(-1, 1).contiguous();
-      }));
+      const images = sampleImages(job, nfe, batchLabels, batchIdx);
       try {
         const sh = images.shape;
         if (sh.length !== 4 || sh[0] !== len || sh[1]! < 1 || sh[1]! > 4) {

@@ -23,9 +23,8 @@ import { writeFileAtomic } from '../torch/io/atomic.js';
 import { decodePngHost, savePng } from '../torch/io/image.js';
 import { writeNpzUint8 } from '../torch/io/npz.js';
 import { convertChannels } from '../tim/data/transforms.js';
-import { sample } from '../tim/sampling/sampler.js';
 import { formatDuration } from '../tim/train/progress.js';
-import { imageNoise, type SweepJob } from './sample.js';
+import { sampleImages, type SweepJob } from './sample.js';
 
 export const RUN_FILE = 'run.json';
 export const PROGRESS_FILE = 'progress.json';
@@ -104,7 +103,7 @@ function runSettings(job: SweepJob, configPath: string, nfe: number): Record<str
 
 /** Starts or resumes the run in s.out; returns where it left everything. */
 export async function evaluationRun(job: SweepJob, configPath: string): Promise<EvaluationRunOutput> {
-  const { s, model, transport, decoder, device, display } = job;
+  const { s, decoder, display } = job;
   const num = s.num!;
   const nfe = s.steps[0]!;
   const out = s.out;
@@ -143,24 +142,13 @@ export async function evaluationRun(job: SweepJob, configPath: string): Promise<
 
   const resumedFrom = progress.done;
   if (resumedFrom > 0) display.message(`tim sample: resuming '${out}': ${resumedFrom} of ${num} images done`);
-  const net = model.config;
-  const shape = [net.inChannels, net.inputSize, net.inputSize];
   const killAt = Number(process.env.TIM_SAMPLE_TEST_KILL_AT ?? NaN); // tests: SIGKILL after this many images
   const t0 = performance.now();
   for (let start = progress.done; start < num; start += s.batch) {
     const len = Math.min(s.batch, num - start);
     const batchLabels = labels.slice(start, start + len);
     const batchIdx = Array.from({ length: len }, (_, k) => start + k);
-    const images = torch.noGrad(() => torch.scope(() => {
-      const { z, eps } = imageNoise(s.seed, batchLabels, batchIdx, shape, s.stochasticity > 0 ? nfe : 0);
-      const x = sample(model, transport, {
-        z: z.to({ device, dtype: s.dtype }), y: torch.tensor(batchLabels, { dtype: 'int64', device }), numSteps: nfe,
-        cfgScale: s.cfg, cfgLow: s.cfgInterval[0], cfgHigh: s.cfgInterval[1], stochasticityRatio: s.stochasticity,
-        sampleType: s.sampleType, tMax: job.tMax, tMin: job.tMin, ...(eps ? { noise: eps.to(device) } : {}),
-      });
-      const im = decoder ? decoder.decode(x) : x;
-      return im.to({ device: 'cpu', dtype: 'float32' }).clamp(-1, 1).contiguous();
-    }));
+    const images = sampleImages(job, nfe, batchLabels, batchIdx);
     try {
       const sh = images.shape;
       if (sh.length !== 4 || sh[0] !== len || (sh[1] !== 1 && sh[1] !== 3)) {
