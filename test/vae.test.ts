@@ -235,6 +235,7 @@ describe('VAE input checks', () => {
     expect(thrown(() => VAE.load(A, { slice: 1 } as never)).code).toBe('E_OPTION');
     expect(thrown(() => VAE.load(A, null as never)).code).toBe('E_ARG');
     expect(thrown(() => VAE.load(A, { attention: 'flash' as never })).code).toBe('E_OPTION');
+    if (!torch.libtorchAtLeast(2, 0)) expect(thrown(() => VAE.load(A, { dtype: 'float16' })).code).toBe('E_DTYPE');
     if (!torch.hasOp('aten::scaled_dot_product_attention')) {
       expect(thrown(() => VAE.load(A, { attention: 'sdpa' })).message).toMatch(/needs libtorch >= 2.0/);
     }

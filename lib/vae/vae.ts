@@ -156,6 +156,10 @@ export class VAE implements Disposable {
     if (attention === 'sdpa' && !torch.hasOp('aten::scaled_dot_product_attention')) {
       throw argError('range', `VAE.load: attention 'sdpa' needs libtorch >= 2.0 (this is ${torch.buildInfo().torchVersion}); use 'math' or 'auto'`, 'E_OPTION');
     }
+    if (dtype === 'float16' && device === 'cpu' && !torch.libtorchAtLeast(2, 0)) {
+      // libtorch 1.13 has no float16 CPU convolution kernels: refuse now rather than at the first decode.
+      throw argError('type', `VAE.load: float16 on the CPU needs libtorch >= 2.0 (this is ${torch.buildInfo().torchVersion}); use float32 or bfloat16, or a CUDA device`, 'E_DTYPE');
+    }
     const folder = readDiffusersFolder(dir, 'VAE.load');
     const plan = planFor(folder, attention);
     const family = folder.className as VaeFamily;
