@@ -187,6 +187,10 @@ export class CaptionEncoder {
       const spec = gemma3ModuleSpec(config, { attention, paddedRows, maskMin: maskMinOf(dtype) });
       const m = buildModule(spec, { init: 'empty' });
       try {
+        // Cast the (uninitialized) module first: loading then rounds each weight straight into the
+        // target dtype (as transformers' .to(dtype) does) and a 1B-parameter bf16 model never exists
+        // in float32 (4 GB).
+        if (dtype !== 'float32') m.to(dtype);
         try {
           m.loadStateDict(weights, { strict: true });
         } catch (e) {
@@ -194,7 +198,7 @@ export class CaptionEncoder {
           throw e;
         }
         m.eval();
-        if (dtype !== 'float32' || options.device !== undefined) m.to({ device: options.device, dtype });
+        if (options.device !== undefined) m.to(options.device);
       } catch (e) {
         m.dispose();
         throw e;
