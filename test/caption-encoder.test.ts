@@ -144,7 +144,7 @@ describe('parity with transformers Gemma3TextModel (float32)', () => {
 });
 
 describe('the real vocabulary and tokenizer: encode(prompts)', () => {
-  it('gemma3_vocab: tokenize + forward equal transformers on prompts tokenized by the real tokenizer', () => {
+  it('gemma3_vocab: tokenize + forward equal transformers on prompts tokenized by the real tokenizer', async () => {
     // The 262144 x 16 table is rebuilt from its stored nonzero rows.
     const dir = folder('gemma3_vocab', { tokenizer: 'gemma', weights: false });
     const case_ = JSON.parse(readFileSync(join(GOLDEN_DIR, 'gemma3_vocab', 'case.json'), 'utf8')) as { prompts: string[]; max_length: number };
@@ -172,7 +172,13 @@ describe('the real vocabulary and tokenizer: encode(prompts)', () => {
       // The null caption alone equals its row in the batch: each caption is encoded independently.
       const nul = enc.encode(['']);
       expect(torch.scope(() => maxAbsDiff(nul.features, features.narrow(0, 0, 1)))).toBeLessThan(1e-6);
-      for (const t of [features, attentionMask, nul.features, nul.attentionMask]) t.dispose();
+      // encodeAsync: the same features, computed on libuv's thread pool.
+      const viaAsync = await enc.encodeAsync(case_.prompts);
+      expect(maxAbsDiff(viaAsync.features, features)).toBe(0);
+      expect(features.requiresGrad || viaAsync.features.requiresGrad, 'a frozen encoder records no graph').toBe(false);
+      expect(enc.module.parameters().every((p) => { const r = p.requiresGrad; p.dispose(); return !r; })).toBe(true);
+      expect(viaAsync.attentionMask.toArray()).toEqual(attentionMask.toArray());
+      for (const t of [features, attentionMask, nul.features, nul.attentionMask, viaAsync.features, viaAsync.attentionMask]) t.dispose();
       expect(torch.memory().liveTensors, 'live tensors after encode + dispose').toBe(before);
     } finally {
       enc.dispose();

@@ -6,6 +6,7 @@
  *   using enc = CaptionEncoder.load('gemma-3-1b-it');          // maxLength 256, float32, CPU
  *   const { features, attentionMask } = enc.encode(['a photo of a cat']);  // (1, 256, 1152) float32
  *   const nul = enc.encode(['']);                              // the null caption
+ *   const feats = await enc.encodeAsync(prompts);              // the decoder on libuv's thread pool
  *
  * Folder: config.json (either layout, lib/text/gemma3_config.ts), model.safetensors (or sharded with
  * model.safetensors.index.json), tokenizer.json, tokenizer_config.json. Weight names with or
@@ -198,6 +199,11 @@ export class CaptionEncoder {
           throw e;
         }
         m.eval();
+        // Frozen, as the official requires_grad_(False): no autograd graph even outside noGrad.
+        for (const p of m.parameters()) {
+          p.requiresGrad_(false);
+          p.dispose();
+        }
         if (options.device !== undefined) m.to(options.device);
       } catch (e) {
         m.dispose();
@@ -235,26 +241,37 @@ export class CaptionEncoder {
 
   /** The caption features (B, L, hidden) float32 (the hidden state chosen at load) for int64 ids and mask (B, L). */
   forward(inputIds: Tensor, attentionMask: Tensor): Tensor {
-    this.checkLive();
-    for (const [name, t] of [['inputIds', inputIds], ['attentionMask', attentionMask]] as const) {
-      if (!(t instanceof torch.Tensor)) throw argError('type', `CaptionEncoder.forward: ${name} must be a Tensor`, 'E_ARG');
-      if (t.isDisposed) throw new TorchError(`CaptionEncoder.forward: ${name} was disposed`, 'E_DISPOSED');
-      if (t.dtype !== 'int64') throw argError('type', `CaptionEncoder.forward: ${name} must be int64, got ${t.dtype}`, 'E_DTYPE');
-    }
-    const s = inputIds.shape;
-    if (s.length !== 2 || (s[0] as number) < 1 || (s[1] as number) < 1) throw argError('range', `CaptionEncoder.forward: inputIds must be (B, L), got [${s.join(', ')}]`, 'E_SHAPE');
-    if (attentionMask.shape.length !== 2 || attentionMask.shape[0] !== s[0] || attentionMask.shape[1] !== s[1]) {
-      throw argError('range', `CaptionEncoder.forward: attentionMask must be [${s.join(', ')}] like inputIds, got [${attentionMask.shape.join(', ')}]`, 'E_SHAPE');
-    }
+    this.checkInputs(inputIds, attentionMask, 'forward');
     return torch.scope(() => {
-      const lo = inputIds.min().item();
-      const hi = inputIds.max().item();
-      if (lo < 0 || hi >= this.config.vocabSize) throw argError('range', `CaptionEncoder.forward: token ids must be in [0, ${this.config.vocabSize}), got ${lo}..${hi}`, 'E_INDEX');
       const ids = inputIds.device === this.device ? inputIds : inputIds.to(this.device);
       const mask = attentionMask.device === this.device ? attentionMask : attentionMask.to(this.device);
-      const method = this.hiddenState === 'last' ? 'forward' : 'forward_penultimate';
-      return torch.noGrad(() => this.module.call<Tensor>(method, ids, mask));
+      return torch.noGrad(() => this.module.call<Tensor>(this.method(), ids, mask));
     });
+  }
+
+  /**
+   * forward() on libuv's thread pool, so the event loop stays free (progress output, other work).
+   * inputIds and attentionMask must stay alive until the promise settles.
+   */
+  async forwardAsync(inputIds: Tensor, attentionMask: Tensor): Promise<Tensor> {
+    this.checkInputs(inputIds, attentionMask, 'forwardAsync');
+    const ids = inputIds.device === this.device ? inputIds : inputIds.to(this.device);
+    const mask = attentionMask.device === this.device ? attentionMask : attentionMask.to(this.device);
+    try {
+      // The grad mode in force when the call starts is the one the worker thread runs with; it is
+      // restored at once (noGrad refuses async functions, whose state would leak across awaits).
+      const prev = torch.setGradEnabled(false);
+      let pending: Promise<Tensor>;
+      try {
+        pending = this.module.callAsync<Tensor>(this.method(), ids, mask);
+      } finally {
+        torch.setGradEnabled(prev);
+      }
+      return await pending;
+    } finally {
+      if (ids !== inputIds) ids.dispose();
+      if (mask !== attentionMask) mask.dispose();
+    }
   }
 
   /** tokenize + forward: the caption features and their mask. encode(['']) is the official null caption. */
@@ -267,6 +284,42 @@ export class CaptionEncoder {
       throw e;
     } finally {
       inputIds.dispose();
+    }
+  }
+
+  /** encode() with the decoder on libuv's thread pool (tokenizing stays on the calling thread). */
+  async encodeAsync(prompts: readonly string[]): Promise<CaptionFeatures> {
+    const { inputIds, attentionMask } = this.tokenize(prompts);
+    try {
+      return { features: await this.forwardAsync(inputIds, attentionMask), attentionMask };
+    } catch (e) {
+      attentionMask.dispose();
+      throw e;
+    } finally {
+      inputIds.dispose();
+    }
+  }
+
+  private method(): string {
+    return this.hiddenState === 'last' ? 'forward' : 'forward_penultimate';
+  }
+
+  private checkInputs(inputIds: Tensor, attentionMask: Tensor, what: string): void {
+    this.checkLive();
+    for (const [name, t] of [['inputIds', inputIds], ['attentionMask', attentionMask]] as const) {
+      if (!(t instanceof torch.Tensor)) throw argError('type', `CaptionEncoder.${what}: ${name} must be a Tensor`, 'E_ARG');
+      if (t.isDisposed) throw new TorchError(`CaptionEncoder.${what}: ${name} was disposed`, 'E_DISPOSED');
+      if (t.dtype !== 'int64') throw argError('type', `CaptionEncoder.${what}: ${name} must be int64, got ${t.dtype}`, 'E_DTYPE');
+    }
+    const s = inputIds.shape;
+    if (s.length !== 2 || (s[0] as number) < 1 || (s[1] as number) < 1) throw argError('range', `CaptionEncoder.${what}: inputIds must be (B, L), got [${s.join(', ')}]`, 'E_SHAPE');
+    if (attentionMask.shape.length !== 2 || attentionMask.shape[0] !== s[0] || attentionMask.shape[1] !== s[1]) {
+      throw argError('range', `CaptionEncoder.${what}: attentionMask must be [${s.join(', ')}] like inputIds, got [${attentionMask.shape.join(', ')}]`, 'E_SHAPE');
+    }
+    // An id past the table would fail inside the embedding op with a less helpful message.
+    const [lo, hi] = torch.scope(() => [inputIds.min().item(), inputIds.max().item()]);
+    if ((lo as number) < 0 || (hi as number) >= this.config.vocabSize) {
+      throw argError('range', `CaptionEncoder.${what}: token ids must be in [0, ${this.config.vocabSize}), got ${lo}..${hi}`, 'E_INDEX');
     }
   }
 
