@@ -158,6 +158,27 @@ describe('tim preprocess', () => {
     expect(existsSync(never)).toBe(false);
   });
 
+  it('takes an AutoencoderDC folder too: its latent (no posterior), the image and its flip', async () => {
+    const dcDir = join(repoRoot, 'test', 'fixtures', 'golden', 'vae_dc_a');
+    const dcOut = join(dir, 'latents-dc');
+    const r = await tim('preprocess', '--images', images, '--vae', dcDir, '--out', dcOut, '--size', String(SIZE), '--device', 'cpu');
+    expect(r.code, r.err).toBe(0);
+    using vae = VAE.load(dcDir);
+    const side = SIZE / vae.downsampleFactor;
+    expect(r.json).toMatchObject({ family: 'AutoencoderDC', latent: 'mean', latentShape: [2, 4, side, side] });
+    expect(JSON.parse(readFileSync(join(dcOut, 'preprocess.json'), 'utf8')).settings).toMatchObject({ family: 'AutoencoderDC', latent: 'mean', seed: null });
+    const data = new ImageFolderDataset(images, { size: SIZE });
+    const px = new Float32Array(3 * SIZE * SIZE);
+    await data.load(3, px); // dog/d.png
+    torch.scope(() => {
+      const x = torch.fromBuffer(px, 'float32', [1, 3, SIZE, SIZE]);
+      const want = torch.cat([vae.encodeLatents(x), vae.encodeLatents(x.flip([3]))], 0);
+      const got = torch.loadSafetensors(join(dcOut, 'dog', 'd.safetensors'), { lazy: false }).tensors.latent!;
+      expect(got.shape).toEqual([2, 4, side, side]);
+      expect(got.sub(want).abs().max().item()).toBeLessThan(1e-5);
+    });
+  });
+
   it('tim train trains on the folder (data_type latent): 2 steps, a checkpoint', async () => {
     const doc = parseYaml(readFileSync(join(repoRoot, 'test', 'fixtures', 'tiny-train.yaml'), 'utf8')) as Record<string, any>;
     Object.assign(doc.model.network.params, { in_channels: 4, input_size: 8, patch_size: 2, num_classes: 2 });
