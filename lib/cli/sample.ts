@@ -408,7 +408,7 @@ export async function runSample(p: Parsed, print: (s: string) => void, write?: (
       const r = await evaluationRun(job, configPath);
       summary = { ...base, num: s.num, labels: s.labelMode, classes: classes.length, ...r, seconds: Number(r.seconds.toFixed(3)) };
     } else {
-      display.message(sizeEstimate(s, model.config, classes.length, s.out));
+      display.message(sizeEstimate(s, model.config, classes.length, s.out, decoder?.imageShape ?? null));
       const results: NfeOutput[] = [];
       for (const nfe of s.steps) results.push(await sampleAtSteps(job, nfe));
       summary = { ...base, classes, n: s.n, nfe: results.map((r) => ({ ...r, seconds: Number(r.seconds.toFixed(3)) })) };
@@ -471,6 +471,8 @@ export function loadSampleModel(
 /** Latents → images in [-1, 1] (N, C, H, W) float32 on the CPU or the sampler's device. */
 export interface ImageDecoder {
   name: string;
+  /** (C, H, W) of the images, when known before decoding (a VAE's) */
+  imageShape?: readonly [number, number, number];
   decode(latents: Tensor): Tensor;
   dispose(): void;
 }
@@ -492,7 +494,8 @@ async function loadImageDecoder(s: SampleSettings, network: TiMConfig, device: D
   }
   const slice = s.vaeSlice !== null ? { sliceSize: s.vaeSlice } : {};
   // the official decoders run the VAE in float32 on float32 latents (samples.to(torch.float32))
-  return { name: `${s.vae} (${vae.family})`, decode: (x) => vae.decodeLatents(x.to('float32'), slice), dispose: () => vae.dispose() };
+  const side = network.inputSize * vae.downsampleFactor;
+  return { name: `${s.vae} (${vae.family})`, imageShape: [vae.inChannels, side, side], decode: (x) => vae.decodeLatents(x.to('float32'), slice), dispose: () => vae.dispose() };
 }
 
 const GB = 1024 ** 3;
@@ -502,12 +505,14 @@ const gb = (n: number): string => `${(n / GB).toFixed(n < GB ? 3 : 1)} GB`;
  * What the run will take, said before it starts: the disk (PNGs are not counted: they depend on the
  * images) and the memory of a batch; refuses (E_IO) when the samples files cannot fit on the disk.
  */
-function sizeEstimate(s: SampleSettings, net: Readonly<TiMConfig>, nClasses: number, out: string): string {
+function sizeEstimate(s: SampleSettings, net: Readonly<TiMConfig>, nClasses: number, out: string, imageShape: readonly number[] | null): string {
   const count = nClasses * s.n;
-  // decoded images may be larger than latents; the estimate uses the model's own sample shape
-  const perImage = net.inChannels * net.inputSize * net.inputSize * 4;
+  // the samples file holds the decoded images: a VAE's shape is known (SD-VAE: 48x the bytes of its
+  // latents); a TorchScript decoder's is not, and the model's own sample shape stands in for it
+  const latent = net.inChannels * net.inputSize * net.inputSize * 4;
+  const perImage = imageShape ? imageShape.reduce((a, b) => a * b, 4) : latent;
   const file = count * (perImage + 8);
-  const batchMem = Math.min(s.batch, count) * perImage * (s.cfg > 1 ? 2 : 1) * 8;
+  const batchMem = Math.min(s.batch, count) * latent * (s.cfg > 1 ? 2 : 1) * 8;
   let line = `tim sample: ${count.toLocaleString('en-US')} images per step count; memory about ${gb(batchMem)} per batch of ${s.batch} (images are streamed to disk)`;
   if (s.safetensors) {
     const need = file * s.steps.length;
