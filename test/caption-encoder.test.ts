@@ -143,6 +143,55 @@ describe('parity with transformers Gemma3TextModel (float32)', () => {
   }
 });
 
+describe('weight and config layouts', () => {
+  it('Gemma3TextModel names, a multimodal folder (text_config, language_model.model.*, vision weights) and shards load to the same model', () => {
+    const { inputs, outputs } = golden('gemma3_legacy');
+    const sd = torch.loadSafetensors(join(GOLDEN_DIR, 'gemma3_legacy', 'model.safetensors')).tensors;
+    const cfg = JSON.parse(readFileSync(join(GOLDEN_DIR, 'gemma3_legacy', 'config.json'), 'utf8')) as Record<string, unknown>;
+    const strip = (k: string) => k.replace(/^model\./, '');
+    const layouts: Record<string, (dir: string) => void> = {
+      textModel: (dir) => {
+        torch.save(Object.fromEntries(Object.entries(sd).filter(([k]) => k !== 'lm_head.weight').map(([k, v]) => [strip(k), v])), join(dir, 'model.safetensors'));
+      },
+      multimodal: (dir) => {
+        writeFileSync(join(dir, 'config.json'), JSON.stringify({ model_type: 'gemma3', architectures: ['Gemma3ForConditionalGeneration'], text_config: { ...cfg, model_type: 'gemma3_text' } }));
+        torch.scope(() => {
+          const rec: Record<string, Tensor> = Object.fromEntries(Object.entries(sd).map(([k, v]) => [k === 'lm_head.weight' ? 'language_model.lm_head.weight' : `language_model.model.${strip(k)}`, v]));
+          rec['vision_tower.vision_model.embeddings.patch_embedding.weight'] = torch.zeros([4, 3, 2, 2]);
+          rec['multi_modal_projector.mm_input_projection_weight'] = torch.zeros([4, 32]);
+          torch.save(rec, join(dir, 'model.safetensors'));
+        });
+      },
+      sharded: (dir) => {
+        rmSync(join(dir, 'model.safetensors'));
+        const names = Object.keys(sd);
+        const half = Math.floor(names.length / 2);
+        const shards = [names.slice(0, half), names.slice(half)];
+        const map: Record<string, string> = {};
+        shards.forEach((ks, i) => {
+          const file = `model-0000${i + 1}-of-00002.safetensors`;
+          torch.save(Object.fromEntries(ks.map((k) => [k, sd[k]!])), join(dir, file));
+          for (const k of ks) map[k] = file;
+        });
+        writeFileSync(join(dir, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: map }));
+      },
+    };
+    for (const [name, make] of Object.entries(layouts)) {
+      const dir = folder('gemma3_legacy');
+      make(dir);
+      const enc = CaptionEncoder.load(dir);
+      try {
+        torch.scope(() => {
+          expect(maxAbsDiff(enc.forward(inputs.input_ids!, inputs.attention_mask!), outputs.flash!), name).toBeLessThan(2e-5);
+        });
+      } finally {
+        enc.dispose();
+      }
+    }
+    disposeAll(sd, inputs, outputs);
+  });
+});
+
 describe('the real vocabulary and tokenizer: encode(prompts)', () => {
   it('gemma3_vocab: tokenize + forward equal transformers on prompts tokenized by the real tokenizer', async () => {
     // The 262144 x 16 table is rebuilt from its stored nonzero rows.
