@@ -53,8 +53,12 @@ async function nodeChild(c: Case, steps: number, threads: number, dir: string): 
   const { torch } = await import('../lib/index.js');
   const { makeSetup } = await import('./train-step.js');
   torch.setNumThreads(threads);
-  // --node-env TIM_BENCH_EMPTY_CACHE=1: torch.cpuCache.emptyCache() after every step (the cache's other trade-off)
-  const S = makeSetup(await caseConfig(c), { batch: c.batch, projection: true, emptyCacheEachStep: process.env.TIM_BENCH_EMPTY_CACHE === '1' });
+  // between steps the CPU block cache is trimmed to its budget, as the Trainer does (--node-env
+  // TIM_TORCH_CPU_CACHE_KEEP=<fraction> sets the budget); --node-env TIM_BENCH_BETWEEN_STEPS=empty|keep
+  // empties it or keeps everything instead (the trade-off's two ends)
+  const between = process.env.TIM_BENCH_BETWEEN_STEPS ?? 'trim';
+  if (between !== 'trim' && between !== 'empty' && between !== 'keep') throw new Error(`TIM_BENCH_BETWEEN_STEPS must be trim, empty or keep, got '${between}'`);
+  const S = makeSetup(await caseConfig(c), { batch: c.batch, projection: true, betweenSteps: between });
   S.model.save(join(dir, 'weights.safetensors'));
   torch.save(S.data, join(dir, 'inputs.safetensors'));
   const r: SideResult = { ms: [], cpu: [], rss: [], hwm: [], live: [], startRss: status().rss };

@@ -67,8 +67,11 @@ export interface SetupOptions {
   attention?: 'auto' | 'math' | 'sdpa';
   /** also train the REPA projector: a fixed random target h (batch, tokens, zDim), loss + 0.5 * projLoss */
   projection?: boolean;
-  /** give the CPU block cache's free blocks back to the kernel after each step (torch.cpuCache.emptyCache) */
-  emptyCacheEachStep?: boolean;
+  /**
+   * what the CPU block cache keeps between steps: 'trim' (the default, torch.cpuCache.trim() after
+   * each step as the Trainer does), 'empty' (emptyCache after each step), 'keep' (no trim)
+   */
+  betweenSteps?: 'trim' | 'empty' | 'keep';
 }
 
 /**
@@ -77,7 +80,7 @@ export interface SetupOptions {
  * (optionally under bf16 autocast) doing loss inside torch.scope, backward, clipGradNorm_, AdamW,
  * zeroGrad(setToNone), EMA.update. bench/cuda.ts runs it on a GPU.
  */
-export function makeSetup(config: TiMConfig, { batch, seed = 0, device = 'cpu', attention, projection = false, emptyCacheEachStep = false }: SetupOptions) {
+export function makeSetup(config: TiMConfig, { batch, seed = 0, device = 'cpu', attention, projection = false, betweenSteps = 'trim' }: SetupOptions) {
   torch.manualSeed(seed);
   const model = TiM.create(config, { init: 'official', ...(device !== 'cpu' ? { device } : {}), ...(attention ? { attention } : {}) });
   model.train();
@@ -115,7 +118,8 @@ export function makeSetup(config: TiMConfig, { batch, seed = 0, device = 'cpu', 
     opt.step();
     opt.zeroGrad({ setToNone: true });
     ema.update(model);
-    if (emptyCacheEachStep) torch.cpuCache.emptyCache();
+    if (betweenSteps === 'trim') torch.cpuCache.trim();
+    else if (betweenSteps === 'empty') torch.cpuCache.emptyCache();
     return r;
   };
   const dispose = (): void => {

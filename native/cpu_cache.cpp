@@ -14,13 +14,16 @@
 // Blocks smaller than minBytes go to the allocator that was installed before (c10's default).
 // Eviction: before a new block is mapped, cached blocks are unmapped, least recently freed first,
 // while the reserved total would pass 5/4 of the peak in use (so a change of shapes, e.g. sampling
-// after training, does not add a second working set), and `emptyCache()` unmaps them all.
+// after training, does not add a second working set). `trim(maxCached)` unmaps them, least recently
+// freed first, until at most maxCached bytes stay cached: the trainer calls it between steps with a
+// budget chosen in lib/torch/cpu_cache.ts (memory held between steps vs page faults in the next one).
 #include "common.h"
 #include "compat.h"
 
 #include <c10/core/CPUAllocator.h>
 #include <sys/mman.h>
 
+#include <atomic>
 #include <cstring>
 #include <list>
 #include <map>
@@ -39,17 +42,18 @@ class CpuCache final : public compat::AllocatorBase {
     uint64_t hits = 0, misses = 0, mapped = 0, unmapped = 0;
   };
 
-  void install(size_t minBytes, bool hugePages) {
+  void install(size_t minBytes) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!base_) base_ = c10::GetCPUAllocator();
-    minBytes_ = minBytes;
-    hugePages_ = hugePages;
+    minBytes_.store(minBytes, std::memory_order_relaxed);
+    installed_.store(true, std::memory_order_release);
     c10::SetCPUAllocator(this, /*priority=*/1);
   }
-  bool installed() const { return base_ != nullptr; }
+  bool installed() const { return installed_.load(std::memory_order_acquire); }
 
   c10::DataPtr allocateBlock(size_t n) override {
-    if (n < minBytes_) return base_->allocate(n);
+    // base_ is set before this allocator is installed and never changes after
+    if (n < minBytes_.load(std::memory_order_relaxed)) return base_->allocate(n);
     void* p = take((n + kPage - 1) / kPage * kPage);
     return {p, p, &CpuCache::release, c10::Device(c10::DeviceType::CPU)};
   }
@@ -66,9 +70,13 @@ class CpuCache final : public compat::AllocatorBase {
     stats_.peakInUse = stats_.inUse;
     stats_.peakReserved = stats_.inUse + stats_.cached;
   }
-  void emptyCache() {
+  // Unmaps cached blocks, least recently freed first, until at most maxCached bytes stay cached;
+  // returns the bytes unmapped.
+  size_t trim(size_t maxCached) {
     std::lock_guard<std::mutex> lock(mu_);
-    while (!lru_.empty()) evictOldest();
+    size_t before = stats_.cached;
+    while (!lru_.empty() && stats_.cached > maxCached) evictOldest();
+    return before - stats_.cached;
   }
 
   static CpuCache& instance() {
@@ -112,9 +120,6 @@ class CpuCache final : public compat::AllocatorBase {
                                             "DefaultCPUAllocator: can't allocate memory: you tried to allocate " +
                                                 std::to_string(size) + " bytes (the CPU block cache could not map it)");
     }
-#ifdef MADV_HUGEPAGE
-    if (hugePages_ && size >= (size_t(2) << 20)) madvise(p, size, MADV_HUGEPAGE);
-#endif
     stats_.mapped++;
     live_[p] = size;
     stats_.inUse += size;
@@ -158,24 +163,23 @@ class CpuCache final : public compat::AllocatorBase {
 
   std::mutex mu_;
   c10::Allocator* base_ = nullptr;
-  size_t minBytes_ = SIZE_MAX;
-  bool hugePages_ = false;
+  std::atomic<size_t> minBytes_{SIZE_MAX};  // read on every allocation without the lock
+  std::atomic<bool> installed_{false};
   std::unordered_map<void*, size_t> live_;
   Lru lru_;                                         // cached blocks, least recently freed first
   std::multimap<size_t, Lru::iterator> bySize_;     // the same blocks by size
   Stats stats_;
 };
 
-// cpuCacheInstall(minBytes, hugePages): serve CPU blocks of minBytes or more from the cache.
+// cpuCacheInstall(minBytes): serve CPU blocks of minBytes or more from the cache.
 // Once installed it stays (blocks it handed out are freed through it); a second call changes the
-// settings only.
+// block size only.
 Napi::Value Install(const Napi::CallbackInfo& info) {
   return guard(info, "cpuCacheInstall", [&]() -> Napi::Value {
     double d = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
     if (!(d >= kPage) || d > 9007199254740991.0 || d != (double)(int64_t)d)
       throwRange("cpuCacheInstall: minBytes must be an integer number of bytes >= 4096");
-    if (!info[1].IsBoolean()) throwType("cpuCacheInstall: hugePages must be a boolean");
-    CpuCache::instance().install((size_t)d, info[1].As<Napi::Boolean>().Value());
+    CpuCache::instance().install((size_t)d);
     return info.Env().Undefined();
   });
 }
@@ -202,10 +206,13 @@ Napi::Value statsObject(Napi::Env env) {
   return o;
 }
 
-Napi::Value Empty(const Napi::CallbackInfo& info) {
-  return guard(info, "cpuCacheEmpty", [&]() -> Napi::Value {
-    CpuCache::instance().emptyCache();
-    return info.Env().Undefined();
+// cpuCacheTrim(maxCachedBytes) -> bytes unmapped
+Napi::Value Trim(const Napi::CallbackInfo& info) {
+  return guard(info, "cpuCacheTrim", [&]() -> Napi::Value {
+    double d = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+    if (!(d >= 0) || d > 9007199254740991.0 || d != (double)(int64_t)d)
+      throwRange("cpuCacheTrim: maxCachedBytes must be an integer number of bytes >= 0");
+    return Napi::Number::New(info.Env(), (double)CpuCache::instance().trim((size_t)d));
   });
 }
 
@@ -221,7 +228,7 @@ Napi::Value ResetPeaks(const Napi::CallbackInfo& info) {
 void registerCpuCache(Napi::Env env, Napi::Object exports) {
   exports.Set("cpuCacheInstall", Napi::Function::New(env, Install, "cpuCacheInstall"));
   exports.Set("cpuCacheStats", Napi::Function::New(env, StatsJs, "cpuCacheStats"));
-  exports.Set("cpuCacheEmpty", Napi::Function::New(env, Empty, "cpuCacheEmpty"));
+  exports.Set("cpuCacheTrim", Napi::Function::New(env, Trim, "cpuCacheTrim"));
   exports.Set("cpuCacheResetPeaks", Napi::Function::New(env, ResetPeaks, "cpuCacheResetPeaks"));
 }
 

@@ -1,6 +1,7 @@
 /**
  * The CPU block cache (native/cpu_cache.cpp, lib/torch/cpu_cache.ts): blocks of 1 MiB or more are
- * mapped once and reused; stats account for them; emptyCache gives them back; values are right in
+ * mapped once and reused; stats account for them; trim/emptyCache give them back (least recently
+ * freed first, down to a budget whose default is a fraction of the peak in use); values are right in
  * reused blocks; frees from other threads (async ops) are safe; the environment switch and its
  * error, and the effect (no page faults for a repeated chain of large intermediates), in child
  * processes since the allocator is process-wide.
@@ -11,6 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { torch } from '../lib/index.js';
 import { CPU_CACHE_MIN_BYTES, cpuCacheWanted } from '../lib/torch/native.js';
 import { TorchError } from '../lib/torch/errors.js';
+import { DEFAULT_KEEP_FRACTION, keepFraction } from '../lib/torch/cpu_cache.js';
 import { faultChain } from './helpers/fault_chain.js';
 
 const repo = resolve(__dirname, '..');
@@ -69,6 +71,48 @@ describe('CPU block cache', () => {
     expect(r.peakInUseBytes).toBe(r.inUseBytes);
   });
 
+  it('trim(max) gives back the least recently freed blocks until at most max bytes stay cached', () => {
+    torch.cpuCache.emptyCache();
+    const a = torch.zeros([2 * MiB]); // 8 MiB
+    const b = torch.zeros([3 * MiB]); // 12 MiB
+    const c = torch.zeros([4 * MiB]); // 16 MiB
+    a.dispose(); b.dispose(); c.dispose(); // freed in this order: a is the least recently freed
+    const s0 = torch.cpuCache.stats();
+    expect(s0.cachedBytes).toBe(36 * MiB);
+    expect(torch.cpuCache.trim(30 * MiB)).toBe(8 * MiB); // a goes: 28 MiB stay
+    expect(torch.cpuCache.stats().cachedBytes).toBe(28 * MiB);
+    expect(torch.cpuCache.trim(28 * MiB)).toBe(0); // within the budget: nothing to do
+    expect(torch.cpuCache.trim(16 * MiB)).toBe(12 * MiB); // b goes, c (exactly the budget) stays
+    const s1 = torch.cpuCache.stats();
+    expect(s1.cachedBytes).toBe(16 * MiB);
+    expect(s1.unmapped - s0.unmapped).toBe(2);
+    // the block that stayed is the one reused
+    const hits = s1.hits;
+    torch.scope(() => torch.ones([4 * MiB]).sum().item());
+    expect(torch.cpuCache.stats().hits).toBe(hits + 1);
+    for (const bad of [-1, 1.5, NaN, '8'] as unknown[]) {
+      expect(() => torch.cpuCache.trim(bad as number)).toThrow(/maxCachedBytes must be an integer >= 0/);
+    }
+    torch.cpuCache.emptyCache();
+  });
+
+  it('trim() keeps the default fraction of the peak in use', () => {
+    torch.cpuCache.emptyCache();
+    torch.cpuCache.resetPeakStats();
+    const base = torch.cpuCache.stats().inUseBytes;
+    const ts = Array.from({ length: 8 }, () => torch.zeros([MiB])); // 8 blocks of 4 MiB live at once
+    for (const t of ts) t.dispose();
+    const s = torch.cpuCache.stats();
+    expect(s.peakInUseBytes - base).toBe(32 * MiB);
+    expect(s.cachedBytes).toBe(32 * MiB);
+    torch.cpuCache.trim();
+    const budget = Math.floor(DEFAULT_KEEP_FRACTION * s.peakInUseBytes);
+    const after = torch.cpuCache.stats().cachedBytes;
+    expect(after).toBeLessThanOrEqual(budget);
+    expect(after).toBeGreaterThan(budget - 4 * MiB); // blocks go one at a time: no more than needed
+    torch.cpuCache.emptyCache();
+  });
+
   it('frees from the thread pool (async ops) are safe and accounted', async () => {
     const base = torch.cpuCache.stats().inUseBytes;
     const a = torch.randn([1024, 1024]);
@@ -100,6 +144,19 @@ describe('TIM_TORCH_CPU_CACHE', () => {
     try { cpuCacheWanted({ TIM_TORCH_CPU_CACHE: 'yes' }); } catch (e) { err = e; }
     expect(err).toBeInstanceOf(TorchError);
     expect((err as TorchError).code).toBe('E_RANGE');
+  });
+
+  it('TIM_TORCH_CPU_CACHE_KEEP sets the default budget of trim(); a bad value is a typed error', () => {
+    expect(keepFraction({})).toBe(DEFAULT_KEEP_FRACTION);
+    expect(keepFraction({ TIM_TORCH_CPU_CACHE_KEEP: '0' })).toBe(0);
+    expect(keepFraction({ TIM_TORCH_CPU_CACHE_KEEP: '1.25' })).toBe(1.25);
+    for (const v of ['-1', 'half', 'Infinity', '1,5']) {
+      let err: unknown;
+      try { keepFraction({ TIM_TORCH_CPU_CACHE_KEEP: v }); } catch (e) { err = e; }
+      expect(err).toBeInstanceOf(TorchError);
+      expect((err as TorchError).code).toBe('E_RANGE');
+      expect((err as Error).message).toMatch(/TIM_TORCH_CPU_CACHE_KEEP must be a number >= 0/);
+    }
   });
 
   const child = (extra: NodeJS.ProcessEnv) => {

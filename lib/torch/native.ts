@@ -209,7 +209,7 @@ export const native: NativeBinding = load();
 native.setErrorClass(TorchError);
 { const n = defaultNumThreads(); if (n !== undefined) native.setNumThreads(n); } // threading defaults, see above
 { const m = defaultMallocTuning(); if (m) native.mallocTune(m.mmapThreshold, m.trimThreshold); } // allocator defaults, see above
-if (cpuCacheWanted()) native.cpuCacheInstall(CPU_CACHE_MIN_BYTES, false); // the CPU block cache, see above
+if (cpuCacheWanted()) native.cpuCacheInstall(CPU_CACHE_MIN_BYTES); // the CPU block cache, see above
 
 /** Where the loaded addon came from (build folder or prebuild). */
 export function addonPath(): string {

@@ -391,10 +391,10 @@ export interface NativeBinding {
 
   // ---- cpu_cache.cpp ----
   /** Serves CPU blocks of minBytes (an integer >= 4096) or more from the block cache from now on. */
-  cpuCacheInstall(minBytes: number, hugePages: boolean): void;
+  cpuCacheInstall(minBytes: number): void;
   cpuCacheStats(): CpuCacheStats;
-  /** Unmaps every cached (free) block. */
-  cpuCacheEmpty(): void;
+  /** Unmaps cached (free) blocks, least recently freed first, until at most maxCachedBytes stay cached; returns the bytes unmapped. */
+  cpuCacheTrim(maxCachedBytes: number): number;
   cpuCacheResetPeaks(): void;
 }
 
@@ -428,7 +428,7 @@ export const NATIVE_FUNCTIONS = [
   // distributed.cpp
   'distInit', 'distAllReduce', 'distBroadcast', 'distAllGather', 'distBarrier', 'distDestroy', 'distInfo',
   // cpu_cache.cpp
-  'cpuCacheInstall', 'cpuCacheStats', 'cpuCacheEmpty', 'cpuCacheResetPeaks',
+  'cpuCacheInstall', 'cpuCacheStats', 'cpuCacheTrim', 'cpuCacheResetPeaks',
 ] as const satisfies readonly (keyof NativeBinding)[];
 
 // Compile-time: every key of NativeBinding is listed above (the `satisfies` checks the converse).

@@ -7,7 +7,7 @@
  *                          (its DDE forwards run without grad, in float32); (weighted + proj_coeff·proj)
  *                          / accumulation → backward
  *   then                   clip (max_grad_norm > 0) → optimizer.step → scheduler.step → zeroGrad
- *                          → EMA update
+ *                          → EMA update → CPU block cache trimmed to its between-steps budget
  * Each micro-batch runs inside torch.scope, so only the model, EMA and optimizer state outlive it.
  *
  * Reproducibility: the only random draws are the process RNG's (noise, dropout, times) and the
@@ -566,6 +566,8 @@ export class Trainer {
     this.optimizer.zeroGrad({ setToNone: true });
     if (this.ema && !bad) this.ema.update(this.model);
     this.step++;
+    // between steps the CPU block cache keeps only its budget of the step's free blocks (lib/torch/cpu_cache.ts)
+    torch.cpuCache.trim();
     // a non-finite step shows as NaN, not as the 0 nan_to_num makes of it
     const m: StepLosses = bad && sums.nonFinite > 0
       ? { step: this.step, loss: NaN, loss_weighted: NaN, loss_denoising: NaN, loss_projector: NaN, lr, grad_norm: gradNorm }
