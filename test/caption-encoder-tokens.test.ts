@@ -60,6 +60,8 @@ describe('unicodeEscapeCaption (the official caption transform)', () => {
     expect(unicodeEscapeCaption('🐱')).toBe('\\U0001f431'); // one code point, not two surrogates
     expect(unicodeEscapeCaption('a\tb\nc\\')).toBe('a\\tb\\nc\\\\');
     expect(unicodeEscapeCaption('plain "text"')).toBe('plain "text"');
+    expect(unicodeEscapeCaption('a\ud800b')).toBe('a\\ud800b'); // a lone surrogate, as Python writes '\ud800'
+    expect(unicodeEscapeCaption('')).toBe('');
     expect(() => unicodeEscapeCaption(3 as unknown as string)).toThrow(TypeError);
   });
 
