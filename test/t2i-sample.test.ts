@@ -18,6 +18,7 @@ import { torch, TiM, CaptionEncoder, VAE, textToImage, encodePng } from '../lib/
 import { decodePngHost } from '../lib/torch/io/image.js';
 import { UsageError } from '../lib/cli/args.js';
 import { isTextToImageArgs, parseSampleT2IArgs, runSampleT2I } from '../lib/cli/sample_t2i.js';
+import { main } from '../lib/cli/tim.js';
 import type { Tensor } from '../lib/torch/tensor.js';
 import type { TiMConfigInput } from '../lib/tim/network/model.js';
 
@@ -378,5 +379,31 @@ describe('tim sample (text to image)', () => {
     expect(existsSync(out)).toBe(false);
     expect(isTextToImageArgs(['--ckpt', 'x', '--steps', '4'])).toBe(false);
     expect(isTextToImageArgs(['--ckpt', 'x', '--', '--prompt'])).toBe(false);
+  });
+
+  it('`tim sample` dispatches to it on --prompt / --prompts / --text-encoder: same PNGs, its own help and usage errors', async () => {
+    const cli = async (argv: string[]) => {
+      const out: string[] = [], err: string[] = [];
+      const code = await main(['sample', ...argv], (x) => out.push(x), (x) => err.push(x));
+      return { code, out: out.join('\n'), err: err.join('\n') };
+    };
+    const out = join(dir, 'main');
+    const r = await cli(args(out, ['--prompt', 'a red cube', '--prompt=a dog']));
+    expect(r.code, r.err).toBe(0);
+    for (const f of ['00000.png', '00001.png', 'grid.png']) {
+      expect(readFileSync(join(out, f)).equals(readFileSync(join(dir, 'flags', f))), f).toBe(true);
+    }
+    const help = await cli(['--prompt', 'x', '--help']);
+    expect(help.code).toBe(0);
+    expect(help.out).toMatch(/--text-encoder <dir>/);
+    const bad = await cli(args(join(dir, 'main-bad'), ['--prompt', 'x'], { cfg: '0.5' }));
+    expect(bad.code).toBe(2);
+    expect(bad.err).toMatch(/--cfg must be a number >= 1/);
+    expect(bad.err).toMatch(/--text-encoder <dir>/); // the T2I command's help, not the C2I one's
+    // a T2I config sampled without prompts: the C2I command says how to sample it
+    const c2i = await cli(['--ckpt', ckpt, '--config', config, '--out', join(dir, 'main-c2i'), '--steps', '1']);
+    expect(c2i.code).toBe(1);
+    expect(c2i.err).toMatch(/is a T2I model: sample it from prompts \(--prompt TEXT or --prompts FILE/);
+    expect(existsSync(join(dir, 'main-bad'))).toBe(false);
   });
 });

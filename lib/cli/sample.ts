@@ -366,7 +366,7 @@ export async function runSample(p: Parsed, print: (s: string) => void, write?: (
   if (s.vae !== null && !existsSync(s.vae)) throw new TorchError(`--vae '${s.vae}': no such folder`, 'E_IO');
   const { network, transport } = readSampleConfig(configPath);
 
-  if (network.variant !== 'c2i') throw new TorchError(`tim sample samples class-conditional (C2I) models; the config '${configPath}' is a ${network.variant.toUpperCase()} model`, 'E_CONFIG');
+  if (network.variant !== 'c2i') throw new TorchError(`the config '${configPath}' is a ${network.variant.toUpperCase()} model: sample it from prompts (--prompt TEXT or --prompts FILE, with --text-encoder DIR and --vae DIR)`, 'E_CONFIG');
   // Flags that are wrong for this model are usage errors too.
   const classes = s.classes ?? Array.from({ length: network.numClasses }, (_, i) => i);
   const bad = classes.find((c) => c >= network.numClasses);

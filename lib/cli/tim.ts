@@ -13,6 +13,7 @@ import { TRAIN, runTrain } from './train.js';
 import { EVAL, runEval } from './eval.js';
 import { DEMO, runDemoCommand } from './demo/command.js';
 import { SAMPLE, runSample } from './sample.js';
+import { SAMPLE_T2I, isTextToImageArgs, parseSampleT2IArgs, runSampleT2I } from './sample_t2i.js';
 import { PREPROCESS, runPreprocess } from './preprocess.js';
 
 const PROG = 'tim';
@@ -56,9 +57,13 @@ export function main(argv: string[], out: (s: string) => void = (s) => process.s
     err(`${PROG}: unknown command '${cmd}'\n\n${mainHelp()}`);
     return 2;
   }
+  // `tim sample` with --prompt / --prompts / --text-encoder is the text-to-image command (its own
+  // flags, and --prompt may repeat); everything else is the class-to-image one
+  const t2i = cmd === 'sample' && isTextToImageArgs(rest);
+  const spec = t2i ? SAMPLE_T2I : c.spec;
   const fail = (e: unknown): number => {
     if (e instanceof UsageError) {
-      err(`${PROG} ${cmd}: ${e.message}\n\n${commandHelp(PROG, c.spec)}`);
+      err(`${PROG} ${cmd}: ${e.message}\n\n${commandHelp(PROG, spec)}`);
       return 2;
     }
     const code = (e as { code?: unknown }).code;
@@ -66,6 +71,14 @@ export function main(argv: string[], out: (s: string) => void = (s) => process.s
     return 1;
   };
   try {
+    if (t2i) {
+      const p = parseSampleT2IArgs(rest);
+      if (p.options.help) {
+        out(commandHelp(PROG, SAMPLE_T2I));
+        return 0;
+      }
+      return runSampleT2I(p, out);
+    }
     const p = parseArgs(rest, c.spec);
     if (p.options.help) {
       out(commandHelp(PROG, c.spec));
