@@ -17,7 +17,11 @@
  * Same weights (official init written by Node, loaded by Python), same x, y, h.
  *
  *   npx tsx bench/train-memory.ts --official DIR [--steps 6] [--threads 2] [--batch 64]
- *       [--sizes 256x4,128x2] [--dtypes fp32,bf16] [--node-env K=V,...] [--name train-memory] [--out DIR]
+ *       [--sizes 256x4,128x2] [--dtypes fp32,bf16,bf16-all] [--node-env K=V,...] [--name train-memory] [--out DIR]
+ *
+ * dtypes: fp32; bf16 = tim-torch's default under bf16 autocast (the DDE forwards in float32,
+ * derivativePrecision 'float32'); bf16-all = the DDE forwards in bf16 too ('autocast'), as the
+ * official code runs them. The official side runs all-bf16 in both bf16 cases.
  *
  * Goals (issue): peak and steady RSS ≤ 1.1× official, step time ≤ 1.0×.
  */
@@ -30,7 +34,7 @@ import { fileURLToPath } from 'node:url';
 import type { TiMConfig } from '../lib/tim/network/index.js';
 import { benchDir, cliArgs, formatTable, median, newResult, PYTHON, pythonEnv, ratioRow, writeResult } from './harness.js';
 
-interface Case { hidden: number; depth: number; batch: number; dtype: 'fp32' | 'bf16' }
+interface Case { hidden: number; depth: number; batch: number; dtype: 'fp32' | 'bf16' | 'bf16-all' }
 interface SideResult { ms: number[]; cpu: number[]; rss: number[]; hwm: number[]; live?: number[]; startRss: number; info?: Record<string, unknown> }
 
 const status = (): { rss: number; hwm: number } => {
@@ -58,13 +62,13 @@ async function nodeChild(c: Case, steps: number, threads: number, dir: string): 
   // empties it or keeps everything instead (the trade-off's two ends)
   const between = process.env.TIM_BENCH_BETWEEN_STEPS ?? 'trim';
   if (between !== 'trim' && between !== 'empty' && between !== 'keep') throw new Error(`TIM_BENCH_BETWEEN_STEPS must be trim, empty or keep, got '${between}'`);
-  const S = makeSetup(await caseConfig(c), { batch: c.batch, projection: true, betweenSteps: between });
+  const S = makeSetup(await caseConfig(c), { batch: c.batch, projection: true, betweenSteps: between, derivativePrecision: c.dtype === 'bf16-all' ? 'autocast' : 'float32' });
   S.model.save(join(dir, 'weights.safetensors'));
   torch.save(S.data, join(dir, 'inputs.safetensors'));
   const r: SideResult = { ms: [], cpu: [], rss: [], hwm: [], live: [], startRss: status().rss };
   for (let i = 0; i < steps; i++) {
     const c0 = process.cpuUsage(); const t0 = performance.now();
-    S.step(c.dtype === 'bf16');
+    S.step(c.dtype !== 'fp32');
     r.ms.push(performance.now() - t0);
     const cu = process.cpuUsage(c0); r.cpu.push((cu.user + cu.system) / 1e3);
     const s = status(); r.rss.push(s.rss); r.hwm.push(s.hwm); r.live!.push(torch.memory().liveTensors);
@@ -92,7 +96,7 @@ async function runCase(c: Case, steps: number, threads: number, official: string
     const nodeOut = await runChild(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', JSON.stringify({ c, steps, threads, dir })], { ...process.env, ...nodeEnv });
     const node = JSON.parse(nodeOut.at(-1)!) as SideResult & { params: Record<string, unknown> };
     const cfg = { params: node.params, weights: join(dir, 'weights.safetensors'), inputs: join(dir, 'inputs.safetensors'), threads,
-      repo: join(benchDir, '..'), official, seed: 0, amp: c.dtype === 'bf16' ? 'bfloat16' : null };
+      repo: join(benchDir, '..'), official, seed: 0, amp: c.dtype === 'fp32' ? null : 'bfloat16' };
     const pyOut = await runChild(PYTHON, [join(benchDir, 'py', 'train_memory.py'), JSON.stringify(cfg)], pythonEnv(), `run ${steps}\nquit\n`);
     const info = JSON.parse(pyOut[0]!) as Record<string, unknown>;
     const p = JSON.parse(pyOut[1]!) as SideResult;
@@ -112,6 +116,7 @@ if (process.argv.includes('--child')) {
   const steps = Number(arg('steps') ?? 6), threads = Number(arg('threads') ?? 2), batch = Number(arg('batch') ?? 64);
   const sizes = (arg('sizes') ?? '256x4,128x2').split(',').map((s) => s.split('x').map(Number) as [number, number]);
   const dtypes = (arg('dtypes') ?? 'fp32,bf16').split(',') as Case['dtype'][];
+  for (const d of dtypes) if (d !== 'fp32' && d !== 'bf16' && d !== 'bf16-all') throw new Error(`--dtypes: fp32, bf16 or bf16-all, got '${d}'`);
   // --node-env K=V[,K=V]: environment for the tim-torch process only (e.g. glibc MALLOC_*_ settings under test)
   const nodeEnv = Object.fromEntries((arg('node-env') ?? '').split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
   const name = arg('name') ?? 'train-memory';

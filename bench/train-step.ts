@@ -72,6 +72,8 @@ export interface SetupOptions {
    * each step as the Trainer does), 'empty' (emptyCache after each step), 'keep' (no trim)
    */
   betweenSteps?: 'trim' | 'empty' | 'keep';
+  /** TransitionLoss's derivativePrecision: 'float32' (the default: DDE forwards without autocast) or 'autocast' (the official all-bf16) */
+  derivativePrecision?: 'float32' | 'autocast';
 }
 
 /**
@@ -80,7 +82,7 @@ export interface SetupOptions {
  * (optionally under bf16 autocast) doing loss inside torch.scope, backward, clipGradNorm_, AdamW,
  * zeroGrad(setToNone), EMA.update. bench/cuda.ts runs it on a GPU.
  */
-export function makeSetup(config: TiMConfig, { batch, seed = 0, device = 'cpu', attention, projection = false, betweenSteps = 'trim' }: SetupOptions) {
+export function makeSetup(config: TiMConfig, { batch, seed = 0, device = 'cpu', attention, projection = false, betweenSteps = 'trim', derivativePrecision = 'float32' }: SetupOptions) {
   torch.manualSeed(seed);
   const model = TiM.create(config, { init: 'official', ...(device !== 'cpu' ? { device } : {}), ...(attention ? { attention } : {}) });
   model.train();
@@ -90,7 +92,7 @@ export function makeSetup(config: TiMConfig, { batch, seed = 0, device = 'cpu', 
   const transport = new transports.OTFM({ pMean: -0.4, pStd: 1.0 });
   const loss = new TransitionLoss(transport, {
     diffusionRatio: 0.5, consistencyRatio: 0.1, derivativeType: 'dde', differentialEpsilon: 0.005,
-    weightTimeType: 'sqrt', weightTimeTangent: true,
+    weightTimeType: 'sqrt', weightTimeTangent: true, derivativePrecision,
   });
   const onDevice = (t: Tensor): Tensor => (device === 'cpu' ? t : t.to(device));
   const tokens = (config.inputSize / config.patchSize) ** 2;
