@@ -245,7 +245,18 @@ describe('training steps', () => {
     expect(tr.loader.state).toEqual({ epoch: 0, index: 16, seed: 0 });
     expect(m1.grad_norm).toBeGreaterThan(0);
     expect(Number.isFinite(m1.loss)).toBe(true);
-    const m2 = await tr.trainStep();
+    // after each step the CPU block cache is trimmed to its budget (TIM_TORCH_CPU_CACHE_KEEP × the
+    // peak in use; 0 here): a free 16 MiB block left in the cache before the step is gone after it
+    torch.scope(() => torch.zeros([4 * 2 ** 20]).sum().item());
+    expect(torch.cpuCache.stats().cachedBytes).toBeGreaterThanOrEqual(16 * 2 ** 20);
+    process.env.TIM_TORCH_CPU_CACHE_KEEP = '0';
+    let m2;
+    try {
+      m2 = await tr.trainStep();
+    } finally {
+      delete process.env.TIM_TORCH_CPU_CACHE_KEEP;
+    }
+    expect(torch.cpuCache.stats().cachedBytes).toBe(0);
     const m3 = await tr.trainStep();
     expect(m2.lr).toBeCloseTo(1e-4, 15);
     expect(m3.lr).toBeCloseTo(2e-4, 15);
