@@ -6,3 +6,4 @@ export { ImageFolderDataset, type ImageFolderOptions } from './image_folder.js';
 export { randpermSeeded, sampleUniform, ShardedOrder } from './sampler.js';
 export { centerCropArr, resize, convertChannels, toUnitRange } from './transforms.js';
 export { listFiles } from './files.js';
+export { T2IDataset, T2IBatchLoader, bucketSize, parseT2IJsonl, parsePackedBuckets, type T2IRecord, type T2IBatch, type T2IDatasetPaths, type T2IBatchLoaderOptions } from './t2i_data.js';
