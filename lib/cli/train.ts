@@ -4,6 +4,9 @@
  * The first SIGINT/SIGTERM finishes the current step, writes a checkpoint and exits 130/143; a
  * second one exits at once (the last checkpoint is still whole).
  *
+ * Text to image (a T2I network, data_type image_ms): `--text-encoder DIR` (Gemma-3 folder) and
+ * `--vae DIR` (diffusers VAE folder) override model.text_encoder_dir / model.vae_dir.
+ *
  * Data parallel: `--nproc N` starts N workers of this command (lib/cli/launch.ts); a worker (or a
  * process started by torchrun or by hand with RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT, WORLD_SIZE
  * > 1) joins the process group and trains its shard (docs/distributed.md).
@@ -34,6 +37,9 @@ export const TRAIN: CommandSpec = {
     'global batch is batch_size x processes x gradient_accumulation_steps). Launched by torchrun or by',
     'hand instead (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set), a process joins that group. Resuming',
     'with another number of processes continues the same data stream. See docs/distributed.md.',
+    'Text to image (a T2I network, data.data_type image_ms: the official jsonl + packed buckets): the',
+    'caption encoder and the VAE run frozen, online; --text-encoder / --vae name their folders (default',
+    'model.text_encoder_dir / model.vae_dir). One process; no sample grids.',
   ].join('\n'),
   options: {
     config: { value: true, arg: 'yaml', help: 'training config (official layout: model, data, training)' },
@@ -50,6 +56,8 @@ export const TRAIN: CommandSpec = {
     'master-addr': { value: true, arg: 'host', help: 'with --nproc: rank 0\'s address (default 127.0.0.1; required with --nnodes > 1)' },
     'master-port': { value: true, arg: 'port', help: 'with --nproc: rank 0\'s store port (default: a free port; 29500 with --nnodes > 1)' },
     'max-nonfinite-steps': { value: true, arg: 'N', help: 'stop (exit 1) after N steps in a row with a non-finite loss or gradient norm, whose updates are skipped (default 3)' },
+    'text-encoder': { value: true, arg: 'dir', help: 'text to image: Gemma-3 folder (default: model.text_encoder_dir)' },
+    vae: { value: true, arg: 'dir', help: 'text to image: diffusers VAE folder (default: model.vae_dir)' },
     'dist-timeout': { value: true, arg: 'seconds', help: 'how long a rank waits for the others before failing (default: training.dist_timeout, else 300)' },
     help: { value: false, short: 'h', help: 'show this help' },
   },
@@ -119,6 +127,8 @@ export async function runTrain(p: Parsed, print: (s: string) => void): Promise<n
       ...(seed !== undefined ? { seed } : {}), ...(precision !== undefined ? { mixedPrecision: precision } : {}),
       ...(device !== undefined ? { device } : {}), ...(distributed ? { distributed } : {}),
       ...(maxNonFinite !== undefined ? { maxNonFiniteSteps: maxNonFinite } : {}),
+      ...(typeof p.options['text-encoder'] === 'string' ? { textEncoder: p.options['text-encoder'] } : {}),
+      ...(typeof p.options.vae === 'string' ? { vae: p.options.vae } : {}),
     });
   } catch (e) {
     throw rankPrefixed(e, worldSize);

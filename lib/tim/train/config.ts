@@ -3,7 +3,10 @@
  * read by projects/train/trainer_c2i.py) parsed, checked and turned into typed, camelCased values.
  *
  *   model:     transport {target, params}, transition_loss {...}, network {target, params},
- *              proj_coeff, use_ema, ema_decay (+ vae_dir, enc_dir, ckpt: recognised, unused here)
+ *              proj_coeff, use_ema, ema_decay (+ enc_dir, ckpt: recognised, unused here);
+ *              text-to-image (configs/t2i/*.yaml, projects/train/trainer_t2i.py): vae_dir,
+ *              text_encoder_dir, proportion_empty_prompts, use_last_hidden_state, max_seq_length
+ *              (recognised and unused for a class-conditional network)
  *   data:      data_type, dataset {...}, dataloader {batch_size, num_workers}
  *   training:  max_train_steps, checkpointing_steps, checkpoints_total_limit, learning_rate,
  *              learning_rate_base_batch_size, scale_lr, lr_scheduler, lr_warmup_steps,
@@ -91,18 +94,36 @@ export interface TrainConfig {
   emaDecay: number;
   data: DataSection;
   training: TrainingSection;
+  /** the text-to-image keys of the model section (used when the network is T2I) */
+  t2i: T2ISection;
   /** official keys that were recognised but have no effect here (e.g. enc_dir: no REPA encoder) */
   ignored: string[];
+}
+
+/** model.* keys of the official T2I trainer (trainer_t2i.py). */
+export interface T2ISection {
+  /** model.text_encoder_dir: the Gemma-3 folder (tim train --text-encoder overrides it) */
+  textEncoderDir: string | null;
+  /** model.vae_dir: the VAE folder (tim train --vae overrides it) */
+  vaeDir: string | null;
+  /** model.proportion_empty_prompts: captions replaced by "" with this probability (official: torch.rand(B) < p) */
+  proportionEmptyPrompts: number;
+  /** model.use_last_hidden_state: last hidden state (true) or hidden_states[-2] */
+  useLastHiddenState: boolean;
+  /** model.max_seq_length: tokenizer max_length (256) */
+  maxSeqLength: number;
 }
 
 // ---- the schema: the layout above, with the official defaults --------------------------------------
 
 // Recognised official keys that have no effect here: accepted, listed in TrainConfig.ignored.
 const IGNORED = {
-  model: ['vae_dir', 'enc_dir', 'ckpt', 'text_encoder_dir', 'max_seq_length', 'use_last_hidden_state', 'proportion_empty_prompts'],
+  model: ['enc_dir', 'ckpt'],
   training: ['tracker', 'tracker_project_name', 'tracker_kwargs', 'allow_tf32', 'proportion_empty_prompts', 'fsdp_config'],
   'data.dataloader': ['num_workers'],
 } as const;
+/** The model keys only a text-to-image run reads. */
+const T2I_KEYS = ['vae_dir', 'text_encoder_dir', 'proportion_empty_prompts', 'use_last_hidden_state', 'max_seq_length'] as const;
 const SCHEDULERS = ['linear', 'cosine', 'cosine_with_restarts', 'polynomial', 'constant', 'constant_with_warmup'] as const satisfies readonly SchedulerName[];
 
 const ignoredKeys = <K extends string>(keys: readonly K[]) => Object.fromEntries(keys.map((k) => [k, v.optional(v.unknown())])) as Record<K, v.OptionalSchema<v.UnknownSchema, undefined>>;
@@ -122,6 +143,12 @@ const MODEL = strict({
   proj_coeff: orDefault(finiteNumber, 0),
   use_ema: orDefault(bool, true),
   ema_decay: orDefault(finiteNumber, 0.9999),
+  // text to image (a C2I run lists them as ignored)
+  vae_dir: orDefault(text, null),
+  text_encoder_dir: orDefault(text, null),
+  proportion_empty_prompts: orDefault(v.pipe(finiteNumber, v.minValue(0, mustBe('in [0, 1]')), v.maxValue(1, mustBe('in [0, 1]'))), 0),
+  use_last_hidden_state: orDefault(bool, true),
+  max_seq_length: orDefault(integer(1), 256),
   ...ignoredKeys(IGNORED.model),
 }, { network: '{target, params}' });
 
@@ -129,7 +156,7 @@ const DATA = strict({
   data_type: text,
   dataset: v.optional(mapping, {}), // checked by the data_type's reader (train/data.ts)
   dataloader: section(strict({ batch_size: integer(1), ...ignoredKeys(IGNORED['data.dataloader']) })),
-}, { data_type: 'latent, image, mnist' });
+}, { data_type: 'latent, image, mnist, image_ms' });
 
 const OPTIMIZER = strict({
   target: v.pipe(
@@ -214,6 +241,9 @@ export function parseTrainConfig(doc: unknown): TrainConfig {
   }
   const present = (o: object, path: keyof typeof IGNORED): string[] => IGNORED[path].filter((k) => k in o).map((k) => `${path}.${k}`);
   const ignored = [...present(model, 'model'), ...present(t, 'training'), ...present(data.dataloader, 'data.dataloader')];
+  if (network.variant !== 't2i') {
+    ignored.push(...T2I_KEYS.filter((k) => k in (doc as { model: object }).model).map((k) => `model.${k}`));
+  }
   return {
     raw: doc as Record<string, unknown>,
     network,
@@ -245,6 +275,13 @@ export function parseTrainConfig(doc: unknown): TrainConfig {
       seed: t.seed,
       logSteps: t.log_steps,
       distTimeout: t.dist_timeout,
+    },
+    t2i: {
+      textEncoderDir: model.text_encoder_dir,
+      vaeDir: model.vae_dir,
+      proportionEmptyPrompts: model.proportion_empty_prompts,
+      useLastHiddenState: model.use_last_hidden_state,
+      maxSeqLength: model.max_seq_length,
     },
     ignored,
   };

@@ -5,6 +5,8 @@
  *           they are accepted and unused.
  *   image   data.dataset.image_dir (or root) and image_size: class subfolders of images (ImageFolderDataset)
  *   mnist   data.dataset.split (train/test/all): the embedded MNIST digits, 1x32x32 (ours: a demo)
+ *   image_ms  data.dataset.{root_dir, packed_json, jsonl_dir}: text-to-image captioned images in
+ *           packed aspect buckets (the official T2I layout, data/t2i_data.ts; t2iDatasetFromConfig)
  * Relative paths are taken from the working directory, as the official trainer does.
  */
 import * as v from 'valibot';
@@ -12,6 +14,7 @@ import type { Dataset } from '../data/loader.js';
 import { LatentFolderDataset } from '../data/latents.js';
 import { ImageFolderDataset } from '../data/image_folder.js';
 import { MnistDataset } from '../data/mnist.js';
+import { T2IDataset } from '../data/t2i_data.js';
 import { cfgError, type TrainConfig } from './config.js';
 import { checkDocument, finiteNumber, mustBe, oneOf, strict, text } from '../config_file.js';
 
@@ -22,6 +25,7 @@ const DATASETS = {
   latent: strict({ latent_dir: path, image_dir: v.optional(v.unknown()), image_size: v.optional(v.unknown()) }),
   image: strict({ image_dir: v.optional(path), root: v.optional(path), image_size: v.optional(finiteNumber) }),
   mnist: strict({ split: v.optional(oneOf(['train', 'test', 'all']), 'train') }),
+  image_ms: strict({ root_dir: path, packed_json: path, jsonl_dir: path }),
 };
 
 function dataset<T extends keyof typeof DATASETS>(c: TrainConfig, type: T): v.InferOutput<(typeof DATASETS)[T]> {
@@ -47,6 +51,8 @@ export function datasetFromConfig(c: TrainConfig): Dataset {
     case 'mnist':
       ds = new MnistDataset({ split: dataset(c, 'mnist').split });
       break;
+    case 'image_ms':
+      throw cfgError('data.data_type image_ms is text-to-image data: it needs a T2I network (model.network.target tim.models.t2i.tim_model.TiM)');
     default:
       throw cfgError(`data.data_type '${c.data.dataType}' is not supported (${Object.keys(DATASETS).join(', ')})`);
   }
@@ -54,9 +60,20 @@ export function datasetFromConfig(c: TrainConfig): Dataset {
   if (ch !== net.inChannels || h % net.patchSize !== 0 || w % net.patchSize !== 0) {
     throw cfgError(`${ds.name} has samples of shape [${ch}, ${h}, ${w}]; the network takes ${net.inChannels} channels in multiples of ${net.patchSize}`);
   }
-  if (net.variant !== 'c2i') throw cfgError('training supports the class-conditional (c2i) TiM; text-to-image training needs caption features');
+  if (net.variant !== 'c2i') throw cfgError(`a text-to-image network trains on data_type image_ms (captioned images), not ${c.data.dataType}`);
   if (ds.numClasses !== null && ds.numClasses > net.numClasses) {
     throw cfgError(`${ds.name} has ${ds.numClasses} classes; the network has num_classes ${net.numClasses}`);
   }
   return ds;
+}
+
+/**
+ * The T2I dataset of a config (data_type image_ms, the official T2IDatasetMS): opened and checked
+ * now (E_DATA / E_IO for bad files). Relative paths are taken from the working directory.
+ */
+export function t2iDatasetFromConfig(c: TrainConfig): T2IDataset {
+  if (c.network.variant !== 't2i') throw cfgError('data_type image_ms needs a text-to-image network');
+  if (c.data.dataType !== 'image_ms') throw cfgError(`a text-to-image network trains on data.data_type image_ms (the official T2I layout), got '${c.data.dataType}'`);
+  const d = dataset(c, 'image_ms');
+  return new T2IDataset({ rootDir: d.root_dir, packedJson: d.packed_json, jsonlDir: d.jsonl_dir });
 }

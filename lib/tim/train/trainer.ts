@@ -24,6 +24,11 @@
  * batch B/N train the same run as one at B, and a checkpoint (RNG state, global data position)
  * resumes with any number of processes. Gradients are averaged by bucketed all-reduce before the
  * clip, so optimizer, schedule and EMA stay identical on every rank; rank 0 alone writes.
+ *
+ * Text to image (a T2I network, data_type image_ms; projects/train/trainer_t2i.py): the batches are
+ * the packed aspect buckets (data/t2i_data.ts), the frozen VAE and caption encoder run online and
+ * captions are replaced by "" with model.proportion_empty_prompts (t2i_step.ts). One process only;
+ * no sample grids (sample a checkpoint with tim sample --prompt).
  */
 import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join, resolve as resolvePath } from 'node:path';
@@ -47,7 +52,11 @@ import {
   parseTrainConfig, readTrainConfig, effectiveLearningRate, transportFromOfficialConfig, optimizerOptions,
   type TrainConfig, type MixedPrecision,
 } from './config.js';
-import { datasetFromConfig } from './data.js';
+import { datasetFromConfig, t2iDatasetFromConfig } from './data.js';
+import { T2IBatchLoader } from '../data/t2i_data.js';
+import { loadT2IParts, t2iInputs, type T2IParts } from './t2i_step.js';
+import type { CaptionEncoder } from '../../text/caption_encoder.js';
+import type { VAE } from '../../vae/vae.js';
 import {
   writeCheckpoint, pruneCheckpoints, resolveResume, readCheckpointState, removeStaleTemps, writeFileAtomicSync, checkpointsDir,
   listCheckpoints, STATE_FILE, type CheckpointState,
@@ -99,6 +108,13 @@ export interface TrainerOptions {
    * non-finite weights is ever written.
    */
   maxNonFiniteSteps?: number;
+  /**
+   * Text to image: the caption encoder, a Gemma-3 folder or a loaded CaptionEncoder (the caller's);
+   * default model.text_encoder_dir.
+   */
+  textEncoder?: string | CaptionEncoder;
+  /** Text to image: the VAE, a diffusers folder or a loaded VAE (the caller's); default model.vae_dir. */
+  vae?: string | VAE;
 }
 
 /** How this process takes part in data-parallel training (null: alone). */
@@ -246,7 +262,10 @@ export class Trainer {
   readonly loss: TransitionLoss;
   readonly optimizer: Optimizer<BaseHyper>;
   readonly scheduler: LambdaLR;
-  readonly loader: DataLoader;
+  /** the batches: a DataLoader (C2I) or the packed-bucket T2IBatchLoader (T2I) */
+  readonly data: DataLoader | T2IBatchLoader;
+  /** text to image: the frozen encoders and the empty-prompt counts (null for C2I) */
+  readonly t2i: T2IParts | null;
   readonly learningRate: number;
   /** this process's rank and the number of processes (0 and 1 when not data parallel) */
   readonly rank: number;
@@ -283,7 +302,7 @@ export class Trainer {
   private constructor(p: {
     config: TrainConfig; outDir: string; maxSteps: number; device: Device; mixedPrecision: MixedPrecision; seed: number;
     model: TiM; ema: EMA | null; transport: Transport; loss: TransitionLoss; optimizer: Optimizer<BaseHyper>; scheduler: LambdaLR;
-    loader: DataLoader; params: Tensor[]; learningRate: number; step: number; resumedFrom: string | null; decoder?: Decoder;
+    loader: DataLoader | T2IBatchLoader; t2i: T2IParts | null; params: Tensor[]; learningRate: number; step: number; resumedFrom: string | null; decoder?: Decoder;
     write: (s: string) => void; tty: boolean; distPlan: DistributedPlan | null;
     lock: RunLock | null; writeConfig: boolean; maxNonFinite: number;
   }) {
@@ -302,7 +321,8 @@ export class Trainer {
     this.loss = p.loss;
     this.optimizer = p.optimizer;
     this.scheduler = p.scheduler;
-    this.loader = p.loader;
+    this.data = p.loader;
+    this.t2i = p.t2i;
     this.params = p.params;
     this.learningRate = p.learningRate;
     this.step = p.step;
@@ -325,7 +345,7 @@ export class Trainer {
   static create(opts: TrainerOptions): Trainer {
     if (!check.isObject(opts)) throw argError('type', 'Trainer.create: options {config, outDir} required');
     check.knownKeys(opts, ['config', 'outDir', 'maxSteps', 'resume', 'dataset', 'device', 'mixedPrecision', 'seed', 'decoder', 'write', 'tty',
-      'prefetch', 'distributed', 'maxNonFiniteSteps'], 'Trainer.create');
+      'prefetch', 'distributed', 'maxNonFiniteSteps', 'textEncoder', 'vae'], 'Trainer.create');
     const config = typeof opts.config === 'string' ? readTrainConfig(opts.config)
       : isTrainConfig(opts.config) ? opts.config : parseTrainConfig(opts.config);
     if (typeof opts.outDir !== 'string' || opts.outDir === '') throw argError('type', 'Trainer.create: outDir must be a non-empty string');
@@ -383,7 +403,24 @@ export class Trainer {
       throw e;
     }
 
-    const dataset = opts.dataset ?? datasetFromConfig(config);
+    const isT2I = config.network.variant === 't2i';
+    if (isT2I && distPlan) {
+      lock?.release();
+      throw new TorchError('training config: text-to-image training runs on one process (data parallel is C2I only)', 'E_CONFIG');
+    }
+    if (isT2I && opts.dataset) {
+      lock?.release();
+      throw argError('type', 'Trainer.create: a text-to-image run reads its captioned images from data (data_type image_ms), not the dataset option', 'E_OPTION');
+    }
+    let dataset: Dataset | null;
+    let t2iData: ReturnType<typeof t2iDatasetFromConfig> | null = null;
+    try {
+      dataset = isT2I ? null : opts.dataset ?? datasetFromConfig(config);
+      if (isT2I) t2iData = t2iDatasetFromConfig(config);
+    } catch (e) {
+      lock?.release();
+      throw e;
+    }
     const transport = transportFromOfficialConfig(config.transport);
     const loss = lossFromConfig(transport, config.transitionLoss);
 
@@ -392,6 +429,8 @@ export class Trainer {
     const owned: { dispose(): void }[] = [];
     if (lock) owned.push({ dispose: () => lock!.release() });
     try {
+      const t2i = isT2I ? loadT2IParts(config, { textEncoder: opts.textEncoder, vae: opts.vae }, device) : null;
+      if (t2i) owned.push(t2i);
       const model = TiM.create(config.network, { device, init: 'official' });
       owned.push(model);
       model.train();
@@ -435,12 +474,14 @@ export class Trainer {
         loaderState = { epoch: d?.epoch as number, index: d?.index as number, seed: d?.seed as number };
         step = state.step;
       }
-      const loader = new DataLoader(dataset, {
-        batchSize: config.data.batchSize, seed, device, prefetch: opts.prefetch ?? 1,
-        rank: distPlan?.rank ?? 0, worldSize: distPlan?.worldSize ?? 1, ...(loaderState ? { globalState: loaderState } : {}),
-      });
+      const loader = t2iData
+        ? new T2IBatchLoader(t2iData, { seed, device, prefetch: opts.prefetch ?? 1, ...(loaderState ? { globalState: loaderState } : {}) })
+        : new DataLoader(dataset!, {
+          batchSize: config.data.batchSize, seed, device, prefetch: opts.prefetch ?? 1,
+          rank: distPlan?.rank ?? 0, worldSize: distPlan?.worldSize ?? 1, ...(loaderState ? { globalState: loaderState } : {}),
+        });
       const trainer = new Trainer({
-        config, outDir, maxSteps, device, mixedPrecision, seed, model, ema, transport, loss, optimizer, scheduler, loader, params,
+        config, outDir, maxSteps, device, mixedPrecision, seed, model, ema, transport, loss, optimizer, scheduler, loader, t2i, params,
         learningRate, step, resumedFrom: resume?.dir ?? null, decoder: opts.decoder, write,
         tty: opts.tty ?? Boolean(process.stderr.isTTY), distPlan, lock, writeConfig, maxNonFinite,
       });
@@ -449,6 +490,12 @@ export class Trainer {
       for (const o of owned.reverse()) o.dispose();
       throw e;
     }
+  }
+
+  /** The C2I DataLoader (E_STATE for a text-to-image run, whose batches are `data`, a T2IBatchLoader). */
+  get loader(): DataLoader {
+    if (!(this.data instanceof DataLoader)) throw new TorchError('Trainer.loader: a text-to-image run reads packed buckets (Trainer.data, a T2IBatchLoader)', 'E_STATE');
+    return this.data;
   }
 
   /** Micro-batches per optimizer step. */
@@ -481,7 +528,7 @@ export class Trainer {
       if (dp.rank !== this.rank || dp.worldSize !== this.worldSize) {
         throw new TorchError(`data parallel: joined as rank ${dp.rank} of ${dp.worldSize}, but the data were sharded for rank ${this.rank} of ${this.worldSize}`, 'E_DIST');
       }
-      const where = await dp.allGatherNumbers([this.step, this.loader.globalSamples], 'data parallel start: step check');
+      const where = await dp.allGatherNumbers([this.step, this.data.globalSamples], 'data parallel start: step check');
       const odd = where.findIndex((w) => w[0] !== where[0]![0] || w[1] !== where[0]![1]);
       if (odd >= 0) {
         throw new TorchError(
@@ -532,6 +579,20 @@ export class Trainer {
     const sums = { w: 0, d: 0, p: 0, nonFinite: 0 };
     this.nonFiniteSeen = false;
     for (let k = 0; k < accum; k++) {
+      if (this.data instanceof T2IBatchLoader) {
+        const b = await this.data.next();
+        try {
+          torch.scope(() => {
+            const d = this.microStepT2I(b.images, b.captions, accum);
+            sums.w += d.weightedLoss / accum;
+            sums.d += d.denoisingLoss / accum;
+            sums.p += d.projLoss / accum;
+          });
+        } finally {
+          b.images.dispose();
+        }
+        continue;
+      }
       const batch = await this.loader.next();
       try {
         torch.scope(() => {
@@ -660,6 +721,27 @@ export class Trainer {
   }
 
   /**
+   * Text to image, one micro-batch: latents, noise, the empty-prompt draw and the caption features
+   * in the official order (t2i_step.ts), then the loss against the caption features (EMA target
+   * with the same captions, the null target with the null caption cut to the batch's length).
+   */
+  private microStepT2I(images: Tensor, captions: readonly string[], accum: number): LossDict {
+    const { x, z, y, yNull } = t2iInputs(this.t2i!, images, captions, this.config.t2i.proportionEmptyPrompts, this.device);
+    return this.lossT2I(x, z, y, yNull, accum);
+  }
+
+  private lossT2I(x: Tensor, z: Tensor, y: Tensor, yNull: Tensor, accum: number): LossDict {
+    const out = this.autocast(() => this.loss.compute({
+      model: this.model, x, z, y, useDirLoss: true,
+      ...(this.transport.enhanceTarget ? { emaModel: this.ema ? this.ema.module : this.model, yEma: y, yNull } : {}),
+    }));
+    const raw = [out.fPred, out.fTarget, ...(out.hProj ? [out.hProj] : [])];
+    if (!raw.every((v) => torch.noGrad(() => allFinite(v)))) this.nonFiniteSeen = true;
+    out.weightedLoss.add(out.projLoss.mul(this.config.projCoeff)).div(accum).backward();
+    return TransitionLoss.lossDict(out);
+  }
+
+  /**
    * Two throwaway micro-batches (random data, RNG saved and restored, gradients dropped) before the
    * first real step of a process. TorchScript's profiling executor runs a method's first calls on
    * a profiling graph and later ones on an optimized graph whose backward rounds differently; a
@@ -671,12 +753,25 @@ export class Trainer {
     this.warmedUp = true;
     const saved = torch.getRngState();
     try {
+      if (this.t2i) {
+        // T2I: the network on random latents of the config's size and a 4-token random caption
+        // (fixed shapes: the same warm-up in every process, whatever bucket comes first)
+        const net = this.config.network;
+        for (let i = 0; i < 2; i++) {
+          torch.scope(() => {
+            const x = torch.randn([2, net.inChannels, net.inputSize, net.inputSize], { device: this.device });
+            const y = torch.randn([2, 4, net.capFeatDim], { device: this.device });
+            this.lossT2I(x, torch.randnLike(x), y, torch.randnLike(y), 1);
+          });
+        }
+        return;
+      }
       torch.scope(() => {
         const [c, h, w] = this.loader.dataset.sampleShape;
         const B = this.config.data.batchSize;
         // the rows the real steps will have (fixed for a run: ranks advance by worldSize·B samples)
         const ws = this.worldSize;
-        const first = (((this.rank - (this.loader.globalSamples % ws)) % ws) + ws) % ws;
+        const first = (((this.rank - (this.data.globalSamples % ws)) % ws) + ws) % ws;
         const rows = Int32Array.from({ length: B }, (_, k) => first + ws * k);
         for (let i = 0; i < 2; i++) {
           torch.scope(() => {
@@ -721,7 +816,7 @@ export class Trainer {
     if (String(this.device).startsWith('cuda')) rng.cuda = base64(torch.getRngState(this.device));
     const state: CheckpointState = {
       format: 'tim-torch.train', version: 1, step: this.step,
-      rng, data: { ...this.loader.globalState, samples: this.loader.globalSamples },
+      rng, data: { ...this.data.globalState, samples: this.data.globalSamples },
       scheduler: this.scheduler.stateDict(), seed: this.seed,
       lr: this.optimizer.paramGroups[0]!.lr, mixedPrecision: this.mixedPrecision, network: this.config.network,
       keep: t.checkpointList.includes(this.step),
@@ -836,7 +931,7 @@ export class Trainer {
     const ws = this.worldSize;
     const baseLr = this.scheduler.baseLrs[0]!;
     this.display.message(
-      `tim train: ${this.model.numParameters().toLocaleString('en-US')} parameters, ${this.loader.dataset.name} (${this.loader.dataset.length} samples), ` +
+      `tim train: ${this.model.numParameters().toLocaleString('en-US')} parameters, ${this.data.dataset.name} (${this.data.dataset.length} samples), ` +
       (ws > 1
         ? `${ws} processes (${this.dp!.backend}), global batch ${this.globalBatchSize} = ${this.config.data.batchSize}×${ws}×${this.accumulation}`
         : `batch ${this.config.data.batchSize}×${this.accumulation}`) +
@@ -847,6 +942,8 @@ export class Trainer {
       (this.resumedFrom && Math.abs(baseLr - this.learningRate) > 1e-12 * this.learningRate
         ? `\n  note: the checkpoint's learning rate ${baseLr.toExponential(3)} is kept (scale_lr with this global batch would give ${this.learningRate.toExponential(3)})`
         : '') +
+      (this.t2i ? `\n  text to image: ${this.data.dataset.length} captioned images in ${(this.data as T2IBatchLoader).dataset.batches.length} packed batches, empty prompts ${this.config.t2i.proportionEmptyPrompts}` +
+        (t.sampleSteps > 0 ? ' (no sample grids for T2I: sample a checkpoint with tim sample --prompt)' : '') : '') +
       (this.config.ignored.length ? `\n  unused official keys: ${this.config.ignored.join(', ')}` : ''),
     );
     try {
@@ -878,7 +975,7 @@ export class Trainer {
           this.display.update(progressLine(last, this.maxSteps, rate > 0 ? (this.maxSteps - s) / rate : NaN));
         }
         // rank 0 alone samples; the others go on and wait for it in the next step's all-reduce
-        if (main && t.sampleSteps > 0 && s % t.sampleSteps === 0) {
+        if (main && !this.t2i && t.sampleSteps > 0 && s % t.sampleSteps === 0) {
           const files = this.sampleGrids();
           this.display.message(`samples: ${files.join(', ')}`);
         }
@@ -917,12 +1014,13 @@ export class Trainer {
         await this.dp.destroy();
       }
     } finally {
-      await this.loader.close();
+      await this.data.close();
       this.metrics?.close();
       this.optimizer.dispose();
       for (const p of this.params) p.dispose();
       this.ema?.dispose();
       this.model.dispose();
+      this.t2i?.dispose();
       this.lock?.release();
     }
   }
