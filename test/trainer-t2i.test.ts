@@ -6,8 +6,8 @@
  * uninterrupted run. Also the empty-prompt proportion on a seeded draw and typed errors.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn } from 'node:child_process';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as torch from '../lib/torch/index.js';
@@ -21,7 +21,7 @@ const TMP = mkdtempSync(join(tmpdir(), 'tim-t2i-train-'));
 afterAll(() => rmSync(TMP, { recursive: true, force: true }));
 const GEMMA = join(TMP, 'gemma');
 const VAE_DIR = join(GOLDEN_DIR, 'vae_dc_a');
-const STEPS = 4;
+const STEPS = 12;
 let ds: ReturnType<typeof makeT2IDataset>;
 
 /** configs/t2i/tim_xl_p1_t2i.yaml with a tiny network (cap_feat_dim 32: the tiny Gemma-3; in_channels 4: vae_dc_a). */
@@ -84,13 +84,15 @@ beforeAll(() => {
   writeFileSync(cfgPath, config({ textEncoder: null }));
 });
 
-function tim(args: string[]): Promise<{ code: number | null; stderr: string; stdout: string }> {
+/** `tim train` in its own process (node --import tsx: one process, so a SIGKILL reaches the trainer). */
+function timProcess(args: string[]): { child: ChildProcess; done: Promise<{ code: number | null; signal: string | null; stderr: string; stdout: string }> } {
   const child = spawn(process.execPath, ['--import', 'tsx', 'lib/cli/tim.ts', 'train', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '', stdout = '';
-  child.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
-  child.stdout.on('data', (b: Buffer) => { stdout += b.toString(); });
-  return new Promise((res) => child.on('exit', (code) => res({ code, stderr, stdout })));
+  child.stderr!.on('data', (b: Buffer) => { stderr += b.toString(); });
+  child.stdout!.on('data', (b: Buffer) => { stdout += b.toString(); });
+  return { child, done: new Promise((res) => child.on('exit', (code, signal) => res({ code, signal, stderr, stdout }))) };
 }
+const tim = (args: string[]) => timProcess(args).done;
 
 const bytes = (dir: string) => Object.fromEntries(['model', 'ema', 'optimizer'].map((f) => [f, readFileSync(join(dir, `${f}.safetensors`))]));
 
@@ -115,7 +117,7 @@ describe('T2I training', () => {
     }
   });
 
-  it('tim train: checkpoints, and a run stopped at step 2 and resumed in a new process ends bit-identical', async () => {
+  it('tim train: checkpoints, and a run SIGKILLed after its first checkpoint and resumed ends bit-identical', async () => {
     const a = join(TMP, 'a'), b = join(TMP, 'b');
     const common = ['--config', cfgPath, '--text-encoder', GEMMA, '--vae', VAE_DIR, '--device', 'cpu', '--threads', '1'];
     const full = await tim([...common, '--out', a]);
@@ -125,18 +127,33 @@ describe('T2I training', () => {
     expect(summary.step).toBe(STEPS);
     expect(Number.isFinite(summary.metrics.loss)).toBe(true);
     const state = JSON.parse(readFileSync(join(a, 'checkpoints', String(STEPS), 'state.json'), 'utf8'));
-    // 4 packed batches of epoch 0 consumed
-    expect(state.data).toMatchObject({ epoch: 0, index: 4, seed: 0, samples: 4 });
+    // 12 packed batches: two epochs of 5 and 2 of the third
+    expect(state.data).toMatchObject({ epoch: 2, index: 2, seed: 0, samples: 12 });
 
-    const first = await tim([...common, '--out', b, '--max-steps', '2']);
-    expect(first.code, first.stderr).toBe(0);
+    // killed (SIGKILL: no chance to write anything more) once its step-2 checkpoint is complete
+    const killed = timProcess([...common, '--out', b]);
+    const ck2 = join(b, 'checkpoints', '2', 'state.json');
+    await new Promise<void>((res, rej) => {
+      const poll = setInterval(() => {
+        if (existsSync(ck2)) {
+          clearInterval(poll);
+          killed.child.kill('SIGKILL');
+          res();
+        }
+      }, 5);
+      void killed.done.then((r) => { clearInterval(poll); if (!existsSync(ck2)) rej(new Error(`exited before its first checkpoint: ${r.stderr}`)); else res(); });
+    });
+    const k = await killed.done;
+    expect(k.signal).toBe('SIGKILL');
+    const left = readdirSync(join(b, 'checkpoints')).filter((d) => /^\d+$/.test(d)).map(Number);
+    expect(Math.max(...left)).toBeLessThan(STEPS); // killed mid-run
     const rest = await tim([...common, '--out', b, '--resume', 'latest']);
     expect(rest.code, rest.stderr).toBe(0);
-    expect(rest.stderr).toContain('resumed at step 2');
+    expect(rest.stderr).toContain(`resumed at step ${Math.max(...left)}`);
     const [ba, bb] = [bytes(join(a, 'checkpoints', String(STEPS))), bytes(join(b, 'checkpoints', String(STEPS)))];
     for (const k of Object.keys(ba)) expect(Buffer.compare(ba[k]!, bb[k]!), k).toBe(0);
     // and training changed the weights
-    expect(Buffer.compare(readFileSync(join(a, 'checkpoints', '2', 'model.safetensors')), ba.model!)).not.toBe(0);
+    expect(Buffer.compare(readFileSync(join(a, 'checkpoints', String(STEPS - 2), 'model.safetensors')), ba.model!)).not.toBe(0);
   }, 600_000);
 
   it('counts the empty prompts it draws; both buckets train', async () => {
