@@ -156,8 +156,9 @@ describe('T2I training', () => {
     expect(Buffer.compare(readFileSync(join(a, 'checkpoints', String(STEPS - 2), 'model.safetensors')), ba.model!)).not.toBe(0);
   }, 600_000);
 
-  it('counts the empty prompts it draws; both buckets train', async () => {
+  it('counts the empty prompts it draws; both buckets train; nothing stays alive after close', async () => {
     const out = join(TMP, 'inproc');
+    const before = torch.memory().liveTensors;
     const t = Trainer.create({ config: yamlDoc(config({ pEmpty: 0.5 })), outDir: out, device: 'cpu', write: () => {}, maxSteps: 3 });
     try {
       const shapes: string[] = [];
@@ -176,6 +177,19 @@ describe('T2I training', () => {
       expect(s.empty).toBeGreaterThanOrEqual(0);
       expect(s.empty).toBeLessThanOrEqual(s.captions);
       expect(() => t.loader).toThrow(expect.objectContaining({ code: 'E_STATE' }));
+    } finally {
+      await t.close();
+    }
+    expect(torch.memory().liveTensors, 'live tensors after a T2I run and close').toBe(before);
+  }, 300_000);
+
+  it('mixed_precision bf16 (the official T2I setting) trains with finite losses', async () => {
+    const t = Trainer.create({ config: yamlDoc(config()), outDir: join(TMP, 'bf16'), device: 'cpu', write: () => {}, maxSteps: 2, mixedPrecision: 'bf16' });
+    try {
+      for (let i = 0; i < 2; i++) {
+        const m = await t.trainStep();
+        expect(Number.isFinite(m.loss) && m.loss > 0).toBe(true);
+      }
     } finally {
       await t.close();
     }
