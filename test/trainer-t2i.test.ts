@@ -202,6 +202,10 @@ describe('T2I training', () => {
     expect(create(config({ jsonl: bad }))).toThrow(expect.objectContaining({ code: 'E_DATA', message: expect.stringContaining('captions') }));
     expect(create(config({ textEncoder: null }))).toThrow(expect.objectContaining({ code: 'E_CONFIG', message: expect.stringContaining('--text-encoder') }));
     expect(create(config({ capFeatDim: 40 }))).toThrow(expect.objectContaining({ code: 'E_CONFIG', message: expect.stringContaining('cap_feat_dim is 40') }));
+    // --text-encoder on a class-conditional config is a mistake, not silently ignored
+    const c2i = yamlDoc(readFileSync('test/fixtures/tiny-train.yaml', 'utf8'));
+    expect(() => Trainer.create({ config: c2i, outDir: join(TMP, 'err-c2i'), device: 'cpu', write: () => {}, textEncoder: GEMMA }))
+      .toThrow(expect.objectContaining({ code: 'E_OPTION', message: expect.stringContaining('text-to-image') }));
   });
 });
 

@@ -408,6 +408,10 @@ export class Trainer {
       lock?.release();
       throw new TorchError('training config: text-to-image training runs on one process (data parallel is C2I only)', 'E_CONFIG');
     }
+    if (!isT2I && (opts.textEncoder !== undefined || opts.vae !== undefined)) {
+      lock?.release();
+      throw argError('type', 'Trainer.create: textEncoder and vae (tim train --text-encoder / --vae) are for a text-to-image network; this one is class-conditional', 'E_OPTION');
+    }
     if (isT2I && opts.dataset) {
       lock?.release();
       throw argError('type', 'Trainer.create: a text-to-image run reads its captioned images from data (data_type image_ms), not the dataset option', 'E_OPTION');
