@@ -20,7 +20,7 @@ export {
   sample, decodeLatents, resolveSample, type SampleOptions, type SamplerStep, type SamplerModel, type Decoder, type ResolvedSample,
 } from './tim/sampling/sampler.js';
 export { type SampleType, type SampleTypeInput, type PlannedStep } from './tim/sampling/schedule.js';
-/** Training data: `new data.DataLoader(new data.MnistDataset(), { batchSize, seed })`, LatentFolderDataset, ImageFolderDataset. */
+/** Training data: `new data.DataLoader(new data.MnistDataset(), { batchSize, seed })`, LatentFolderDataset, ImageFolderDataset; T2IDataset + T2IBatchLoader (captioned images in packed aspect buckets). */
 export * as data from './tim/data/index.js';
 /** Images: PNG encode/decode, atomic savePng, torchvision-style makeGrid. */
 export { encodePng, decodePng, savePng, makeGrid, decodeImageHost, type GridOptions, type HostImage } from './torch/io/image.js';

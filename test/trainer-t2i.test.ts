@@ -25,11 +25,11 @@ const STEPS = 12;
 let ds: ReturnType<typeof makeT2IDataset>;
 
 /** configs/t2i/tim_xl_p1_t2i.yaml with a tiny network (cap_feat_dim 32: the tiny Gemma-3; in_channels 4: vae_dc_a). */
-function config(over: { jsonl?: string; capFeatDim?: number; textEncoder?: string | null; pEmpty?: number } = {}): string {
+function config(over: { jsonl?: string; capFeatDim?: number; textEncoder?: string | null; pEmpty?: number; enhance?: boolean } = {}): string {
   return `model:
   transport:
     target: tim.schedulers.transports.OT_FM
-    params: {P_mean: 0.0, P_std: 1.6, sigma_d: 1.0}
+    params: {P_mean: 0.0, P_std: 1.6, sigma_d: 1.0${over.enhance ? ', enhance_target: True, w_gt: 0.75, w_cond: 0.25' : ''}}
   transition_loss:
     diffusion_ratio: 0.5
     consistency_ratio: 0.1
@@ -193,6 +193,21 @@ describe('T2I training', () => {
     } finally {
       await t.close();
     }
+  }, 300_000);
+
+  it('enhance_target: the EMA target against the null caption (y_null cut to the batch length) changes the loss', async () => {
+    const losses: number[] = [];
+    for (const enhance of [false, true]) {
+      const t = Trainer.create({ config: yamlDoc(config({ enhance })), outDir: join(TMP, `enh-${enhance}`), device: 'cpu', write: () => {}, maxSteps: 2 });
+      try {
+        losses.push((await t.trainStep()).loss_denoising);
+      } finally {
+        await t.close();
+      }
+    }
+    expect(losses.every(Number.isFinite)).toBe(true);
+    // same seed, data and draws: only the target differs
+    expect(losses[1]).not.toBe(losses[0]);
   }, 300_000);
 
   it('bad data and mismatched pieces are typed errors before training', () => {
