@@ -217,6 +217,11 @@ describe('T2I training', () => {
     expect(create(config({ jsonl: bad }))).toThrow(expect.objectContaining({ code: 'E_DATA', message: expect.stringContaining('captions') }));
     expect(create(config({ textEncoder: null }))).toThrow(expect.objectContaining({ code: 'E_CONFIG', message: expect.stringContaining('--text-encoder') }));
     expect(create(config({ capFeatDim: 40 }))).toThrow(expect.objectContaining({ code: 'E_CONFIG', message: expect.stringContaining('cap_feat_dim is 40') }));
+    // a T2I network on C2I data, and C2I data_type names for T2I: E_CONFIG naming image_ms
+    const latentData = yamlDoc(config()) as { data: Record<string, unknown> };
+    latentData.data = { data_type: 'latent', dataset: { latent_dir: join(TMP, 'none') }, dataloader: { batch_size: 2 } };
+    expect(() => Trainer.create({ config: latentData, outDir: join(TMP, 'err-latent'), device: 'cpu', write: () => {} }))
+      .toThrow(expect.objectContaining({ code: 'E_CONFIG', message: expect.stringContaining('image_ms') }));
     // --text-encoder on a class-conditional config is a mistake, not silently ignored
     const c2i = yamlDoc(readFileSync('test/fixtures/tiny-train.yaml', 'utf8'));
     expect(() => Trainer.create({ config: c2i, outDir: join(TMP, 'err-c2i'), device: 'cpu', write: () => {}, textEncoder: GEMMA }))
