@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { gemma3ModuleSpec, parseGemma3Config } from '../lib/text/index.js';
-import type { ModuleSpec } from '../lib/tim/network/spec.js';
+import type { ModuleSpec } from '../lib/torch/modules/spec.js';
 import { GOLDEN_DIR } from './helpers/golden.js';
 import { thrown } from './helpers/tensor-expect.js';
 

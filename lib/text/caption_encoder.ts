@@ -24,7 +24,7 @@ import * as torch from '../torch/index.js';
 import type { Tensor } from '../torch/tensor.js';
 import type { DType, Device } from '../torch/dtype.js';
 import { TorchError, argError } from '../torch/errors.js';
-import { buildModule } from '../tim/network/build.js';
+import { buildModule } from '../torch/modules/build.js';
 import { parseGemma3Config, type Gemma3Config } from './gemma3_config.js';
 import { gemma3ModuleSpec, maskMinOf } from './gemma3_spec.js';
 import type { PaddedRows, TextAttentionImpl } from './gemma3_sources.js';

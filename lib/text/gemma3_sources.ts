@@ -1,6 +1,6 @@
 /**
  * TorchScript method sources of the Gemma-3 text decoder (transformers' Gemma3TextModel), one `def`
- * per string. They follow the rules at the top of lib/tim/network/sources.ts (aten ops and Tensor
+ * per string. They follow the rules at the top of lib/torch/modules/sources.ts (aten ops and Tensor
  * methods only, children called as `.forward`, callees defined first, no dtype constants), so the
  * same text compiles in libtorch 1.13's C++ Module::define and in 2.x.
  *

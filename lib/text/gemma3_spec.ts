@@ -1,12 +1,12 @@
 /**
- * The Gemma-3 text decoder as a plain-data ModuleSpec (the pattern of lib/tim/network/spec.ts), built
- * by lib/tim/network/build.ts's buildModule. The state_dict of the built root has exactly
+ * The Gemma-3 text decoder as a plain-data ModuleSpec (lib/torch/modules/spec.ts), built
+ * by lib/torch/modules/build.ts's buildModule. The state_dict of the built root has exactly
  * Gemma3TextModel's keys: embed_tokens.weight, layers.N.self_attn.{q,k,v,o}_proj.weight,
  * layers.N.self_attn.{q,k}_norm.weight, layers.N.mlp.{gate,up,down}_proj.weight,
  * layers.N.{input,post_attention,pre_feedforward,post_feedforward}_layernorm.weight, norm.weight.
  * Parameters start as uninitialized memory ('empty'): the encoder always loads every one of them.
  */
-import type { AttributeSpec, ModuleSpec } from '../tim/network/spec.js';
+import type { AttributeSpec, ModuleSpec } from '../torch/modules/spec.js';
 import type { Gemma3Config } from './gemma3_config.js';
 import * as src from './gemma3_sources.js';
 import type { PaddedRows, TextAttentionImpl } from './gemma3_sources.js';

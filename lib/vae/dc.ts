@@ -1,7 +1,7 @@
 /**
  * DC-AE (Deep Compression Autoencoder; diffusers' AutoencoderDC, the `dc-ae-f32c32-sana-1.1`
- * autoencoder of TiM-C2I-512 and TiM-T2I) as a plain-data ModuleSpec (lib/tim/network/spec.ts), built
- * in-process into TorchScript by lib/tim/network/build.ts.
+ * autoencoder of TiM-C2I-512 and TiM-T2I) as a plain-data ModuleSpec (lib/torch/modules/spec.ts), built
+ * in-process into TorchScript by lib/torch/modules/build.ts.
  *
  * - `parseDcConfig` reads a diffusers config.json object with AutoencoderDC's __init__ defaults;
  * - `dcModuleSpec` gives one root module whose state_dict keys are exactly diffusers' (encoder.conv_in.weight,
@@ -16,8 +16,8 @@
  */
 import { createHash } from 'node:crypto';
 import { argError } from '../torch/errors.js';
-import { typeSignature, type AttributeSpec, type InitSpec, type ModuleSpec, type ParamSpec } from '../tim/network/spec.js';
-import type { AttentionImpl } from '../tim/network/sources.js';
+import { typeSignature, type AttributeSpec, type InitSpec, type ModuleSpec, type ParamSpec } from '../torch/modules/spec.js';
+import type { AttentionImpl } from '../torch/modules/sources.js';
 import * as src from './dc_sources.js';
 import type { DcActivation, DcNorm } from './dc_sources.js';
 

@@ -2,7 +2,7 @@
  * TorchScript method sources of the DC-AE autoencoder (diffusers' AutoencoderDC,
  * diffusers/models/autoencoders/autoencoder_dc.py), one `def` per string.
  *
- * They follow the rules of lib/tim/network/sources.ts, so the same text compiles through libtorch's
+ * They follow the rules of lib/torch/modules/sources.ts, so the same text compiles through libtorch's
  * C++ `Module::define` on libtorch 1.13 and 2.x: only `torch.<aten op>` and Tensor methods (no
  * `torch.nn.functional`, no dtype constants: `.float()` is the float32 cast and a 16-bit float is
  * recognized by `element_size() == 2`), children called as `self.child.forward(...)` and numbered

@@ -15,14 +15,14 @@
  * as DiagonalGaussianDistribution does) and `decode(z) -> Tensor`. Inference only: no dropout
  * (diffusers' is p = 0), no gradient checkpointing, no tiling.
  *
- * The sources follow lib/tim/network/sources.ts's rules (aten ops through `torch.`, children by
+ * The sources follow lib/torch/modules/sources.ts's rules (aten ops through `torch.`, children by
  * `getattr`, structure in the text rather than in run-time branches) so they compile on libtorch
  * 1.13 and 2.x alike.
  */
 import { createHash } from 'node:crypto';
 import { argError } from '../torch/errors.js';
-import { typeSignature, type AttributeSpec, type InitSpec, type ModuleSpec } from '../tim/network/spec.js';
-import { LINEAR_SOURCES, type AttentionImpl } from '../tim/network/sources.js';
+import { typeSignature, type AttributeSpec, type InitSpec, type ModuleSpec } from '../torch/modules/spec.js';
+import { LINEAR_SOURCES, type AttentionImpl } from '../torch/modules/sources.js';
 
 /** Activations diffusers' get_activation knows ('swish' is SiLU). */
 export const KL_ACTIVATIONS = ['silu', 'swish', 'mish', 'gelu', 'relu'] as const;

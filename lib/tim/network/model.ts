@@ -21,7 +21,7 @@ import {
   PRESETS, buildTiMSpec, countParameters, fromOfficialConfig, stateDictEntries, toOfficialParams, validateConfig,
   type AttentionImpl, type OfficialNetworkParams, type TiMConfig, type TiMPresetName, type TiMVariant,
 } from './index.js';
-import { buildModule, defaultAttention, type InitMode } from './build.js';
+import { buildModule, defaultAttention, type InitMode } from '../../torch/modules/build.js';
 import { readConfigDocument } from '../config_file.js';
 
 /** The official `network.target` of each variant (the YAML's model.network.target). */

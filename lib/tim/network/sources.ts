@@ -1,39 +1,19 @@
 /**
- * TorchScript method sources of the TiM network, one `def` per string.
- *
- * Rules every source here follows, so the same text compiles both through libtorch's C++
- * `Module::define` (native resolver, `self` is a plain class value) and through Python's
- * `torch.jit.script` in the validation harness:
- * - only `torch.<aten op>` (e.g. torch.linear, torch.layer_norm, torch.silu) and Tensor methods; no
- *   `torch.nn.functional`, `math` or dtype constants (the native resolver maps `torch` to aten ops
- *   only), so numbers such as −ln(10000) are attributes;
- * - child modules are called as `self.child.forward(...)` and numbered children as
- *   `getattr(self, "0").forward(...)` (a C++-built module has no `__call__` and no ModuleList
- *   iteration);
- * - a method only calls methods that appear before it in its module's list, and children are built
- *   (with their methods) before their parent, so each string can be defined on its own, in order;
- * - every op is the one the official PyTorch code runs (F.linear → aten::linear, nn.LayerNorm →
- *   aten::layer_norm, ...) in the same order, so float32 results match it to the last bit or nearly.
- * Structural options (distance-aware, q/k norm, new_condition, use_new_embed, depth) change the
- * source text rather than branching at run time, because TorchScript compiles both sides of an `if`
- * and a missing submodule (e.g. qkv_d) would not compile.
+ * TorchScript method sources of the TiM network, one `def` per string. They follow the rules at the
+ * top of lib/torch/modules/sources.ts (aten ops and Tensor methods only, children through
+ * `.forward`, callees first, the official code's ops in its order). Structural options
+ * (distance-aware, q/k norm, new_condition, use_new_embed, depth) change the source text rather than
+ * branching at run time.
  */
 import type { NewCondition, RopeGrid } from './config.js';
+import type { AttentionImpl } from '../../torch/modules/sources.js';
 
-/** How attention scores are computed: 'math' works on libtorch 1.13; 'sdpa' needs libtorch ≥ 2.0. */
-export type AttentionImpl = 'math' | 'sdpa';
+// the generic leaves (nn.Linear with and without bias) and AttentionImpl live in lib/torch/modules/sources.ts
+export { LINEAR_SOURCES, LINEAR_NO_BIAS_SOURCES, type AttentionImpl } from '../../torch/modules/sources.js';
 
 const lines = (...ls: string[]): string => ls.join('\n') + '\n';
 
 // ---- leaves -------------------------------------------------------------------------------------
-
-export const LINEAR_SOURCES = [
-  lines('def forward(self, x: Tensor) -> Tensor:', '    return torch.linear(x, self.weight, self.bias)'),
-];
-
-export const LINEAR_NO_BIAS_SOURCES = [
-  lines('def forward(self, x: Tensor) -> Tensor:', '    return torch.linear(x, self.weight, None)'),
-];
 
 /** nn.LayerNorm(dim, eps) with affine weight and bias; `eps` is an attribute. */
 export const LAYER_NORM_SOURCES = [

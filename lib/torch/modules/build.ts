@@ -1,16 +1,16 @@
 /**
- * Turns a plain-data ModuleSpec (lib/tim/network/spec.ts) into a live TorchScript module through
+ * Turns a plain-data ModuleSpec (lib/torch/modules/spec.ts) into a live TorchScript module through
  * the project's module builder (torch.jit.createModule), and fills its parameters following each
- * parameter's InitSpec (the official `initialize_weights`).
+ * parameter's InitSpec (for TiM, the official `initialize_weights`).
  *
  * Children are built and registered before their parent's methods are defined, because a parent's
  * TorchScript source calls its children's methods and must see their types when it compiles.
  */
-import * as torch from '../../torch/index.js';
-import type { Tensor } from '../../torch/tensor.js';
-import { argError } from '../../torch/errors.js';
-import type { InitSpec, ModuleSpec } from './index.js';
-import type { AttentionImpl } from './index.js';
+import * as torch from '../index.js';
+import type { Tensor } from '../tensor.js';
+import { argError } from '../errors.js';
+import type { InitSpec, ModuleSpec } from './spec.js';
+import type { AttentionImpl } from './sources.js';
 
 /**
  * How the parameters start:
