@@ -15,7 +15,7 @@
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { TiM, sample, torch, transports, EMA, TransitionLoss } from '../lib/index.js';
+import { TiM, sample, torch, transports, EMA, TransitionLoss, VAE } from '../lib/index.js';
 import { TorchError } from '../lib/torch/errors.js';
 import * as dist from '../lib/torch/distributed/process_group.js';
 import { freePort } from '../lib/torch/distributed/process_group.js';
@@ -106,6 +106,12 @@ describe.runIf(!HAS_CUDA)('without a CUDA device: every request for cuda fails w
     expect(maxAbsDiff(after, before)).toBe(0);
   }));
 
+  it('VAE.load(dir, { device: "cuda" }) fails with E_DEVICE and holds nothing', leakFree(() => {
+    for (const name of ['vae_kl_a', 'vae_dc_a']) {
+      expect(torchErrorOf(() => VAE.load(join(GOLDEN_DIR, name), { device: 'cuda' })).code, name).toBe('E_DEVICE');
+    }
+  }));
+
   it('autocast on cuda and cuda.synchronize fail; CPU autocast still works and the state is restored', leakFree(() => {
     let ran = false;
     const e = torchErrorOf(() => torch.autocast({ device: 'cuda', dtype: 'bfloat16' }, () => { ran = true; }));
@@ -134,6 +140,25 @@ describe.runIf(!HAS_CUDA)('without a CUDA device: every request for cuda fails w
 });
 
 describe.runIf(HAS_CUDA)('on a CUDA device', () => {
+  it('VAEs (AutoencoderKL, AutoencoderDC) encode and decode on cuda as on the CPU, float32 and bf16', leakFree(() => {
+    for (const name of ['vae_kl_a', 'vae_dc_a']) {
+      using cpu = VAE.load(join(GOLDEN_DIR, name));
+      using gpu = VAE.load(join(GOLDEN_DIR, name), { device: 'cuda' });
+      using half = VAE.load(join(GOLDEN_DIR, name), { device: 'cuda', dtype: 'bfloat16' });
+      const f = cpu.downsampleFactor;
+      const images = torch.rand([2, 3, 4 * f, 6 * f]).mul(2).sub(1);
+      const z = cpu.encode(images).mean;
+      const zGpu = gpu.encode(images.to('cuda')).mean;
+      expect(String(zGpu.device)).toMatch(/^cuda/);
+      const decoded = cpu.decode(z), decodedGpu = gpu.decode(z.to('cuda')), decodedBf16 = half.decode(z.to({ device: 'cuda', dtype: 'bfloat16' }));
+      const errs = { encode: maxAbsDiff(zGpu.cpu(), z), decode: maxAbsDiff(decodedGpu.cpu(), decoded), decodeBf16: maxAbsDiff(decodedBf16.float().cpu(), decoded) };
+      console.log(`${name} on cuda, max |diff| from the CPU:`, JSON.stringify(errs));
+      expect(errs.encode, name).toBeLessThanOrEqual(CUDA_TOL_FORWARD);
+      expect(errs.decode, name).toBeLessThanOrEqual(CUDA_TOL_FORWARD);
+      expect(errs.decodeBf16, name).toBeLessThanOrEqual(0.1);
+    }
+  }));
+
   describe('golden forward on cuda, float32', () => {
     let inputs: Record<string, Tensor>, golden: Record<string, Tensor>;
     beforeAll(() => {
