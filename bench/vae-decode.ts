@@ -15,7 +15,8 @@
  * Throughput rows compare images per CPU-second (one process each, `threads` intra-op threads),
  * with wall-time medians beside them. Memory rows: the peak RSS of a fresh process that loads the
  * VAE and decodes a batch of 4 (2 for DC) sliced one image at a time (the official slice_vae);
- * reported, not goals. --quick: 64² images, one rep, for smoke runs only.
+ * reported, not goals. --quick: 64² images, one rep, for smoke runs only; --rss-only: the memory
+ * rows alone (written as vae-decode-rss.json).
  */
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -58,21 +59,31 @@ function nodeRss(cfg: Record<string, unknown>): Record<string, number> {
   return JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, number>;
 }
 
+/**
+ * Peak RSS of this process's own memory map (VmHWM). Not resourceUsage().maxRSS: Linux carries a
+ * parent's peak into the ru_maxrss of a child it forks and execs, so the child of this big bench
+ * process would report the parent's peak.
+ */
+function peakRssMb(): number {
+  const m = /^VmHWM:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'));
+  return m ? Number(m[1]) / 1024 : process.resourceUsage().maxRSS / 1024;
+}
+
 function rssChild(cfg: { folder: string; threads: number; z: string; shape: number[]; slice: number | null }): void {
   torch.setNumThreads(cfg.threads);
   const vae = VAE.load(cfg.folder);
   const z = torch.fromBuffer(readFileSync(cfg.z), 'float32', cfg.shape, { copy: true });
-  const before = process.resourceUsage().maxRSS / 1024;
+  const before = peakRssMb();
   const t0 = performance.now();
   const out = vae.decode(z, cfg.slice === null ? {} : { sliceSize: cfg.slice });
   const ms = performance.now() - t0;
-  console.log(JSON.stringify({ rss_before_mb: before, max_rss_mb: process.resourceUsage().maxRSS / 1024, ms, shape: out.shape }));
+  console.log(JSON.stringify({ rss_before_mb: before, max_rss_mb: peakRssMb(), ms, shape: out.shape }));
   out.dispose();
   z.dispose();
   vae.dispose();
 }
 
-async function runCase(c: Case, o: Options, threads: number, dir: string, r: Result): Promise<void> {
+async function runCase(c: Case, o: Options & { rssOnly?: boolean }, threads: number, dir: string, r: Result): Promise<void> {
   const size = o.quick ? 64 : c.size;
   // Full size a decode takes seconds (SD-VAE 256²) to tens of seconds (DC-AE 512²) on 2 threads.
   const reps = o.quick ? 1 : c.family === 'AutoencoderKL' ? 3 : 2;
@@ -93,8 +104,8 @@ async function runCase(c: Case, o: Options, threads: number, dir: string, r: Res
   const z = torch.randn(shape);
   const zPath = join(dir, `${c.name}-z.bin`);
   writeFileSync(zPath, z.toTypedArray() as Float32Array);
-  const py = await startPyScript('py/vae_decode.py', { mode: 'serve', family: c.family, folder, threads, z: zPath, shape });
-  try {
+  const py = o.rssOnly ? null : await startPyScript('py/vae_decode.py', { mode: 'serve', family: c.family, folder, threads, z: zPath, shape });
+  if (py) try {
     for (const b of c.batches) {
       const zb = z.narrow(0, 0, b);
       const node: number[] = [], nodeCpu: number[] = [], python: number[] = [], pyCpu: number[] = [];
@@ -137,8 +148,8 @@ async function runCase(c: Case, o: Options, threads: number, dir: string, r: Res
     r.notes.push(`${c.name}: ${String(made.parameters)} parameters (diffusers' init, seed 0)${attn}`);
   } finally {
     py.close(JSON.stringify({ quit: true }));
-    vae.dispose();
   }
+  vae.dispose();
   // Peak RSS of a sliced decode (official slice_vae: one latent at a time), each side in a fresh process.
   const rssShape = [c.rssBatch, ...shape.slice(1)];
   const zr = z.narrow(0, 0, c.rssBatch).contiguous();
@@ -156,10 +167,10 @@ async function runCase(c: Case, o: Options, threads: number, dir: string, r: Res
   r.notes.push(`${label}: RSS after load Node ${n.rss_before_mb!.toFixed(0)} MiB, Python ${(p.rss_before_mb as number).toFixed(0)} MiB; sliced decode wall ms Node ${n.ms!.toFixed(0)}, Python ${(p.ms as number).toFixed(0)}`);
 }
 
-export async function run(o: Options): Promise<Result> {
+export async function run(o: Options & { rssOnly?: boolean }): Promise<Result> {
   const threads = o.threads ?? 2;
   torch.setNumThreads(threads);
-  const r = newResult('vae-decode', 'VAE decode: tim-torch VAE vs diffusers (float32, random weights)', o.quick, {
+  const r = newResult(o.rssOnly ? 'vae-decode-rss' : 'vae-decode', `VAE decode: tim-torch VAE vs diffusers (float32, random weights)${o.rssOnly ? ', peak RSS only' : ''}`, o.quick, {
     threads, OPENBLAS_NUM_THREADS: process.env.OPENBLAS_NUM_THREADS ?? null, libtorch: torch.buildInfo().torchVersion,
   });
   const dir = mkdtempSync(join(tmpdir(), 'tim-bench-vae-'));
@@ -178,7 +189,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   if (child !== undefined) {
     rssChild(JSON.parse(child) as Parameters<typeof rssChild>[0]);
   } else {
-    const res = await run({ quick: args.flag('quick'), threads: args.num('threads') });
+    const res = await run({ quick: args.flag('quick'), threads: args.num('threads'), rssOnly: args.flag('rss-only') });
     console.log(formatTable(res));
     console.log(`  -> ${writeResult(res, args.str('out'))}`);
   }

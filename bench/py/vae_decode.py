@@ -55,6 +55,13 @@ def read_z():
 
 
 def maxrss_mb():
+    # VmHWM: the peak RSS of this process's own memory map. ru_maxrss would not do: Linux carries the
+    # parent's peak into a forked-and-exec'd child's ru_maxrss, so a child of the (big) bench process
+    # would report the parent's peak.
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
