@@ -228,13 +228,16 @@ describe('byte compatibility with the reference format', () => {
     for (const c of cases) {
       const spec = JSON.parse(readFileSync(join(golden, c, 'case.json'), 'utf8')) as Record<string, unknown>;
       for (const part of ['inputs', 'outputs'] as const) {
-        const want = spec[part] as Record<string, { dtype: string; shape: number[] }> | undefined;
+        // the official cases describe each tensor ({ dtype, shape, desc }); the diffusers-made VAE cases give
+        // an input's shape alone and an output's description (a string)
+        const want = spec[part] as Record<string, { dtype: string; shape: number[] } | number[] | string> | undefined;
         if (!want) continue;
         using f = torch.openSafetensors(join(golden, c, `${part}.safetensors`));
         for (const [name, w] of Object.entries(want)) {
           expect(f.has(name), `${c}/${part}/${name}`).toBe(true);
-          expect(f.info(name).shape, `${c}/${part}/${name}`).toEqual(w.shape);
-          expect(f.info(name).torchDtype, `${c}/${part}/${name}`).toBe(w.dtype);
+          if (typeof w === 'string') continue;
+          expect(f.info(name).shape, `${c}/${part}/${name}`).toEqual(Array.isArray(w) ? w : w.shape);
+          if (!Array.isArray(w)) expect(f.info(name).torchDtype, `${c}/${part}/${name}`).toBe(w.dtype);
         }
       }
       if (existsSync(join(golden, c, 'weights.safetensors'))) {
