@@ -6,18 +6,16 @@
  * layers.N.{input,post_attention,pre_feedforward,post_feedforward}_layernorm.weight, norm.weight.
  * Parameters start as uninitialized memory ('empty'): the encoder always loads every one of them.
  */
-import type { AttributeSpec, ModuleSpec } from '../torch/modules/spec.js';
+import { floatAttr, intAttr, moduleSpec, type ModuleSpec } from '../torch/modules/spec.js';
 import type { Gemma3Config } from './gemma3_config.js';
 import * as src from './gemma3_sources.js';
 import type { PaddedRows, TextAttentionImpl } from './gemma3_sources.js';
 
 const EMPTY = { kind: 'zeros' } as const; // never drawn: the encoder builds with init 'empty'
 
-function mod(typeName: string, parts: Partial<Omit<ModuleSpec, 'typeName'>>): ModuleSpec {
-  return { typeName, params: [], buffers: [], attributes: [], children: [], methods: [], ...parts };
-}
-const int = (name: string, value: number): AttributeSpec => ({ name, type: 'int', value });
-const float = (name: string, value: number): AttributeSpec => ({ name, type: 'float', value });
+const mod = moduleSpec;
+const int = intAttr;
+const float = floatAttr;
 
 const linear = (inF: number, outF: number): ModuleSpec =>
   mod('Gemma3Linear', { params: [{ name: 'weight', shape: [outF, inF], init: EMPTY }], methods: src.GEMMA3_LINEAR_SOURCES });

@@ -14,9 +14,8 @@
  * Encoder.forward / Decoder.forward line for line, so this follows diffusers. Tiled encode/decode is
  * not reproduced (TiM calls encode(x).latent and _decode(z), which do not tile unless enabled).
  */
-import { createHash } from 'node:crypto';
 import { argError } from '../torch/errors.js';
-import { typeSignature, type AttributeSpec, type InitSpec, type ModuleSpec, type ParamSpec } from '../torch/modules/spec.js';
+import { floatAttr, hashedModuleSpec, intAttr, type InitSpec, type ModuleSpec, type ParamSpec } from '../torch/modules/spec.js';
 import type { AttentionImpl } from '../torch/modules/sources.js';
 import * as src from './dc_sources.js';
 import type { DcActivation, DcNorm } from './dc_sources.js';
@@ -297,13 +296,7 @@ const ONES: InitSpec = { kind: 'ones' };
 const torchDefault = (fanIn: number): InitSpec => ({ kind: 'xavier_uniform', fanIn, fanOut: 5 * fanIn });
 
 /** Names the TorchScript class by a hash of everything two modules must share to share a class. */
-function mod(base: string, parts: Partial<Omit<ModuleSpec, 'typeName'>>): ModuleSpec {
-  const draft: ModuleSpec = { typeName: base, params: [], buffers: [], attributes: [], children: [], methods: [], ...parts };
-  const h = createHash('sha1').update(typeSignature(draft)).digest('hex').slice(0, 10);
-  return { ...draft, typeName: `${base}_${h}` };
-}
-const intAttr = (name: string, value: number): AttributeSpec => ({ name, type: 'int', value });
-const floatAttr = (name: string, value: number): AttributeSpec => ({ name, type: 'float', value });
+const mod = hashedModuleSpec;
 const seq = (children: ModuleSpec[]): { name: string; spec: ModuleSpec }[] => children.map((spec, i) => ({ name: String(i), spec }));
 
 function conv2d(inC: number, outC: number, k: number, o: { stride?: number; padding?: number; groups?: number; bias?: boolean } = {}): ModuleSpec {

@@ -19,9 +19,8 @@
  * `getattr`, structure in the text rather than in run-time branches) so they compile on libtorch
  * 1.13 and 2.x alike.
  */
-import { createHash } from 'node:crypto';
 import { argError } from '../torch/errors.js';
-import { typeSignature, type AttributeSpec, type InitSpec, type ModuleSpec } from '../torch/modules/spec.js';
+import { floatAttr, hashedModuleSpec, intAttr, type InitSpec, type ModuleSpec } from '../torch/modules/spec.js';
 import { LINEAR_SOURCES, type AttentionImpl } from '../torch/modules/sources.js';
 
 /** Activations diffusers' get_activation knows ('swish' is SiLU). */
@@ -283,15 +282,11 @@ function attentionSources(impl: AttentionImpl): string[] {
 // ---- spec helpers -------------------------------------------------------------------------------
 
 const ZEROS: InitSpec = { kind: 'zeros' };
-const int = (name: string, value: number): AttributeSpec => ({ name, type: 'int', value });
-const float = (name: string, value: number): AttributeSpec => ({ name, type: 'float', value });
+const int = intAttr;
+const float = floatAttr;
 
 /** A module whose TorchScript class name carries a hash of its signature (same name ⇒ same class). */
-function mod(base: string, parts: Partial<Omit<ModuleSpec, 'typeName'>>): ModuleSpec {
-  const draft: ModuleSpec = { typeName: base, params: [], buffers: [], attributes: [], children: [], methods: [], ...parts };
-  const hash = createHash('sha1').update(typeSignature(draft)).digest('hex').slice(0, 8);
-  return { ...draft, typeName: `VaeKL_${base}_${hash}` };
-}
+const mod = (base: string, parts: Partial<Omit<ModuleSpec, 'typeName'>>): ModuleSpec => hashedModuleSpec(`VaeKL_${base}`, parts);
 
 /** A container (nn.ModuleList) of numbered children; the parent calls them by getattr. */
 function moduleList(base: string, items: ModuleSpec[]): ModuleSpec {

@@ -13,7 +13,7 @@
 import { derivedSizes, validateConfig, type TiMConfig } from './config.js';
 import * as src from './sources.js';
 import type { AttentionImpl } from '../../torch/modules/sources.js';
-import { typeSignature, type AttributeSpec, type InitSpec, type ModuleSpec, type ParamSpec } from '../../torch/modules/spec.js';
+import { floatAttr, hashedModuleSpec, intAttr, moduleSpec, type AttributeSpec, type InitSpec, type ModuleSpec, type ParamSpec } from '../../torch/modules/spec.js';
 
 // The generic spec (types, typeSignature, walkers) lives in lib/torch/modules/spec.ts.
 export * from '../../torch/modules/spec.js';
@@ -30,11 +30,9 @@ const ONES: InitSpec = { kind: 'ones' };
 const normal = (std: number): InitSpec => ({ kind: 'normal', mean: 0, std });
 const xavier = (fanIn: number, fanOut: number): InitSpec => ({ kind: 'xavier_uniform', fanIn, fanOut });
 
-function mod(typeName: string, parts: Partial<Omit<ModuleSpec, 'typeName'>>): ModuleSpec {
-  return { typeName, params: [], buffers: [], attributes: [], children: [], methods: [], ...parts };
-}
-const int = (name: string, value: number): AttributeSpec => ({ name, type: 'int', value });
-const float = (name: string, value: number): AttributeSpec => ({ name, type: 'float', value });
+const mod = moduleSpec;
+const int = intAttr;
+const float = floatAttr;
 
 /**
  * nn.Linear under the official `_basic_init`: xavier_uniform weight, zero bias. Overrides
@@ -99,21 +97,6 @@ function timestepEmbedder(D: number, normalInit: boolean): ModuleSpec {
   });
 }
 
-/** FNV-1a (32-bit) of a string, hex: a short, deterministic type-name suffix. */
-function fnv1a(s: string): string {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < s.length; i++) {
-    h ^= s.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h.toString(16).padStart(8, '0');
-}
-
-/** Names a module whose sources depend on the configuration by a hash of its signature. */
-function hashedType(base: string, parts: Omit<ModuleSpec, 'typeName'>): ModuleSpec {
-  const draft: ModuleSpec = { typeName: base, ...parts };
-  return { ...draft, typeName: `${base}_${fnv1a(typeSignature(draft))}` };
-}
 
 // ---- the network --------------------------------------------------------------------------------
 
@@ -179,7 +162,7 @@ export function buildTiMSpec(config: TiMConfig, options: BuildOptions = {}): Mod
     });
 
   const blockChildren = Array.from({ length: c.depth }, (_, i) => ({ name: String(i), spec: block() }));
-  const blocks = hashedType('TiMBlockList', { params: [], buffers: [], attributes: [], children: blockChildren, methods: [] });
+  const blocks = hashedModuleSpec('TiMBlockList', { params: [], buffers: [], attributes: [], children: blockChildren, methods: [] });
 
   const xEmbedder = mod('PatchEmbed', {
     attributes: [int('patch_size', p)],
@@ -266,7 +249,7 @@ export function buildTiMSpec(config: TiMConfig, options: BuildOptions = {}): Mod
     int('encoder_depth', c.encoderDepth),
     ...(t2i ? [int('cap_feat_dim', c.capFeatDim)] : [int('num_classes', c.numClasses)]),
   ];
-  return hashedType(t2i ? 'TiM_T2I' : 'TiM_C2I', {
+  return hashedModuleSpec(t2i ? 'TiM_T2I' : 'TiM_C2I', {
     params: [],
     buffers: [],
     attributes,

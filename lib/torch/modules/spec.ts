@@ -102,3 +102,35 @@ export function walkModules(spec: ModuleSpec, path = ''): { path: string; spec: 
   for (const ch of spec.children) out.push(...walkModules(ch.spec, path ? `${path}.${ch.name}` : ch.name));
   return out;
 }
+
+// ---- writing a spec -----------------------------------------------------------------------------
+
+/** A module spec with every list empty unless given. */
+export function moduleSpec(typeName: string, parts: Partial<Omit<ModuleSpec, 'typeName'>> = {}): ModuleSpec {
+  return { typeName, params: [], buffers: [], attributes: [], children: [], methods: [], ...parts };
+}
+
+/**
+ * A module spec whose TorchScript class name is `base` plus a hash of its typeSignature: modules
+ * whose sources depend on the configuration get one class per distinct signature (same name ⇒ same
+ * class), which a compilation unit requires.
+ */
+export function hashedModuleSpec(base: string, parts: Partial<Omit<ModuleSpec, 'typeName'>> = {}): ModuleSpec {
+  const draft = moduleSpec(base, parts);
+  return { ...draft, typeName: `${base}_${fnv1a(typeSignature(draft))}` };
+}
+
+/** An int attribute. */
+export const intAttr = (name: string, value: number): AttributeSpec => ({ name, type: 'int', value });
+/** A float attribute. */
+export const floatAttr = (name: string, value: number): AttributeSpec => ({ name, type: 'float', value });
+
+/** FNV-1a (32-bit) of a string, hex: a short, deterministic type-name suffix. */
+function fnv1a(s: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h.toString(16).padStart(8, '0');
+}
