@@ -19,6 +19,7 @@ import { decodeLatents } from '../lib/tim/sampling/sampler.js';
 import { decodePngHost, encodePng } from '../lib/torch/io/image.js';
 import { readSamples } from '../lib/tim/eval/evaluate.js';
 import { main } from '../lib/cli/tim.js';
+import { runTim, type CliResult } from './helpers/cli.js';
 import { imageSeed } from '../lib/cli/sample.js';
 import { repoRoot } from './helpers/golden_adamw.js';
 
@@ -80,26 +81,12 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-interface RunResult { code: number; out: string; err: string; json: SummaryJson | null }
+interface RunResult extends CliResult { json: SummaryJson | null }
 interface SummaryJson { ckpt: string; weights: string | null; step: number | null; classes: number[]; nfe: { nfe: number; grid: string; samples: string | null; images: string }[] }
 
-/** Runs `tim sample ...` in this process; stderr (the progress lines) is captured rather than printed. */
+/** Runs `tim sample ...` in this process (test/helpers/cli.ts); stderr (the progress lines) is captured rather than printed. */
 async function tim(...args: string[]): Promise<RunResult> {
-  const out: string[] = [];
-  const err: string[] = [];
-  const write = process.stderr.write.bind(process.stderr);
-  process.stderr.write = ((s: string | Uint8Array): boolean => {
-    err.push(String(s));
-    return true;
-  }) as typeof process.stderr.write;
-  let code: number;
-  try {
-    code = await main(['sample', ...args], (s) => out.push(s), (s) => err.push(s + '\n'));
-  } finally {
-    process.stderr.write = write;
-  }
-  const last = out.at(-1);
-  return { code, out: out.join('\n'), err: err.join(''), json: code === 0 && last?.startsWith('{') ? (JSON.parse(last) as SummaryJson) : null };
+  return (await runTim('sample', ...args)) as RunResult;
 }
 
 /** The images and labels of a samples file, as arrays (the tensors are freed). */
