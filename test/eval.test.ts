@@ -95,6 +95,11 @@ describe('evaluateSamples', () => {
     expect(Math.abs(self.fd)).toBeLessThan(1e-3);
     expect(self.perClass).toHaveLength(10);
     expect(self.perClass.reduce((s, c) => s + c.n, 0)).toBe(1756);
+    // identical sets: every sample sits on its own reference point (ADM's k-NN manifolds, k = 3)
+    expect(self.precision).toBe(1);
+    expect(self.recall).toBe(1);
+    expect(self.precisionRecallNote).toBeUndefined();
+    expect(readdirSync(cache).filter((f) => f.startsWith('mnist-test-features-'))).toHaveLength(1);
 
     const images = everyKth(train.images, 8), labels = everyKth(train.labels, 8);
     try {
@@ -106,7 +111,16 @@ describe('evaluateSamples', () => {
       // another 1,000 real digits: the same distance as the floor's up to sampling noise
       expect(r.fd / r.floor!.fd).toBeGreaterThan(0.5);
       expect(r.fd / r.floor!.fd).toBeLessThan(2);
-      console.log(`real train digits (1000): FD ${r.fd.toFixed(3)}, floor ${r.floor!.fd.toFixed(3)}, accuracy ${(100 * r.classAccuracy!).toFixed(2)}%`);
+      // precision/recall: numbers in [0, 1], and another 1,000 real digits score as the floor's do
+      for (const v of [r.precision, r.recall, r.floor!.precision, r.floor!.recall]) {
+        expect(typeof v).toBe('number');
+        expect(v!).toBeGreaterThan(0.5);
+        expect(v!).toBeLessThanOrEqual(1);
+      }
+      expect(Math.abs(r.precision! - r.floor!.precision!)).toBeLessThan(0.1);
+      expect(Math.abs(r.recall! - r.floor!.recall!)).toBeLessThan(0.1);
+      console.log(`real train digits (1000): FD ${r.fd.toFixed(3)}, floor ${r.floor!.fd.toFixed(3)}, accuracy ${(100 * r.classAccuracy!).toFixed(2)}%, ` +
+        `precision ${r.precision!.toFixed(4)} recall ${r.recall!.toFixed(4)} (floor ${r.floor!.precision!.toFixed(4)} / ${r.floor!.recall!.toFixed(4)})`);
     } finally {
       images.dispose();
       labels.dispose();
@@ -121,11 +135,28 @@ describe('evaluateSamples', () => {
       const r = evaluateSamples({ images, labels }, { cacheDir: cache });
       expect(r.classAccuracy!).toBeLessThan(0.3);
       expect(r.fd).toBeGreaterThan(20 * r.floor!.fd);
-      console.log(`noise (500): FD ${r.fd.toFixed(1)}, floor ${r.floor!.fd.toFixed(3)}, accuracy ${(100 * r.classAccuracy!).toFixed(1)}%`);
+      // noise is off the digits' manifold: (almost) no sample inside a test digit's ball
+      expect(r.precision!).toBeLessThan(0.2);
+      expect(r.precision!).toBeLessThan(r.floor!.precision! - 0.5);
+      console.log(`noise (500): FD ${r.fd.toFixed(1)}, floor ${r.floor!.fd.toFixed(3)}, accuracy ${(100 * r.classAccuracy!).toFixed(1)}%, precision ${r.precision!.toFixed(4)} recall ${r.recall!.toFixed(4)}`);
     } finally {
       images.dispose();
       labels.dispose();
     }
+  });
+
+  it('a collapsed generator (one real digit per class, repeated): high precision, low recall', () => {
+    torch.scope(() => {
+      // the first test digit of each class, 50 times each: perfect fidelity, no diversity
+      const want = Array.from(test.labels.toTypedArray() as BigInt64Array, Number);
+      const firsts = Array.from({ length: 10 }, (_, c) => want.indexOf(c));
+      const idx = torch.tensor(firsts.flatMap((i) => new Array<number>(50).fill(i)), { dtype: 'int64' });
+      const r = evaluateSamples({ images: test.images.indexSelect(0, idx), labels: test.labels.indexSelect(0, idx) }, { cacheDir: cache, floor: false });
+      expect(r.precision).toBe(1);
+      // the samples' balls have radius 0: only the 10 digits they copy are covered
+      expect(r.recall!).toBeLessThanOrEqual(10 / 1756);
+      console.log(`collapsed (10 digits x 50): FD ${r.fd.toFixed(1)}, precision ${r.precision}, recall ${r.recall!.toFixed(4)}`);
+    });
   });
 
   it('reads samples files strictly: names, dtypes, shapes, label range, NaN', () => {
@@ -155,6 +186,7 @@ describe('tim eval', () => {
     expect(t.out).toMatch(/FD\s+\d/);
     expect(t.out).toMatch(/class accuracy\s+\d+\.\d+%/);
     expect(t.out).toMatch(/real-vs-real floor \d/);
+    expect(t.out).toMatch(/precision \/ recall [01]\.\d{4} \/ [01]\.\d{4} \(k = 3\); floor [01]\.\d{4} \/ [01]\.\d{4}/);
     const j = await run(['--samples', p, '--cache', cache, '--json', '--no-floor']);
     expect(j.code).toBe(0);
     const r = JSON.parse(j.out);
@@ -163,6 +195,7 @@ describe('tim eval', () => {
     expect(r.floor).toBeNull();
     expect(r.classAccuracy).toBeGreaterThan(0.95);
     expect(r.classifier.trained).toBe(false);
+    for (const v of [r.precision, r.recall]) expect(v).toBeGreaterThan(0.5);
   });
 
   it('exits 2 on bad flags and 1 with a clear message on bad files', async () => {
@@ -219,6 +252,11 @@ def forward(self, x: Tensor) -> Tensor:
     expect(ra.featureExtractor).toBe(exPath);
     expect(ra.classAccuracy).toBeGreaterThanOrEqual(0.98); // still from the MNIST classifier
     expect(ra.fd).toBeGreaterThan(0);
+    // precision/recall in the extractor's space, against the test digits' features under it
+    for (const v of [ra.precision, ra.recall]) {
+      expect(v).toBeGreaterThan(0);
+      expect(v).toBeLessThanOrEqual(1);
+    }
 
     // The same reference as a user-supplied stats file: same FD.
     const refPath = join(dir, 'toy-ref.safetensors');
@@ -233,6 +271,10 @@ def forward(self, x: Tensor) -> Tensor:
     const rb = JSON.parse(b.out);
     expect(rb.reference.source).toBe(refPath);
     expect(Math.abs(rb.fd - ra.fd)).toBeLessThan(1e-6 * Math.max(1, ra.fd));
+    // statistics only: no reference features, so no precision/recall, and the result says why
+    expect(rb.precision).toBeNull();
+    expect(rb.recall).toBeNull();
+    expect(rb.precisionRecallNote).toMatch(/--ref-stats/);
     expect(refCaches().length).toBe(before + 1);
     ex.dispose();
   });

@@ -1,6 +1,7 @@
 /**
  * `tim eval --samples <file.safetensors|file.npz|folder>`: Fréchet distance, and for MNIST-shaped
- * samples the real-vs-real floor and class accuracy (lib/tim/eval/evaluate.ts; docs/eval.md).
+ * samples the real-vs-real floor and class accuracy; precision/recall (diversity) wherever the
+ * reference has images, not only statistics (lib/tim/eval/evaluate.ts; docs/eval.md).
  */
 import { evaluateSamplesAsync, formatEval, type EvaluateOptions, type InputRange } from '../tim/eval/evaluate.js';
 import { UsageError, choiceOption, intOption, type CommandSpec, type Parsed } from './args.js';
@@ -8,7 +9,7 @@ import { UsageError, choiceOption, intOption, type CommandSpec, type Parsed } fr
 export const EVAL: CommandSpec = {
   name: 'eval',
   brief: 'FD of samples (any feature extractor); floor and class accuracy for MNIST',
-  summary: 'Evaluate class-conditional samples: Fréchet distance to a reference on the features of a small MNIST classifier (trained with tim-torch and cached on first use) or of any TorchScript extractor (Inception-v3 for FID); for MNIST-shaped samples also the real-vs-real floor and class accuracy.',
+  summary: 'Evaluate class-conditional samples: Fréchet distance to a reference on the features of a small MNIST classifier (trained with tim-torch and cached on first use) or of any TorchScript extractor (Inception-v3 for FID); for MNIST-shaped samples also the real-vs-real floor and class accuracy; improved precision/recall (k = 3, as the ADM suite) in the same feature space unless the reference is statistics only.',
   usage: '--samples <path>',
   positionals: [0, 0],
   details: [
@@ -17,7 +18,8 @@ export const EVAL: CommandSpec = {
     '(N, H, W, 3) (the ADM evaluator\'s sample batch: tim sample --num\'s samples.npz); a folder of PNG/JPEG images',
     '(a tim sample --num run folder or its images/: its labels are read from run.json). Labels may be any class',
     'indices (ImageNet: 0-999); MNIST-shaped samples (1, 32, 32) must use 0-9.',
-    'MNIST-shaped samples: FD on the MNIST classifier\'s features to the MNIST test digits, the floor, class accuracy.',
+    'MNIST-shaped samples: FD on the MNIST classifier\'s features to the MNIST test digits, the floor, class accuracy,',
+    'precision (samples on the digits\' k-NN manifold) and recall (digits on the samples\' manifold: diversity).',
     'Other images (e.g. 256x256 RGB): FD only, on --features (a TorchScript module images -> (N, D) features, e.g.',
     'Inception-v3 pool3 with --resize 299 --range 0,1), against --ref-stats (safetensors mu, sigma) or --ref (reference',
     'images in any of the --samples forms). For FID/IS/precision/recall comparable with published ImageNet numbers use',

@@ -86,7 +86,7 @@ export async function runDemoCommand(p: Parsed, print: (s: string) => void): Pro
     print(JSON.stringify({
       complete: r.complete, step: r.step, trainSeconds: Number(r.trainSeconds.toFixed(1)), totalSeconds: Number(((Date.now() - t0) / 1000).toFixed(1)),
       report: r.report,
-      nfe: r.nfes.map((x) => ({ nfe: x.nfe, fd: x.eval?.fd ?? null, floor: x.eval?.floor?.fd ?? null, classAccuracy: x.eval?.classAccuracy ?? null, msPerImage: Number((x.secondsPerImage * 1000).toFixed(3)) })),
+      nfe: r.nfes.map((x) => ({ nfe: x.nfe, fd: x.eval?.fd ?? null, floor: x.eval?.floor?.fd ?? null, classAccuracy: x.eval?.classAccuracy ?? null, precision: x.eval?.precision ?? null, recall: x.eval?.recall ?? null, msPerImage: Number((x.secondsPerImage * 1000).toFixed(3)) })),
     }));
   } finally {
     process.off('SIGINT', onSignal);

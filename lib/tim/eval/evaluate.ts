@@ -7,13 +7,17 @@
  *   TorchScript feature extractor (Inception-v3 for real FID);
  * - the real-vs-real floor: the same FD for real training digits (as many as the samples, at most
  *   8,000) against the reference, i.e. what a perfect generator of N samples would score;
- * - class accuracy: how often the classifier recognizes the requested label, overall and per class.
+ * - class accuracy: how often the classifier recognizes the requested label, overall and per class;
+ * - precision and recall (diversity): Kynkäänniemi et al.'s k-NN manifolds in the same feature
+ *   space, as the ADM suite computes them (precision_recall.ts), against the reference's features
+ *   (the MNIST test digits, or --ref images; not available with reference statistics only).
  *
  * The floor and class accuracy are MNIST's: they are computed for MNIST-shaped samples (1, 32, 32)
  * only. Other samples (e.g. 1000-class ImageNet images) get the FD on a given feature extractor
  * against given reference statistics or reference images.
  *
- * Features and statistics are streamed batch by batch (FeatureMoments), so memory stays flat in N.
+ * Features and statistics are streamed batch by batch (FeatureMoments), so memory stays flat in N;
+ * precision/recall need the features themselves, kept (N × D float32) up to PR_MAX_ROWS per side.
  * Reference statistics of the MNIST test set are cached next to the classifier, keyed by a hash of
  * the extractor's file and preprocessing, and recomputed when either changes.
  */
@@ -25,6 +29,8 @@ import type { Tensor } from '../../torch/index.js';
 import { TorchError, argError } from '../../torch/errors.js';
 import { FeatureMoments, frechetDistance, loadStats, saveStats, disposeStats, type FeatureStats } from './frechet.js';
 import { openSamples, tensorSource, type SampleSource } from './sources.js';
+import { precisionRecall } from './precision_recall.js';
+import { saveSafetensors } from '../../torch/io/index.js';
 import { NUM_CLASSES, defaultCacheDir, ensureClassifier, ensureClassifierAsync, mnistTensors, type ClassifierInfo, type EnsureClassifierOptions } from './classifier.js';
 
 export type InputRange = '-1,1' | '0,1' | '0,255';
@@ -71,14 +77,28 @@ export interface EvalResult {
   featureDim: number;
   /** Fréchet distance of the samples to the reference. */
   fd: number;
-  /** FD of real training digits (matched N) to the same reference; null when not computed. */
-  floor: { fd: number; n: number } | null;
+  /**
+   * FD of real training digits (matched N) to the same reference, and their precision/recall
+   * (what a perfect generator of N samples scores; null where the samples' are null); null when
+   * not computed.
+   */
+  floor: { fd: number; n: number; precision: number | null; recall: number | null } | null;
   reference: { source: string; n: number };
   /** Share of samples the classifier labels as requested; null without labels or for non-MNIST-shaped images. */
   classAccuracy: number | null;
   /** Why classAccuracy is null, when it is. */
   classAccuracyNote?: string;
   perClass: ClassAccuracy[];
+  /**
+   * Improved precision (share of samples on the reference's k-NN manifold: fidelity) and recall
+   * (share of reference images on the samples' manifold: diversity), k = 3, in the FD's feature
+   * space, every sample against every reference image (ADM's way, no subsampling); null where not
+   * computed (reference statistics only, or more than PR_MAX_ROWS images on a side).
+   */
+  precision: number | null;
+  recall: number | null;
+  /** Why precision/recall are null, when they are. */
+  precisionRecallNote?: string;
   /** The MNIST classifier, when it was used (MNIST-shaped samples, or no extractor given); null otherwise. */
   classifier: { path: string; testAccuracy: number; trained: boolean; trainSeconds: number } | null;
   seconds: number;
@@ -89,6 +109,13 @@ export interface Samples {
   images: Tensor;
   labels: Tensor | null;
 }
+
+/**
+ * Precision/recall keep the features of both sides (N × D float32) and compare every pair: up to
+ * 10,000 images per side (10,000 × 2,048 Inception features = 80 MB; the distance blocks are
+ * 1,000 × N). ADM's own reference batch is 10,000 images.
+ */
+export const PR_MAX_ROWS = 10_000;
 
 const INT_DTYPES = new Set(['int64', 'int32', 'int16', 'int8', 'uint8']);
 
@@ -201,18 +228,24 @@ interface PassResult {
   stats: FeatureStats;
   /** Per class: [count, correct], when logits and labels are both there. */
   perClass: [number, number][] | null;
+  /** The features (N, D) float32 when asked for (precision/recall), else null. */
+  features: Tensor | null;
 }
 
-/** One pass over images in batches under no-grad: feature moments and (with logits) per-class hits. */
-function extractPass(ex: Extractor, images: Tensor | SampleSource, labels: Tensor | null, batchSize: number): PassResult {
+/**
+ * One pass over images in batches under no-grad: feature moments, (with logits) per-class hits
+ * and, with keepFeatures, the features themselves.
+ */
+function extractPass(ex: Extractor, images: Tensor | SampleSource, labels: Tensor | null, batchSize: number, keepFeatures = false): PassResult {
   const n = images instanceof torch.Tensor ? images.shape[0]! : images.n;
   const batchOf = (s: number, len: number): Tensor => (images instanceof torch.Tensor ? images.narrow(0, s, len) : images.batch(s, len));
   const moments = new FeatureMoments();
   let perClass: [number, number][] | null = null;
+  const kept: Tensor[] = [];
   try {
     torch.noGrad(() => {
       for (let s = 0; s < n; s += batchSize) {
-        torch.scope(() => {
+        const f = torch.scope(() => {
           const len = Math.min(batchSize, n - s);
           const { features, logits } = ex.run(batchOf(s, len));
           moments.add(features);
@@ -226,12 +259,16 @@ function extractPass(ex: Extractor, images: Tensor | SampleSource, labels: Tenso
               if (got[i] === want[i]) c[1]++;
             }
           }
+          return keepFeatures ? features.float().contiguous() : null;
         });
+        if (f) kept.push(f);
       }
     });
-    return { stats: moments.stats(), perClass };
+    const features = keepFeatures ? torch.cat(kept, 0) : null;
+    return { stats: moments.stats(), perClass, features };
   } finally {
     moments.dispose();
+    for (const t of kept) t.dispose();
   }
 }
 
@@ -260,22 +297,47 @@ function trainSubset(k: number, seed: number): Tensor {
   });
 }
 
-/** Reference stats of the 1,756 MNIST test digits under an extractor, cached by fingerprint. */
-function mnistTestStats(ex: Extractor, cacheDir: string, batchSize: number, log: (s: string) => void): FeatureStats {
+/** Cached reference features (N, D) written for this fingerprint, or null (missing, stale, unreadable: recomputed). */
+function loadCachedFeatures(path: string, fingerprint: string): Tensor | null {
+  if (!existsSync(path)) return null;
+  let file: ReturnType<typeof torch.loadSafetensors>;
+  try {
+    file = torch.loadSafetensors(path);
+  } catch {
+    return null;
+  }
+  const f = file.tensors.features;
+  const ok = f !== undefined && f.dim === 2 && f.dtype === 'float32' && file.metadata?.fingerprint === fingerprint;
+  for (const [name, t] of Object.entries(file.tensors)) if (!(ok && name === 'features')) t.dispose();
+  return ok ? f! : null;
+}
+
+/**
+ * Reference stats of the 1,756 MNIST test digits under an extractor, and (withFeatures, for
+ * precision/recall) their features, both cached by fingerprint in the cache folder.
+ */
+function mnistTestReference(ex: Extractor, cacheDir: string, batchSize: number, log: (s: string) => void, withFeatures: boolean): { stats: FeatureStats; features: Tensor | null } {
   const key = createHash('sha256').update(ex.fingerprint).digest('hex').slice(0, 16);
   const path = join(cacheDir, `mnist-test-stats-${key}.safetensors`);
+  const featuresPath = join(cacheDir, `mnist-test-features-${key}.safetensors`);
+  let stats: FeatureStats | null = null;
   if (existsSync(path)) {
     const s = loadStats(path);
-    if (s.metadata.fingerprint === ex.fingerprint) return { mu: s.mu, sigma: s.sigma, n: s.n };
-    disposeStats(s);
+    if (s.metadata.fingerprint === ex.fingerprint) stats = { mu: s.mu, sigma: s.sigma, n: s.n };
+    else disposeStats(s);
   }
-  log(`computing reference statistics of the MNIST test digits (${ex.name})`);
+  const cached = withFeatures ? loadCachedFeatures(featuresPath, ex.fingerprint) : null;
+  if (stats && (cached || !withFeatures)) return { stats, features: cached };
+  cached?.dispose();
+  log(`computing reference ${stats ? 'features' : 'statistics'} of the MNIST test digits (${ex.name})`);
   const { images, labels } = mnistTensors('test');
   try {
-    const { stats } = extractPass(ex, images, null, batchSize);
+    const pass = extractPass(ex, images, null, batchSize, withFeatures);
     mkdirSync(cacheDir, { recursive: true });
-    saveStats(path, stats, { fingerprint: ex.fingerprint, source: 'mnist:test' });
-    return stats;
+    if (stats) disposeStats(pass.stats);
+    else saveStats(path, pass.stats, { fingerprint: ex.fingerprint, source: 'mnist:test' });
+    if (pass.features) saveSafetensors({ features: pass.features }, featuresPath, { fingerprint: ex.fingerprint, source: 'mnist:test' }, 'reference features');
+    return { stats: stats ?? pass.stats, features: pass.features };
   } finally {
     images.dispose();
     labels.dispose();
@@ -383,8 +445,11 @@ function evaluateWith(src: SampleSource, samples: string | Samples, o: EvaluateO
     // Accuracy needs our classifier on MNIST-shaped samples with MNIST labels; FD needs the chosen extractor.
     let perClass: [number, number][] | null = null;
     const mnistLabels = ours !== null && mnistShaped && src.labels !== null && torch.scope(() => src.labels!.max().item()) < NUM_CLASSES;
-    const pass = extractPass(ex, src, ex === ours && mnistLabels ? src.labels : null, batchSize);
-    owned.push({ dispose: () => disposeStats(pass.stats) });
+    // precision/recall need reference features: not with reference statistics only, and both sides bounded
+    let prNote: string | undefined = o.refStats !== undefined ? 'precision/recall need reference features: not available with reference statistics (--ref-stats) only'
+      : n > PR_MAX_ROWS ? `precision/recall compare every pair of features: computed for at most ${PR_MAX_ROWS} samples, got ${n}` : undefined;
+    const pass = extractPass(ex, src, ex === ours && mnistLabels ? src.labels : null, batchSize, prNote === undefined);
+    owned.push({ dispose: () => { disposeStats(pass.stats); pass.features?.dispose(); } });
     perClass = pass.perClass;
     if (ex !== ours && mnistLabels) {
       const p2 = extractPass(ours!, src, src.labels, batchSize);
@@ -393,6 +458,7 @@ function evaluateWith(src: SampleSource, samples: string | Samples, o: EvaluateO
     }
 
     let ref: FeatureStats;
+    let refFeatures: Tensor | null = null;
     let refSource: string;
     if (o.refStats !== undefined) {
       ref = loadStats(resolve(o.refStats));
@@ -402,26 +468,39 @@ function evaluateWith(src: SampleSource, samples: string | Samples, o: EvaluateO
       const r = openSamples(resolve(o.ref), readSamples);
       try {
         if (r.shape.join() !== src.shape.join()) throw new TorchError(`reference images ${o.ref} are [${r.shape.join(', ')}], the samples [${src.shape.join(', ')}]`, 'E_SHAPE');
-        ref = extractPass(ex, r, null, batchSize).stats;
+        if (prNote === undefined && r.n > PR_MAX_ROWS) prNote = `precision/recall compare every pair of features: computed for at most ${PR_MAX_ROWS} reference images, got ${r.n}`;
+        const rp = extractPass(ex, r, null, batchSize, prNote === undefined);
+        ref = rp.stats;
+        refFeatures = rp.features;
       } finally {
         r.dispose();
       }
       refSource = o.ref;
     } else {
-      ref = mnistTestStats(ex, cacheDir, batchSize, log);
+      ({ stats: ref, features: refFeatures } = mnistTestReference(ex, cacheDir, batchSize, log, prNote === undefined));
       refSource = 'mnist:test';
     }
-    owned.push({ dispose: () => disposeStats(ref) });
+    owned.push({ dispose: () => { disposeStats(ref); refFeatures?.dispose(); } });
     const fd = frechetDistance(pass.stats, ref);
+    // ADM's way: every sample against every reference image (1,000 demo samples against the
+    // 1,756 test digits), no subsampling to equal counts. The k-NN radii shrink as a set grows, so
+    // like FD the values depend on both N: compare runs at equal N, and against the floor's.
+    // (k = 3 neighbours need 4 images a side; smaller sets get null and a note)
+    const pr = refFeatures && pass.features && refFeatures.shape[0]! > 3 && pass.features.shape[0]! > 3 ? precisionRecall(refFeatures, pass.features) : null;
 
     // The floor is real MNIST training digits: meaningful for MNIST-shaped samples only.
     let floor: EvalResult['floor'] = null;
     if ((o.floor ?? true) && mnistShaped) {
       const real = trainSubset(n, o.seed ?? 0);
       try {
-        const realPass = extractPass(ex, real, null, batchSize);
-        floor = { fd: frechetDistance(realPass.stats, ref), n: real.shape[0]! };
-        disposeStats(realPass.stats);
+        const realPass = extractPass(ex, real, null, batchSize, pr !== null);
+        try {
+          const realPr = realPass.features ? precisionRecall(refFeatures!, realPass.features) : null;
+          floor = { fd: frechetDistance(realPass.stats, ref), n: real.shape[0]!, precision: realPr?.precision ?? null, recall: realPr?.recall ?? null };
+        } finally {
+          disposeStats(realPass.stats);
+          realPass.features?.dispose();
+        }
       } finally {
         real.dispose();
       }
@@ -442,6 +521,9 @@ function evaluateWith(src: SampleSource, samples: string | Samples, o: EvaluateO
       classAccuracy: acc ? acc.overall : null,
       ...(note ? { classAccuracyNote: note } : {}),
       perClass: acc ? acc.perClass : [],
+      precision: pr?.precision ?? null,
+      recall: pr?.recall ?? null,
+      ...(pr ? {} : { precisionRecallNote: prNote ?? 'precision/recall need at least 4 images on each side' }),
       classifier: cls ? { path: cls.path, testAccuracy: cls.testAccuracy, trained: cls.trained, trainSeconds: cls.trainSeconds } : null,
       seconds: (Date.now() - t0) / 1000,
     };
@@ -460,6 +542,8 @@ export function formatEval(r: EvalResult): string {
     `FD                 ${r.fd.toFixed(4)}`,
     `real-vs-real floor ${r.floor ? `${r.floor.fd.toFixed(4)} (${r.floor.n} real training digits)` : '-'}`,
     `class accuracy     ${r.classAccuracy === null ? `- (${r.classAccuracyNote ?? 'no labels, or not 1x32x32 images'})` : pct(r.classAccuracy)}`,
+    `precision / recall ${r.precision === null || r.recall === null ? `- (${r.precisionRecallNote ?? 'not computed'})` : `${r.precision.toFixed(4)} / ${r.recall.toFixed(4)} (k = 3)` +
+      (r.floor?.precision != null && r.floor.recall != null ? `; floor ${r.floor.precision.toFixed(4)} / ${r.floor.recall.toFixed(4)}` : '')}`,
     `classifier         ${r.classifier ? `${r.classifier.path}: held-out accuracy ${pct(r.classifier.testAccuracy)}${r.classifier.trained ? ` (trained now, ${r.classifier.trainSeconds.toFixed(1)} s)` : ' (cached)'}` : '- (not used: features from the extractor, no MNIST accuracy)'}`,
   ];
   if (r.perClass.length) {
