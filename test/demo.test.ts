@@ -83,6 +83,11 @@ describe('tim demo (tiny budget)', () => {
       expect(e.floor!.fd).toBeGreaterThan(0);
       expect(e.classAccuracy).toBeGreaterThanOrEqual(0);
       expect(e.classAccuracy).toBeLessThanOrEqual(1);
+      // diversity beside FD: precision/recall of the samples and of the floor's real digits
+      for (const v of [e.precision, e.recall, e.floor!.precision, e.floor!.recall]) {
+        expect(v).toBeGreaterThanOrEqual(0);
+        expect(v).toBeLessThanOrEqual(1);
+      }
       const j = JSON.parse(readFileSync(join(out, 'eval', `nfe-${x.nfe}.json`), 'utf8')) as { fd: number; step: number };
       expect(j.fd).toBe(e.fd);
       expect(j.step).toBe(6);
@@ -172,11 +177,13 @@ describe('tim demo CLI', () => {
     const out: string[] = [];
     const code = await main(['demo', '--size', 'tiny', '--steps', '2', '--per-class', '2', '--nfe', '1', '--out', join(dir, 'cli'), '--cache', cache], (s) => out.push(s), () => {});
     expect(code).toBe(0);
-    const j = JSON.parse(out.at(-1)!) as { complete: boolean; step: number; nfe: { nfe: number; fd: number; classAccuracy: number }[] };
+    const j = JSON.parse(out.at(-1)!) as { complete: boolean; step: number; nfe: { nfe: number; fd: number; classAccuracy: number; precision: number | null; recall: number | null }[] };
     expect(j.complete).toBe(true);
     expect(j.step).toBe(2);
     expect(j.nfe[0]!.nfe).toBe(1);
     expect(j.nfe[0]!.fd).toBeGreaterThan(0);
+    expect(typeof j.nfe[0]!.precision).toBe('number');
+    expect(typeof j.nfe[0]!.recall).toBe('number');
     expect(existsSync(join(dir, 'cli', 'report.md'))).toBe(true);
   }, 120_000);
 });

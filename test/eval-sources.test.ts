@@ -88,8 +88,16 @@ describe('tim eval: image folders, .npz, 1000 classes', () => {
       expect(r.classAccuracyNote).toMatch(/MNIST-shaped/);
     }
     expect(fromNpz.reference).toEqual({ source: join(dir, 'b.npz'), n: N });
-    // a set against itself: FD 0 up to rounding
-    expect(Math.abs(evaluateSamples(join(dir, 'a.npz'), { ...opts, ref: join(dir, 'run-a') }).fd)).toBeLessThan(1e-6);
+    // precision/recall against the --ref images' features: the same from every form, in [0, 1]
+    for (const r of [fromFolder, fromImagesDir, fromFile]) expect([r.precision, r.recall]).toEqual([fromNpz.precision, fromNpz.recall]);
+    for (const v of [fromNpz.precision, fromNpz.recall]) {
+      expect(v).toBeGreaterThanOrEqual(0);
+      expect(v).toBeLessThanOrEqual(1);
+    }
+    // a set against itself: FD 0 up to rounding, precision = recall = 1
+    const self = evaluateSamples(join(dir, 'a.npz'), { ...opts, ref: join(dir, 'run-a') });
+    expect(Math.abs(self.fd)).toBeLessThan(1e-6);
+    expect([self.precision, self.recall]).toEqual([1, 1]);
   });
 
   it('the CLI takes a folder with 1000-class labels and prints the FD; missing references and bad inputs are clear errors', async () => {

@@ -1,4 +1,4 @@
-/** Evaluation of MNIST samples: Fréchet distance, the project's MNIST classifier, the `tim eval` driver (docs/eval.md). */
+/** Evaluation of MNIST samples: Fréchet distance, precision/recall, the project's MNIST classifier, the `tim eval` driver (docs/eval.md). */
 export {
   frechetDistance, featureStats, FeatureMoments, sqrtmPsd, traceSqrtProduct, eighSymmetric, trace, saveStats, loadStats, disposeStats,
   type FeatureStats,
@@ -9,6 +9,7 @@ export {
   type ClassifierInfo, type TrainedClassifier, type ClassifierTrainOptions, type EnsureClassifierOptions,
 } from './classifier.js';
 export {
-  evaluateSamples, evaluateSamplesAsync, readSamples, prepareSamples, preprocess, formatEval, accuracyFromCounts,
+  evaluateSamples, evaluateSamplesAsync, PR_MAX_ROWS, readSamples, prepareSamples, preprocess, formatEval, accuracyFromCounts,
   type EvaluateOptions, type EvalResult, type Samples, type Preprocess, type InputRange, type ClassAccuracy,
 } from './evaluate.js';
+export { precisionRecall, manifoldRadii, type PrecisionRecall, type PrecisionRecallOptions } from './precision_recall.js';
