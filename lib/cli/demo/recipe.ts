@@ -84,10 +84,10 @@ export interface DemoResult {
 }
 
 /**
- * The chosen network per size. `demo`: patch 8 on 32×32 (16 tokens), hidden 256, depth 4, 4 heads
- * (4.9M parameters): on 2 cores it gets ~1,500 optimizer steps of batch 64 (with model guidance) into
- * 10 minutes. Patch 4 (64 tokens) costs ~4× per step, and at equal steps patch 8 with hidden 256 learned
- * far faster than patch 4 or hidden 128 (the experiments are in docs/demo.md). `tiny` is for tests.
+ * The chosen network per size. `demo`: patch 8 on 32×32 (16 tokens), hidden 192, depth 6, 3 heads
+ * (4.96M parameters), the network the official code was measured with on this demo (issue "Demo
+ * quality"; bench/demo-vs-official.ts). Patch 4 (64 tokens) costs ~4× per step, and steps in the
+ * budget are the demo's quality (docs/demo.md). `tiny` is for tests.
  */
 export function demoNetwork(size: DemoSize): Record<string, unknown> {
   const common = {
@@ -98,7 +98,7 @@ export function demoNetwork(size: DemoSize): Record<string, unknown> {
   };
   return size === 'tiny'
     ? { ...common, patch_size: 8, depth: 2, hidden_size: 32, num_heads: 2, encoder_depth: 1, z_dim: 32, lora_hidden_size: 16 }
-    : { ...common, patch_size: 8, depth: 4, hidden_size: 256, num_heads: 4, encoder_depth: 2, z_dim: 64, lora_hidden_size: 64 };
+    : { ...common, patch_size: 8, depth: 6, hidden_size: 192, num_heads: 3, encoder_depth: 2, z_dim: 64 };
 }
 
 /** Whether this CPU runs bfloat16 natively (Linux /proc/cpuinfo flags); elsewhere bf16 is emulated and slower. */
@@ -120,17 +120,16 @@ export function demoConfig(o: { size?: DemoSize; precision?: MixedPrecision; see
   const tiny = size === 'tiny';
   return {
     model: {
-      // Model guidance as in the official *_mg configs (the target mixes in the EMA's conditional minus
-      // unconditional prediction, so samples need no CFG), with the window widened to t ≤ 1 (official
-      // 0.8) so that the first, largest jump of 1-NFE sampling is guided too.
+      // The official OT-FM without model guidance: guidance trained into the target (the *_mg configs,
+      // widened to t ≤ 1 in an earlier demo) made the samples class-specific but collapsed each class
+      // to a few modes, so FD rose with the steps (docs/demo.md, "History").
       transport: {
         target: 'tim.schedulers.transports.OT_FM',
-        params: { P_mean: -0.4, P_std: 1.0, sigma_d: 1.0, enhance_target: true, w_gt: 1.0, w_cond: 0.75, w_start: 0.3, w_end: 1.0 },
+        params: { P_mean: -0.4, P_std: 1.0, sigma_d: 1.0 },
       },
-      // the official diffusion ratio; consistency_ratio 0.2 (official 0.1): more rows trained on the
-      // jump to t = 0, the one 1-NFE sampling takes (1-NFE accuracy 83% vs 80% at equal steps)
+      // the official transition loss
       transition_loss: {
-        diffusion_ratio: 0.5, consistency_ratio: 0.2, derivative_type: 'dde', differential_epsilon: 0.005,
+        diffusion_ratio: 0.5, consistency_ratio: 0.1, derivative_type: 'dde', differential_epsilon: 0.005,
         weight_time_type: 'sqrt', weight_time_tangent: true,
       },
       network: { target: 'tim.models.c2i.tim_model.TiM', params: demoNetwork(size) },
@@ -406,7 +405,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
       if (existsSync(jsonPath)) {
         try {
           const j = JSON.parse(readFileSync(jsonPath, 'utf8')) as EvalResult & { step?: number };
-          if (j.step === result.step) ev = j;
+          // a result from before precision/recall were measured is evaluated again
+          if (j.step === result.step && j.precision !== undefined) ev = j;
         } catch { /* torn or old: evaluate again */ }
       }
       if (!ev) {
@@ -414,7 +414,8 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
         writeJson(jsonPath, ev);
       }
       r.eval = ev;
-      log(`eval nfe ${r.nfe}: FD ${fmtNum(ev.fd)} (floor ${ev.floor ? fmtNum(ev.floor.fd) : '-'}), class accuracy ${ev.classAccuracy === null ? '-' : (100 * ev.classAccuracy).toFixed(1) + '%'}`);
+      log(`eval nfe ${r.nfe}: FD ${fmtNum(ev.fd)} (floor ${ev.floor ? fmtNum(ev.floor.fd) : '-'}), class accuracy ${ev.classAccuracy === null ? '-' : (100 * ev.classAccuracy).toFixed(1) + '%'}, ` +
+        `precision ${fmtPr(ev.precision)}, recall ${fmtPr(ev.recall)}`);
     }
   }
 
@@ -444,6 +445,11 @@ function describeLoss(doc: Record<string, unknown>): string {
     `${l.weight_time_type} time weighting${l.weight_time_tangent ? ' with tangent' : ''}`;
 }
 
+/** Precision or recall with 3 decimals; '-' where not measured (null, or an eval file from before they were). */
+function fmtPr(v: number | null | undefined): string {
+  return v === null || v === undefined ? '-' : v.toFixed(3);
+}
+
 /** report.md: the metrics per NFE, the classifier, training steps and time, the config. */
 export function formatReport(r: DemoResult, c: { doc: Record<string, unknown>; size: DemoSize; perClass: number; precision: MixedPrecision; budgetSec: number; steps: number | undefined }): string {
   const net = (c.doc.model as { network: { params: Record<string, unknown> } }).network.params;
@@ -459,12 +465,13 @@ export function formatReport(r: DemoResult, c: { doc: Record<string, unknown>; s
       `(${(c.doc.model as { transport: { params: { enhance_target?: boolean } } }).transport.params.enhance_target ? 'the guidance is trained in: model guidance' : 'nor in training'}), ` +
       `${c.perClass} per class.`,
     '',
-    '| NFE | FD ↓ | real-vs-real floor | class accuracy ↑ | ms / image | samples | grid |',
-    '|---:|---:|---:|---:|---:|---|---|',
+    '| NFE | FD ↓ | real-vs-real floor | class accuracy ↑ | precision ↑ | recall ↑ | ms / image | samples | grid |',
+    '|---:|---:|---:|---:|---:|---:|---:|---|---|',
   ];
   for (const x of r.nfes) {
     const e = x.eval;
     lines.push(`| ${x.nfe} | ${e ? fmtNum(e.fd) : '-'} | ${e?.floor ? fmtNum(e.floor.fd) : '-'} | ${e?.classAccuracy != null ? (100 * e.classAccuracy).toFixed(1) + '%' : '-'} | ` +
+      `${fmtPr(e?.precision)} | ${fmtPr(e?.recall)} | ` +
       `${fmtNum(x.secondsPerImage * 1000)} | eval/nfe-${x.nfe}.safetensors | samples/grid-nfe${x.nfe}.png |`);
   }
   const sampleSec = r.nfes.reduce((a, x) => a + x.secondsPerImage * c.perClass * 10, 0);
@@ -483,7 +490,10 @@ export function formatReport(r: DemoResult, c: { doc: Record<string, unknown>; s
     lines.push(
       `FD: Fréchet distance between the features (${first.featureDim}-d) of the project's MNIST classifier for the samples and for the ` +
       `${first.reference.n} MNIST test digits; the floor is the same distance for ${first.floor?.n ?? '-'} real training digits (what a perfect ` +
-      `generator of that many samples scores). Class accuracy: how often the classifier sees the requested digit.`,
+      `generator of that many samples scores). Class accuracy: how often the classifier sees the requested digit. ` +
+      'Precision / recall (k = 3, in the same feature space, as the ADM suite): the share of samples that lie on the test digits\' ' +
+      'k-NN manifold (fidelity), and of test digits that lie on the samples\' (diversity: a generator that repeats a few digits ' +
+      `scores high precision, low recall); the ${first.floor?.n ?? '-'} real training digits score ${fmtPr(first.floor?.precision)} / ${fmtPr(first.floor?.recall)}.`,
       '',
       `Classifier: ${first.classifier?.path ?? '-'}, held-out accuracy ${first.classifier ? (100 * first.classifier.testAccuracy).toFixed(2) : '-'}% on the MNIST test digits.`,
       '',
