@@ -16,8 +16,14 @@ export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '
 // OpenMP (libgomp, libtorch's intra-op pool) and OpenBLAS read their settings once, when they load,
 // so these go into the environment before the addon loads. A value already set wins, and
 // TIM_TORCH_NO_ENV_DEFAULTS=1 turns this block (and the thread default below) off.
-//  - OMP_WAIT_POLICY=PASSIVE: idle OpenMP workers sleep instead of spinning. With 2 intra-op threads
-//    on a busy 2-core machine, spinning workers made a small transformer training step 10-30x slower.
+//  - GOMP_SPINCOUNT=10000 (when neither it nor OMP_WAIT_POLICY is set): an idle OpenMP worker spins
+//    about ten microseconds before it sleeps. libgomp's own default spins 300,000 times; with Debian's
+//    libtorch 1.13 that fights OpenBLAS's own spinning threads on a small machine (a small TiM
+//    training step took 2.6x as long on 2 cores), while OMP_WAIT_POLICY=PASSIVE (no spinning, this
+//    package's earlier default) makes every one of a step's thousands of small parallel ops wake
+//    sleeping workers: 1.6x the forward + backward time on pip torch 2.13 (MKL, no OpenBLAS threads).
+//    10,000 spins is as fast as PASSIVE on 1.13 and as fast as libgomp's default on 2.13
+//    (bench/threads.ts, docs/benchmarks.md "Threads").
 //  - OpenBLAS is left at its defaults (all cores; idle workers spin ~0.1 s after each call).
 //    OPENBLAS_NUM_THREADS=1 was faster on a loaded 2-core machine (11 of 16 noisy comparisons,
 //    median 24%) and stops that spinning, but it would make every matmul single-threaded on big
@@ -27,14 +33,18 @@ export const packageRoot = join(dirname(fileURLToPath(import.meta.url)), '..', '
 //    physical core count. The package sets the physical core count (of the CPUs this process may
 //    run on) at load, unless TIM_TORCH_NUM_THREADS=n says otherwise or OMP_NUM_THREADS /
 //    MKL_NUM_THREADS were set (libtorch then already follows them). setNumThreads() changes it later.
-const ENV_DEFAULTS: Record<string, string> = {
-  OMP_WAIT_POLICY: 'PASSIVE',
-};
 const envDefaultsOff = (env: NodeJS.ProcessEnv): boolean =>
   env.TIM_TORCH_NO_ENV_DEFAULTS !== undefined && env.TIM_TORCH_NO_ENV_DEFAULTS !== '0';
-for (const [k, v] of Object.entries(ENV_DEFAULTS)) {
-  if (process.env[k] === undefined && !envDefaultsOff(process.env)) process.env[k] = v;
+
+/** The variables the package puts into the environment at load (none where the user set the policy). */
+export function envDefaults(env: NodeJS.ProcessEnv = process.env): Record<string, string> {
+  if (envDefaultsOff(env) || env.OMP_WAIT_POLICY !== undefined || env.GOMP_SPINCOUNT !== undefined) return {};
+  return { GOMP_SPINCOUNT: '10000' };
 }
+/** What this process added to process.env at load (a child process that should see the user's own
+ * environment, e.g. a Python baseline in a benchmark, removes these). */
+export const appliedEnvDefaults: Readonly<Record<string, string>> = envDefaults();
+for (const [k, v] of Object.entries(appliedEnvDefaults)) process.env[k] = v;
 
 /** The intra-op thread count to set at load, or undefined to keep libtorch's own choice. */
 export function defaultNumThreads(env: NodeJS.ProcessEnv = process.env): number | undefined {
