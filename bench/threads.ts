@@ -1,7 +1,8 @@
 /**
  * Threading defaults: a mixed workload (a small transformer's forward + backward + SGD step, the shape
  * of a TiM training step), a 512x512 matmul and a 1M-element add, under intra-op threads 1 vs all
- * cores, OMP_WAIT_POLICY PASSIVE vs unset, OPENBLAS_NUM_THREADS unset vs 1, and OpenBLAS's idle spin
+ * cores, GOMP_SPINCOUNT=10000 (the package's default) vs OMP_WAIT_POLICY PASSIVE vs unset (libgomp's own
+ * 300,000 spins), OPENBLAS_NUM_THREADS unset vs 1, and OpenBLAS's idle spin
  * (OPENBLAS_THREAD_TIMEOUT, shown as BLAS_TIMEOUT) default vs short, plus the CPU time that idle
  * pool threads burn after an op.
  *
@@ -22,7 +23,8 @@ export async function run(o: Options): Promise<Result> {
   const cores = os.availableParallelism();
   const threadCounts = [...new Set([1, cores])];
   const envs: { label: string; env: Record<string, string | undefined> }[] = [
-    { label: 'PASSIVE (package)', env: { OMP_WAIT_POLICY: 'PASSIVE' } },
+    { label: 'GOMP_SPINCOUNT=10000 (package)', env: { OMP_WAIT_POLICY: undefined, GOMP_SPINCOUNT: '10000' } },
+    { label: 'PASSIVE', env: { OMP_WAIT_POLICY: 'PASSIVE' } },
     // OpenBLAS's idle workers spin (sched_yield) for 2^28 TSC ticks (~0.1 s) after each call; 4 means 2^4
     { label: 'PASSIVE, BLAS_TIMEOUT=4', env: { OMP_WAIT_POLICY: 'PASSIVE', OPENBLAS_THREAD_TIMEOUT: '4' } },
     { label: 'wait unset', env: { OMP_WAIT_POLICY: undefined } },
@@ -37,7 +39,7 @@ export async function run(o: Options): Promise<Result> {
   try {
     const cells: Cell[] = [];
     for (const e of used) {
-      const pair = await Pair.start({ ...o, env: { ...o.env, OMP_WAIT_POLICY: undefined, OPENBLAS_NUM_THREADS: undefined, OPENBLAS_THREAD_TIMEOUT: undefined, ...e.env, OMP_NUM_THREADS: undefined, TIM_TORCH_NUM_THREADS: undefined, TIM_TORCH_NO_ENV_DEFAULTS: '1' }, threads: 1 });
+      const pair = await Pair.start({ ...o, env: { ...o.env, OMP_WAIT_POLICY: undefined, GOMP_SPINCOUNT: undefined, OPENBLAS_NUM_THREADS: undefined, OPENBLAS_THREAD_TIMEOUT: undefined, ...e.env, OMP_NUM_THREADS: undefined, TIM_TORCH_NUM_THREADS: undefined, TIM_TORCH_NO_ENV_DEFAULTS: '1' }, threads: 1 });
       pairs.push(pair);
       for (const t of threadCounts) cells.push({ label: `t=${t}, ${e.label}`, pair, threads: t, m: {}, warm: 0 });
     }

@@ -148,7 +148,7 @@ export async function run(o: TrainStepOptions): Promise<Result> {
   const r = newResult('train-step', `TiM training step (loss+DDE, backward, clip, AdamW, EMA), hidden ${config.hiddenSize}, depth ${config.depth}, patch ${config.patchSize}, ${config.inputSize}x${config.inputSize}x4, batch ${batch}, CPU`, o.quick,
     { hidden: config.hiddenSize, depth: config.depth, heads: config.numHeads, patch: config.patchSize, input: config.inputSize, batch, threads, rounds, stepsPerRound: steps, warmup, memSteps, curveSteps: o.curveSteps ?? 0,
       libtorch: torch.buildInfo().torchVersion, attention: o.attention === undefined || o.attention === 'auto' ? `auto (${defaultAttention()})` : o.attention,
-      env: Object.fromEntries(['OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'OMP_WAIT_POLICY', 'DNNL_MAX_CPU_ISA'].map((k) => [k, process.env[k] ?? null])) });
+      env: Object.fromEntries(['OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'DNNL_MAX_CPU_ISA'].map((k) => [k, process.env[k] ?? null])) });
   // The memory run goes first, in a process that has not yet held the big model's activations
   // (freed memory stays in the process's heap, which would dilute a relative RSS growth).
   if (!o.skipMem) memoryRun(r, memSteps);

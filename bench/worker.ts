@@ -155,7 +155,7 @@ function handle(m: Msg): unknown {
   switch (m.task) {
     case 'info': return {
       side: 'node', threads: torch.getNumThreads(), pid: process.pid,
-      env: Object.fromEntries(['OMP_WAIT_POLICY', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'OPENBLAS_THREAD_TIMEOUT', 'MKL_NUM_THREADS', 'TIM_TORCH_NUM_THREADS']
+      env: Object.fromEntries(['OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'OPENBLAS_THREAD_TIMEOUT', 'MKL_NUM_THREADS', 'TIM_TORCH_NUM_THREADS']
         .map((k) => [k, process.env[k] ?? null])),
     };
     case 'setThreads': torch.setNumThreads(n('n')); return { threads: torch.getNumThreads() };

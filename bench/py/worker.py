@@ -151,7 +151,7 @@ def memory(n, chunk):
 def handle(m):
     t = m['task']
     if t == 'info':
-        keys = ['OMP_WAIT_POLICY', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'OPENBLAS_THREAD_TIMEOUT', 'MKL_NUM_THREADS', 'TIM_TORCH_NUM_THREADS']
+        keys = ['OMP_WAIT_POLICY', 'GOMP_SPINCOUNT', 'OMP_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'OPENBLAS_THREAD_TIMEOUT', 'MKL_NUM_THREADS', 'TIM_TORCH_NUM_THREADS']
         return dict(side='python', threads=torch.get_num_threads(), pid=os.getpid(), torch=torch.__version__,
                     env={k: os.environ.get(k) for k in keys})
     if t == 'setThreads':
