@@ -277,6 +277,35 @@ describe('training steps', () => {
     await expect(tr.trainStep()).rejects.toThrow(/closed/);
   });
 
+  it('trainStep({ emaDecay }) uses that decay for this step\'s EMA update: ema·d + p·(1 − d), one pass', async () => {
+    const q = quiet();
+    const tr = Trainer.create({ config: doc(), outDir: join(root, 'ema-decay'), resume: null, write: q.write, prefetch: 0 });
+    try {
+      const key = 'final_layer.linear.weight';
+      // two ordinary steps (warmup: lr 0, then > 0), so that the model has moved away from the EMA
+      await tr.trainStep();
+      await tr.trainStep();
+      const emaBefore = torch.keep(tr.ema!.module.stateDict()[key]!.clone());
+      await tr.trainStep({ emaDecay: 0.25 });
+      torch.scope(() => {
+        const p = tr.model.module.stateDict()[key]!;
+        const expected = emaBefore.mul(0.25).add(p.mul(0.75));
+        const got = tr.ema!.module.stateDict()[key]!;
+        // the decays 0.25 and the default (0.9999) give clearly different EMAs here
+        expect(p.sub(emaBefore).abs().max().item()).toBeGreaterThan(1e-5);
+        expect(got.sub(expected).abs().max().item()).toBeLessThan(1e-7);
+      });
+      expect(tr.ema!.updates).toBe(3);
+      emaBefore.dispose();
+      // the EMA's own decay is unchanged for the next step, and a bad value is a typed error before any work
+      expect(tr.ema!.decay).not.toBe(0.25);
+      await expect(tr.trainStep({ emaDecay: 1.5 })).rejects.toThrow(/emaDecay/);
+      expect(tr.step).toBe(3);
+    } finally {
+      await tr.close();
+    }
+  });
+
   it('label dropout and noise as the official trainer: randn_like(x), then rand(B) < p → null class', async () => {
     for (const p of [0.5, 0.9, 0]) {
       const q = quiet();

@@ -294,17 +294,11 @@ export async function runDemo(opts: DemoOptions = {}): Promise<DemoResult> {
         // Li et al. 2020); the fraction is of time, so a slower machine anneals over fewer steps.
         for (const g of trainer.optimizer.paramGroups) g.lr = demoLr(baseLr, warmup, trainer.step, progressFraction());
         const t0 = performance.now();
-        const m = await trainer.trainStep();
-        // EMA warmup: the trainer's update used the fixed decay d; a second update with d_w/d makes the
-        // step's total decay d_w = min(d, (1 + n)/(10 + n)) (the usual warmup), so the EMA follows a
-        // window of ~10% of the run whatever the machine's speed, instead of averaging in the
-        // untrained start of a short run (d = 0.999 alone would keep 37% of the initialization
-        // after 1,000 steps). Deterministic in the step, so resumes see the same decays.
-        if (trainer.ema) {
-          const d = trainer.ema.decay;
-          const dw = emaWarmupDecay(d, trainer.step);
-          if (dw < d) trainer.ema.update(trainer.model.module, { decay: dw / d });
-        }
+        // EMA warmup: this step's update uses d_w = min(d, (1 + n)/(10 + n)) at step n (the usual
+        // warmup), so the EMA follows a window of ~10% of the run whatever the machine's speed, instead
+        // of averaging in the untrained start of a short run (d = 0.999 alone would keep 37% of the
+        // initialization after 1,000 steps). Deterministic in the step, so resumes see the same decays.
+        const m = await trainer.trainStep(trainer.ema ? { emaDecay: emaWarmupDecay(trainer.ema.decay, trainer.step + 1) } : {});
         const dt = (performance.now() - t0) / 1000;
         trainSec += dt;
         lossAvg = Number.isFinite(lossAvg) ? 0.98 * lossAvg + 0.02 * m.loss_denoising : m.loss_denoising;
@@ -483,8 +477,13 @@ export function formatReport(r: DemoResult, c: { doc: Record<string, unknown>; s
   const last = [...r.nfes].reverse().find((x) => x.eval && x.nfe > 1);
   if (one && one.classAccuracy !== null) {
     lines.push(`Class accuracy at 1 NFE per digit: ${one.perClass.map((p) => `${p.label}: ${(100 * p.accuracy).toFixed(0)}%`).join(', ')}.`, '');
-    lines.push(`Quality bar: 1-NFE class accuracy ${(100 * one.classAccuracy).toFixed(1)}% (bar: ≥ 80%: ${one.classAccuracy >= 0.8 ? 'met' : 'NOT met'}); ` +
-      (last?.eval ? `FD from 1 to ${last.nfe} NFE: ${fmtNum(one.fd)} → ${fmtNum(last.eval.fd)} (${last.eval.fd <= one.fd ? 'does not rise' : `rises by ${fmtNum(last.eval.fd - one.fd)}`}).` : ''), '');
+    // More steps should not make samples worse (TiM's any-step property); how the demo compares with
+    // the official code at the same budget is bench/demo-vs-official.ts's job (docs/demo.md).
+    const fds = r.nfes.filter((x) => x.eval).map((x) => x.eval!.fd);
+    const worst = fds.reduce((m, fd, i) => Math.max(m, fd - Math.min(...fds.slice(0, i + 1))), 0);
+    lines.push(`1-NFE class accuracy ${(100 * one.classAccuracy).toFixed(1)}%. ` +
+      (last?.eval ? `FD from 1 to ${last.nfe} NFE: ${fmtNum(one.fd)} → ${fmtNum(last.eval.fd)} ` +
+        `(${worst === 0 ? 'never rises with more steps' : `rises by up to ${fmtNum(worst)} over its best so far`}).` : ''), '');
   }
   if (first) {
     lines.push(

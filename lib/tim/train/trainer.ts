@@ -560,9 +560,12 @@ export class Trainer {
   /**
    * One optimizer step over `gradient_accumulation_steps` micro-batches. Returns the step's
    * metrics (loss terms averaged over the micro-batches, the lr it used, the gradient norm).
+   * `emaDecay` replaces the EMA's decay for this step's update (an EMA warm-up schedule, as the
+   * demo's, without a second pass over the weights).
    */
-  async trainStep(): Promise<StepLosses> {
-    return this.guarded(() => this.runStep());
+  async trainStep(opts: { emaDecay?: number } = {}): Promise<StepLosses> {
+    const emaDecay = opts.emaDecay === undefined ? undefined : check.inRange(opts.emaDecay, 'emaDecay', 'Trainer.trainStep', 0, 1);
+    return this.guarded(() => this.runStep(emaDecay));
   }
 
   /** Joins the process group if needed, then runs fn; a failure marks the trainer failed (closing it is all that is left). */
@@ -577,7 +580,7 @@ export class Trainer {
     }
   }
 
-  private async runStep(): Promise<StepLosses> {
+  private async runStep(emaDecay: number | undefined): Promise<StepLosses> {
     if (!this.warmedUp) this.warmUp();
     const accum = this.accumulation;
     const sums = { w: 0, d: 0, p: 0, nonFinite: 0 };
@@ -629,7 +632,7 @@ export class Trainer {
     }
     this.scheduler.step();
     this.optimizer.zeroGrad({ setToNone: true });
-    if (this.ema && !bad) this.ema.update(this.model);
+    if (this.ema && !bad) this.ema.update(this.model, emaDecay === undefined ? {} : { decay: emaDecay });
     this.step++;
     // between steps the CPU block cache keeps only its budget of the step's free blocks (lib/torch/cpu_cache.ts)
     torch.cpuCache.trim();
@@ -964,7 +967,7 @@ export class Trainer {
           }
           break;
         }
-        const m = await this.runStep();
+        const m = await this.runStep(undefined);
         meter.tick();
         const s = this.step;
         if (s % t.logSteps === 0 || s === this.maxSteps) {
