@@ -13,8 +13,9 @@
 //
 // Blocks smaller than minBytes go to the allocator that was installed before (c10's default).
 // Eviction: before a new block is mapped, cached blocks are unmapped, least recently freed first,
-// while the reserved total would pass 5/4 of the peak in use (so a change of shapes, e.g. sampling
-// after training, does not add a second working set). `trim(maxCached)` unmaps them, least recently
+// while the reserved total would pass (1 + slack) x the peak in use (so a change of shapes, e.g.
+// sampling after training, does not add a second working set). The same slack bounds how much larger
+// than a request a reused block may be; lib/torch/cpu_cache.ts chooses it. `trim(maxCached)` unmaps them, least recently
 // freed first, until at most maxCached bytes stay cached: the trainer calls it between steps with a
 // budget chosen in lib/torch/cpu_cache.ts (memory held between steps vs page faults in the next one).
 #include "common.h"
@@ -42,9 +43,10 @@ class CpuCache final : public compat::AllocatorBase {
     uint64_t hits = 0, misses = 0, mapped = 0, unmapped = 0;
   };
 
-  void install(size_t minBytes) {
+  void install(size_t minBytes, double slack) {
     std::lock_guard<std::mutex> lock(mu_);
     if (!base_) base_ = c10::GetCPUAllocator();
+    slack_ = slack;
     minBytes_.store(minBytes, std::memory_order_relaxed);
     installed_.store(true, std::memory_order_release);
     c10::SetCPUAllocator(this, /*priority=*/1);
@@ -93,9 +95,9 @@ class CpuCache final : public compat::AllocatorBase {
 
   void* take(size_t size) {
     std::lock_guard<std::mutex> lock(mu_);
-    // the smallest cached block that fits, if it wastes at most a quarter of the request
+    // the smallest cached block that fits, if it wastes at most `slack` of the request
     auto it = bySize_.lower_bound(size);
-    if (it != bySize_.end() && it->first <= size + size / 4) {
+    if (it != bySize_.end() && it->first <= size + (size_t)((double)size * slack_)) {
       Lru::iterator f = it->second;
       void* p = f->p;
       size_t got = f->size;
@@ -110,7 +112,7 @@ class CpuCache final : public compat::AllocatorBase {
     }
     stats_.misses++;
     size_t peak = std::max(stats_.peakInUse, stats_.inUse + size);
-    while (!lru_.empty() && stats_.inUse + stats_.cached + size > peak + peak / 4) evictOldest();
+    while (!lru_.empty() && stats_.inUse + stats_.cached + size > peak + (size_t)((double)peak * slack_)) evictOldest();
     void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
       // out of address space or memory: give everything cached back and try once more
@@ -164,6 +166,7 @@ class CpuCache final : public compat::AllocatorBase {
   std::mutex mu_;
   c10::Allocator* base_ = nullptr;
   std::atomic<size_t> minBytes_{SIZE_MAX};  // read on every allocation without the lock
+  double slack_ = 0.25;                     // under mu_
   std::atomic<bool> installed_{false};
   std::unordered_map<void*, size_t> live_;
   Lru lru_;                                         // cached blocks, least recently freed first
@@ -171,15 +174,18 @@ class CpuCache final : public compat::AllocatorBase {
   Stats stats_;
 };
 
-// cpuCacheInstall(minBytes): serve CPU blocks of minBytes or more from the cache.
+// cpuCacheInstall(minBytes, slack): serve CPU blocks of minBytes or more from the cache, reusing a
+// block up to (1 + slack) x a request's size and reserving up to (1 + slack) x the peak in use.
 // Once installed it stays (blocks it handed out are freed through it); a second call changes the
-// block size only.
+// settings only.
 Napi::Value Install(const Napi::CallbackInfo& info) {
   return guard(info, "cpuCacheInstall", [&]() -> Napi::Value {
     double d = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
     if (!(d >= kPage) || d > 9007199254740991.0 || d != (double)(int64_t)d)
       throwRange("cpuCacheInstall: minBytes must be an integer number of bytes >= 4096");
-    CpuCache::instance().install((size_t)d);
+    double slack = info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : -1;
+    if (!(slack >= 0 && slack <= 4)) throwRange("cpuCacheInstall: slack must be a number in [0, 4]");
+    CpuCache::instance().install((size_t)d, slack);
     return info.Env().Undefined();
   });
 }

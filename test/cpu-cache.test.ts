@@ -10,7 +10,7 @@ import { spawnSync } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { torch } from '../lib/index.js';
-import { CPU_CACHE_MIN_BYTES, cpuCacheWanted } from '../lib/torch/native.js';
+import { CPU_CACHE_MIN_BYTES, CPU_CACHE_SLACK, cpuCacheSlack, cpuCacheWanted, native } from '../lib/torch/native.js';
 import { TorchError } from '../lib/torch/errors.js';
 import { DEFAULT_KEEP_FRACTION, keepFraction } from '../lib/torch/cpu_cache.js';
 import { faultChain } from './helpers/fault_chain.js';
@@ -144,6 +144,40 @@ describe('TIM_TORCH_CPU_CACHE', () => {
     try { cpuCacheWanted({ TIM_TORCH_CPU_CACHE: 'yes' }); } catch (e) { err = e; }
     expect(err).toBeInstanceOf(TorchError);
     expect((err as TorchError).code).toBe('E_RANGE');
+  });
+
+  it('TIM_TORCH_CPU_CACHE_SLACK sets the slack; a bad value is a typed error, in JS and in the native check', () => {
+    expect(cpuCacheSlack({})).toBe(CPU_CACHE_SLACK);
+    expect(cpuCacheSlack({ TIM_TORCH_CPU_CACHE_SLACK: '0' })).toBe(0);
+    expect(cpuCacheSlack({ TIM_TORCH_CPU_CACHE_SLACK: '0.125' })).toBe(0.125);
+    for (const v of ['-0.1', '5', 'lots', 'NaN']) {
+      let err: unknown;
+      try { cpuCacheSlack({ TIM_TORCH_CPU_CACHE_SLACK: v }); } catch (e) { err = e; }
+      expect(err).toBeInstanceOf(TorchError);
+      expect((err as TorchError).code).toBe('E_RANGE');
+      expect((err as Error).message).toMatch(/TIM_TORCH_CPU_CACHE_SLACK must be a number in \[0, 4\]/);
+    }
+    for (const bad of [-1, 4.5, Number.NaN, undefined]) {
+      expect(() => native.cpuCacheInstall(CPU_CACHE_MIN_BYTES, bad as number)).toThrow(/slack must be a number in \[0, 4\]/);
+    }
+  });
+
+  it('the slack bounds how much larger a reused block may be than the request', () => {
+    const reuses = (slack: number): boolean => {
+      native.cpuCacheInstall(CPU_CACHE_MIN_BYTES, slack);
+      try {
+        torch.cpuCache.trim(0);
+        torch.scope(() => torch.zeros([5 * MiB]).sum().item()); // leaves one 20 MiB block cached
+        const before = torch.cpuCache.stats();
+        torch.scope(() => torch.zeros([Math.round(4.2 * MiB)]).sum().item()); // 16.8 MiB: the cached block is 19% larger
+        return torch.cpuCache.stats().hits > before.hits;
+      } finally {
+        native.cpuCacheInstall(CPU_CACHE_MIN_BYTES, cpuCacheSlack());
+        torch.cpuCache.trim(0);
+      }
+    };
+    expect(reuses(0.25)).toBe(true);
+    expect(reuses(0.125)).toBe(false);
   });
 
   it('TIM_TORCH_CPU_CACHE_KEEP sets the default budget of trim(); a bad value is a typed error', () => {

@@ -215,11 +215,29 @@ export function cpuCacheWanted(env: NodeJS.ProcessEnv = process.env): boolean {
   throw new TorchError(`TIM_TORCH_CPU_CACHE must be 'on' (the default) or 'off', got '${v}'`, 'E_RANGE');
 }
 
+/** The CPU block cache's default slack (TIM_TORCH_CPU_CACHE_SLACK overrides it; docs/memory.md). */
+export const CPU_CACHE_SLACK = 0.25;
+/**
+ * How much room the CPU block cache leaves, as a fraction: a freed block is reused for a request up to
+ * that much smaller, and the cache reserves up to (1 + slack) × the peak bytes in use before it unmaps
+ * cached blocks to map a new one. More slack: more reuse (fewer page faults); less: a lower peak RSS.
+ * TIM_TORCH_CPU_CACHE_SLACK = a number in [0, 4], else CPU_CACHE_SLACK.
+ */
+export function cpuCacheSlack(env: NodeJS.ProcessEnv = process.env): number {
+  const v = env.TIM_TORCH_CPU_CACHE_SLACK;
+  if (v === undefined || v === '') return CPU_CACHE_SLACK;
+  const f = Number(v);
+  if (!/^\s*[0-9.eE+-]+\s*$/.test(v) || !(f >= 0 && f <= 4)) {
+    throw new TorchError(`TIM_TORCH_CPU_CACHE_SLACK must be a number in [0, 4] (a fraction), got '${v}'`, 'E_RANGE');
+  }
+  return f;
+}
+
 export const native: NativeBinding = load();
 native.setErrorClass(TorchError);
 { const n = defaultNumThreads(); if (n !== undefined) native.setNumThreads(n); } // threading defaults, see above
 { const m = defaultMallocTuning(); if (m) native.mallocTune(m.mmapThreshold, m.trimThreshold); } // allocator defaults, see above
-if (cpuCacheWanted()) native.cpuCacheInstall(CPU_CACHE_MIN_BYTES); // the CPU block cache, see above
+if (cpuCacheWanted()) native.cpuCacheInstall(CPU_CACHE_MIN_BYTES, cpuCacheSlack()); // the CPU block cache, see above
 
 /** Where the loaded addon came from (build folder or prebuild). */
 export function addonPath(): string {

@@ -391,7 +391,7 @@ export interface NativeBinding {
 
   // ---- cpu_cache.cpp ----
   /** Serves CPU blocks of minBytes (an integer >= 4096) or more from the block cache from now on. */
-  cpuCacheInstall(minBytes: number): void;
+  cpuCacheInstall(minBytes: number, slack: number): void;
   cpuCacheStats(): CpuCacheStats;
   /** Unmaps cached (free) blocks, least recently freed first, until at most maxCachedBytes stay cached; returns the bytes unmapped. */
   cpuCacheTrim(maxCachedBytes: number): number;
