@@ -1,6 +1,6 @@
 /**
  * Does bf16 autocast train as well as float32? The demo's network and loss (lib/cli/demo/recipe.ts
- * demoConfig: MNIST, the full transition loss with DDE and model guidance, AdamW, EMA) trained for N
+ * demoConfig: MNIST, the full transition loss with DDE, AdamW, EMA) trained for N
  * steps three times from the same initial weights:
  *
  *   fp32 seed s      the reference curve
