@@ -3,8 +3,20 @@
  * (lib/torch/native.ts envDefaults; why and the measurements: docs/benchmarks.md "Threads"): the
  * environment rules, and that the loaded process really has it (libgomp reads it once, at load).
  */
+import { execFileSync } from 'node:child_process';
+import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { appliedEnvDefaults, envDefaults } from '../lib/torch/native.js';
+
+const repo = resolve(__dirname, '..');
+
+/** What a fresh process that loads the package sees in its environment (env: its starting environment). */
+function childEnv(env: NodeJS.ProcessEnv): { GOMP_SPINCOUNT: string | null; OMP_WAIT_POLICY: string | null; applied: Record<string, string> } {
+  const code = `import(${JSON.stringify(join(repo, 'lib', 'torch', 'native.ts'))}).then((m) => console.log(JSON.stringify({ ` +
+    'GOMP_SPINCOUNT: process.env.GOMP_SPINCOUNT ?? null, OMP_WAIT_POLICY: process.env.OMP_WAIT_POLICY ?? null, applied: m.appliedEnvDefaults })))';
+  const out = execFileSync(process.execPath, ['--import', 'tsx', '-e', code], { cwd: repo, env, encoding: 'utf8' });
+  return JSON.parse(out.trim().split('\n').at(-1)!);
+}
 
 describe('envDefaults (OpenMP wait policy)', () => {
   it('sets a short spin (GOMP_SPINCOUNT) by default instead of a passive wait', () => {
@@ -22,9 +34,13 @@ describe('envDefaults (OpenMP wait policy)', () => {
 
   it('is in this process environment after load, as recorded in appliedEnvDefaults', () => {
     for (const [k, v] of Object.entries(appliedEnvDefaults)) expect(process.env[k]).toBe(v);
-    // the test runner sets neither variable, so the default applies here
-    if (process.env.TIM_TORCH_NO_ENV_DEFAULTS === undefined && !process.env.OMP_WAIT_POLICY) {
-      expect(appliedEnvDefaults).toEqual({ GOMP_SPINCOUNT: '10000' });
-    }
   });
+
+  it('a fresh process gets the spin count at load, unless its environment sets a policy', () => {
+    const base = { ...process.env };
+    for (const k of ['GOMP_SPINCOUNT', 'OMP_WAIT_POLICY', 'TIM_TORCH_NO_ENV_DEFAULTS']) delete base[k];
+    expect(childEnv(base)).toEqual({ GOMP_SPINCOUNT: '10000', OMP_WAIT_POLICY: null, applied: { GOMP_SPINCOUNT: '10000' } });
+    expect(childEnv({ ...base, OMP_WAIT_POLICY: 'PASSIVE' })).toEqual({ GOMP_SPINCOUNT: null, OMP_WAIT_POLICY: 'PASSIVE', applied: {} });
+    expect(childEnv({ ...base, TIM_TORCH_NO_ENV_DEFAULTS: '1' })).toEqual({ GOMP_SPINCOUNT: null, OMP_WAIT_POLICY: null, applied: {} });
+  }, 60_000);
 });
