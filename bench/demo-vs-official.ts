@@ -101,7 +101,7 @@ async function runOfficial(seed: number): Promise<Side> {
   const { data, noise } = writeInputs(seed);
   const cfg = {
     official: resolve(official!), repo, data, noise, out, budget_s: budgetMin * 60, seed, threads, amp,
-    network: officialNetwork(), lr: 1e-3, betas: [0.9, 0.95], weight_decay: 0.0, eps: 1e-8, ema_decay: 0.995, batch: 64,
+    network: demoNetwork('demo'), lr: 1e-3, betas: [0.9, 0.95], weight_decay: 0.0, eps: 1e-8, ema_decay: 0.995, batch: 64,
     diffusion_ratio: 0.5, consistency_ratio: 0.1, nfes,
   };
   // Python gets the environment its users have: without the variables tim-torch set at load
@@ -116,11 +116,6 @@ async function runOfficial(seed: number): Promise<Side> {
     writeFileAtomic(jsonPath, JSON.stringify(evals[nfe], null, 2) + '\n');
   }
   return { steps: t.steps, msPerStep: t.ms_per_step, evals };
-}
-
-/** The demo network's constructor arguments as the official TiM class takes them. */
-function officialNetwork(): Record<string, unknown> {
-  return { ...demoNetwork('demo') };
 }
 
 const results: Record<string, Record<number, Side>> = { demo: {}, official: {} };

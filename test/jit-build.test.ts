@@ -13,6 +13,7 @@ import { PYTHON } from './helpers/python.js';
 import { torch } from '../lib/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
 import { ModuleBuilder, ScriptModule } from '../lib/torch/jit.js';
+import { codeOf } from './helpers/error_code.js';
 
 const PY = PYTHON;
 const CHECK = join(dirname(fileURLToPath(import.meta.url)), 'fixtures', 'jit_check_built.py');
@@ -54,15 +55,6 @@ function grid(shape: [number, number], offset = 0): number[][] {
   return Array.from({ length: shape[0] }, (_, i) => Array.from({ length: shape[1] }, (_, j) => (((i * shape[1] + j + offset) % 13) - 6) / 8));
 }
 const f32 = (v: Nested): Tensor => torch.tensor(v as number[], { dtype: 'float32' });
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    return (e as { code?: string }).code;
-  }
-  return 'no error';
-}
 
 function makeBlock(offset: number): ModuleBuilder {
   const b = torch.jit.createModule('Block');

@@ -13,6 +13,7 @@ import { PYTHON } from './helpers/python.js';
 import { torch } from '../lib/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
 import { ScriptModule, StateDictError } from '../lib/torch/jit.js';
+import { codeOf } from './helpers/error_code.js';
 
 const PY = PYTHON;
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), 'fixtures');
@@ -42,15 +43,6 @@ afterAll(() => {
 });
 
 const f32 = (v: Nested): Tensor => torch.tensor(v as number[], { dtype: 'float32' });
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    return (e as { code?: string }).code;
-  }
-  return 'no error';
-}
 
 describe('torch.jit.load: a Python-scripted module', () => {
   it('gives outputs identical to Python for forward (defaults, positional, keyword) and eval/train', () => {

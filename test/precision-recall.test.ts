@@ -10,6 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { torch } from '../lib/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
 import { manifoldRadii, precisionRecall } from '../lib/tim/eval/precision_recall.js';
+import { codeOf } from './helpers/error_code.js';
 
 const GOLDEN = join(__dirname, 'fixtures', 'golden', 'precision_recall');
 
@@ -19,15 +20,6 @@ function loadCase(name: string): { c: Case; t: Record<string, Tensor> } {
   const c = JSON.parse(readFileSync(join(GOLDEN, name, 'case.json'), 'utf8')) as Case;
   const { tensors } = torch.loadSafetensors(join(GOLDEN, name, 'features.safetensors'));
   return { c, t: tensors };
-}
-
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-  } catch (e) {
-    return (e as { code?: string }).code;
-  }
-  return 'no error';
 }
 
 describe('precisionRecall: ADM golden values', () => {

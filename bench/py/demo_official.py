@@ -41,27 +41,11 @@ torch.set_num_threads(cfg["threads"])
 torch.manual_seed(cfg["seed"])
 AMP = {None: None, "bfloat16": torch.bfloat16}[cfg.get("amp")]
 
-torch.cuda.get_rng_state = lambda *a, **k: None
-torch.cuda.set_rng_state = lambda *a, **k: None
-
-sys.path.insert(0, cfg["official"])
-sys.path.insert(0, os.path.join(cfg["repo"], "test", "fixtures"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tim.schedulers.transition import TransitionSchedule  # noqa: E402  (official, unchanged)
-from tim.schedulers.transports import OT_FM  # noqa: E402  (official, unchanged)
-from tim_reference import TiM  # noqa: E402
+from official_tim import OfficialCall, load  # noqa: E402
 from safetensors_io import st_read, st_write  # noqa: E402
 
-
-class OfficialCall(torch.nn.Module):
-    """Takes the keyword arguments the official loss passes (y, return_zs, jvp, attn_type)."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net = net
-
-    def forward(self, x, t, r, y, return_zs=False, jvp=False, attn_type=None):
-        return self.net(x, t, r, y, return_zs=return_zs)
+TransitionSchedule, OT_FM, TiM = load(cfg["official"], cfg["repo"])
 
 
 def log(s):
