@@ -10,7 +10,9 @@ import { spawnSync } from 'node:child_process';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { torch } from '../lib/index.js';
-import { CPU_CACHE_MIN_BYTES, CPU_CACHE_SLACK, cpuCacheSlack, cpuCacheWanted, native } from '../lib/torch/native.js';
+import { CPU_CACHE_HUGE_BYTES, CPU_CACHE_MIN_BYTES, CPU_CACHE_SLACK, cpuCacheHugePages, cpuCacheSlack, cpuCacheWanted, native } from '../lib/torch/native.js';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { TorchError } from '../lib/torch/errors.js';
 import { DEFAULT_KEEP_FRACTION, keepFraction } from '../lib/torch/cpu_cache.js';
 import { faultChain } from './helpers/fault_chain.js';
@@ -158,13 +160,13 @@ describe('TIM_TORCH_CPU_CACHE', () => {
       expect((err as Error).message).toMatch(/TIM_TORCH_CPU_CACHE_SLACK must be a number in \[0, 4\]/);
     }
     for (const bad of [-1, 4.5, Number.NaN, undefined]) {
-      expect(() => native.cpuCacheInstall(CPU_CACHE_MIN_BYTES, bad as number)).toThrow(/slack must be a number in \[0, 4\]/);
+      expect(() => native.cpuCacheInstall(CPU_CACHE_MIN_BYTES, bad as number, CPU_CACHE_HUGE_BYTES)).toThrow(/slack must be a number in \[0, 4\]/);
     }
   });
 
   it('the slack bounds how much larger a reused block may be than the request', () => {
     const reuses = (slack: number): boolean => {
-      native.cpuCacheInstall(CPU_CACHE_MIN_BYTES, slack);
+      native.cpuCacheInstall(CPU_CACHE_MIN_BYTES, slack, CPU_CACHE_HUGE_BYTES);
       try {
         torch.cpuCache.trim(0);
         torch.scope(() => torch.zeros([5 * MiB]).sum().item()); // leaves one 20 MiB block cached
@@ -172,7 +174,7 @@ describe('TIM_TORCH_CPU_CACHE', () => {
         torch.scope(() => torch.zeros([Math.round(4.2 * MiB)]).sum().item()); // 16.8 MiB: the cached block is 19% larger
         return torch.cpuCache.stats().hits > before.hits;
       } finally {
-        native.cpuCacheInstall(CPU_CACHE_MIN_BYTES, cpuCacheSlack());
+        native.cpuCacheInstall(CPU_CACHE_MIN_BYTES, cpuCacheSlack(), cpuCacheHugePages() ? CPU_CACHE_HUGE_BYTES : 0);
         torch.cpuCache.trim(0);
       }
     };
@@ -207,6 +209,42 @@ describe('TIM_TORCH_CPU_CACHE', () => {
     expect(on.faults).toBeLessThan(0.05 * 4 * 4096);
     const off = child({ TIM_TORCH_CPU_CACHE: 'off' });
     expect(off.installed).toBe(false);
+  }, 60_000);
+
+  it('TIM_TORCH_CPU_CACHE_HUGEPAGES is on or off; a bad value is a typed error, in JS and in the native check', () => {
+    expect(cpuCacheHugePages({})).toBe(true);
+    expect(cpuCacheHugePages({ TIM_TORCH_CPU_CACHE_HUGEPAGES: 'on' })).toBe(true);
+    expect(cpuCacheHugePages({ TIM_TORCH_CPU_CACHE_HUGEPAGES: 'off' })).toBe(false);
+    let err: unknown;
+    try { cpuCacheHugePages({ TIM_TORCH_CPU_CACHE_HUGEPAGES: '1' }); } catch (e) { err = e; }
+    expect(err).toBeInstanceOf(TorchError);
+    expect((err as TorchError).code).toBe('E_RANGE');
+    for (const bad of [-1, 4096, 2 ** 20, 2 ** 21 + 0.5, Number.NaN, undefined]) {
+      expect(() => native.cpuCacheInstall(CPU_CACHE_MIN_BYTES, CPU_CACHE_SLACK, bad as number)).toThrow(/hugeBytes must be 0 or an integer number of bytes >= 2 MiB/);
+    }
+  });
+
+  const hugeChild = (mode: 'on' | 'off') => JSON.parse(execFileSync(process.execPath, ['--import', 'tsx', join(repo, 'test', 'fixtures', 'huge-pages-child.mts')], {
+    cwd: repo, env: { ...process.env, TIM_TORCH_CPU_CACHE: 'on', TIM_TORCH_CPU_CACHE_HUGEPAGES: mode }, encoding: 'utf8',
+  }).trim().split('\n').at(-1)!) as { hugeMapped: number; mapped: number; anonHuge: number; faults: number; first: number; second: number };
+
+  it('large blocks are advised to use huge pages: where the kernel grants them, a block faulted in again costs a fraction of the faults', () => {
+    const n = 16 * 2 ** 20;
+    const on = hugeChild('on');
+    const off = hugeChild('off');
+    for (const r of [on, off]) { expect(r.first).toBe(n); expect(r.second).toBe(3 * n); }
+    expect(on.hugeMapped).toBeGreaterThanOrEqual(1);
+    expect(off.hugeMapped).toBe(0);
+    const pages = (64 * 2 ** 20) / 4096;
+    expect(off.faults).toBeGreaterThan(0.9 * pages); // 4 KiB pages: one fault each
+    const thp = (() => { try { return /\[(\w+)\]/.exec(readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8'))![1]; } catch { return 'never'; } })();
+    if (thp !== 'never') {
+      // the kernel may refuse a huge page when its memory is fragmented, but not all 32 of them
+      expect(on.anonHuge).toBeGreaterThan(0);
+      expect(on.faults).toBeLessThan(0.5 * off.faults);
+    } else {
+      expect(on.anonHuge).toBe(0); // the advice is harmless where THP is off
+    }
   }, 60_000);
 
   it('a bad value stops the load with one clear message', () => {

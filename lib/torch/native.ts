@@ -233,11 +233,27 @@ export function cpuCacheSlack(env: NodeJS.ProcessEnv = process.env): number {
   return f;
 }
 
+/** CPU cache blocks of this size or more are 2 MiB-aligned and advised to use transparent huge pages. */
+export const CPU_CACHE_HUGE_BYTES = 2 * 2 ** 20;
+/**
+ * Whether the CPU block cache asks for transparent huge pages (madvise(MADV_HUGEPAGE)) for blocks of
+ * 2 MiB or more: TIM_TORCH_CPU_CACHE_HUGEPAGES = 'on' (the default) or 'off'. A block that is faulted in
+ * again after `cpuCache.trim()` then costs one page fault per 2 MiB instead of 512 (docs/memory.md,
+ * "Huge pages"). It does nothing where the kernel's THP setting is 'never'; 'off' is for machines where
+ * the kernel's compaction for huge pages stalls.
+ */
+export function cpuCacheHugePages(env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = env.TIM_TORCH_CPU_CACHE_HUGEPAGES;
+  if (v === undefined || v === '' || v === 'on') return true;
+  if (v === 'off') return false;
+  throw new TorchError(`TIM_TORCH_CPU_CACHE_HUGEPAGES must be 'on' (the default) or 'off', got '${v}'`, 'E_RANGE');
+}
+
 export const native: NativeBinding = load();
 native.setErrorClass(TorchError);
 { const n = defaultNumThreads(); if (n !== undefined) native.setNumThreads(n); } // threading defaults, see above
 { const m = defaultMallocTuning(); if (m) native.mallocTune(m.mmapThreshold, m.trimThreshold); } // allocator defaults, see above
-if (cpuCacheWanted()) native.cpuCacheInstall(CPU_CACHE_MIN_BYTES, cpuCacheSlack()); // the CPU block cache, see above
+if (cpuCacheWanted()) native.cpuCacheInstall(CPU_CACHE_MIN_BYTES, cpuCacheSlack(), cpuCacheHugePages() ? CPU_CACHE_HUGE_BYTES : 0); // the CPU block cache, see above
 
 /** Where the loaded addon came from (build folder or prebuild). */
 export function addonPath(): string {

@@ -191,6 +191,8 @@ export interface CpuCacheStats {
   /** blocks mapped from and unmapped back to the kernel */
   mapped: number;
   unmapped: number;
+  /** of the blocks mapped, those 2 MiB-aligned and advised to use huge pages (TIM_TORCH_CPU_CACHE_HUGEPAGES) */
+  hugeMapped: number;
 }
 
 /** The native addon's exports. */
@@ -321,6 +323,8 @@ export interface NativeBinding {
   jitCode(m: ModuleHandle, method: string): string;
   /** Calls a method: positional args, then kwargs by name (read when a non-array object), then defaults. */
   jitCall(m: ModuleHandle, method: string, args: readonly JitArg[], kwargs?: Readonly<Record<string, JitArg>> | null): JitResult;
+  /** Sets whether TorchScript's graph executor optimizes graphs run on this thread (thread-local; jitCallAsync carries it); returns the previous value. */
+  jitSetOptimize(on: boolean): boolean;
   /** jitCall on a worker thread; argument errors throw synchronously. */
   jitCallAsync(m: ModuleHandle, method: string, args: readonly JitArg[], kwargs?: Readonly<Record<string, JitArg>> | null): Promise<JitResult>;
   /** train(on) on the module and every submodule (on defaults to true). */
@@ -391,7 +395,7 @@ export interface NativeBinding {
 
   // ---- cpu_cache.cpp ----
   /** Serves CPU blocks of minBytes (an integer >= 4096) or more from the block cache from now on. */
-  cpuCacheInstall(minBytes: number, slack: number): void;
+  cpuCacheInstall(minBytes: number, slack: number, hugeBytes: number): void;
   cpuCacheStats(): CpuCacheStats;
   /** Unmaps cached (free) blocks, least recently freed first, until at most maxCachedBytes stay cached; returns the bytes unmapped. */
   cpuCacheTrim(maxCachedBytes: number): number;
@@ -420,7 +424,7 @@ export const NATIVE_FUNCTIONS = [
   'buildInfo', 'forwardAdEnter', 'forwardAdExit', 'sdpBackends', 'setSdpBackends',
   // jit.cpp
   'jitInit', 'jitLoad', 'jitCreate', 'jitClone', 'jitFree', 'jitLiveModules', 'jitTypeName', 'jitSame', 'jitMethods', 'jitSchema',
-  'jitCode', 'jitCall', 'jitCallAsync', 'jitTrain', 'jitIsTraining', 'jitTo', 'jitNamedParameters', 'jitNamedBuffers',
+  'jitCode', 'jitCall', 'jitCallAsync', 'jitSetOptimize', 'jitTrain', 'jitIsTraining', 'jitTo', 'jitNamedParameters', 'jitNamedBuffers',
   'jitNamedChildren', 'jitStateEntries', 'jitAttributes', 'jitHasAttr', 'jitGetAttr', 'jitSetAttr', 'jitSave',
   'jitRegisterParameter', 'jitRegisterBuffer', 'jitRegisterAttribute', 'jitRegisterModule', 'jitDefine',
   // safetensors.cpp
