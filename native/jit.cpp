@@ -11,6 +11,7 @@
 #include <torch/csrc/jit/api/module.h>
 #include <torch/csrc/jit/frontend/script_type_parser.h>
 #include <torch/csrc/jit/serialization/import.h>
+#include <torch/csrc/jit/runtime/graph_executor.h>
 #include <fstream>
 #include <optional>
 #include <cctype>
@@ -280,9 +281,27 @@ Napi::Value CallAsync(const Napi::CallbackInfo& info) {
     // The Method holds the module object, so the module outlives the call even if disposed meanwhile.
     auto method = methodOf(moduleAt(info[0]), name);
     auto stack = std::make_shared<torch::jit::Stack>(buildMethodStack(env, method.function().getSchema(), info[2], info[3]));
+    // the graph executor's optimize flag is thread-local and not part of at::ThreadLocalState: carried by hand
+    bool optimize = torch::jit::getGraphExecutorOptimize();
     return AsyncTask::start(
-        env, "forwardAsync", [method, stack]() mutable { method.run(*stack); },
+        env, "forwardAsync", [method, stack, optimize]() mutable {
+          torch::jit::setGraphExecutorOptimize(optimize);
+          method.run(*stack);
+        },
         [stack](Napi::Env env) { return stack->empty() ? env.Undefined() : fromIValue(env, stack->front(), Form::Objects); });
+  });
+}
+
+// jitSetOptimize(on) -> the previous value: whether TorchScript's graph executor optimizes the graphs
+// run on this thread (profiling, autodiff subgraphs with symbolic backward formulas, fusion), as
+// Python's torch.jit.optimized_execution. Off, a graph runs op by op and autograd records each op as
+// eager PyTorch does. The policy (when to turn it off) lives in TypeScript.
+Napi::Value SetOptimize(const Napi::CallbackInfo& info) {
+  return guard(info, "jitSetOptimize", [&]() -> Napi::Value {
+    if (!info[0].IsBoolean()) throwType("jitSetOptimize(on: boolean)");
+    bool before = torch::jit::getGraphExecutorOptimize();
+    torch::jit::setGraphExecutorOptimize(info[0].As<Napi::Boolean>().Value());
+    return Napi::Boolean::New(info.Env(), before);
   });
 }
 
@@ -552,6 +571,7 @@ void registerJit(Napi::Env env, Napi::Object exports) {
   fn("jitCode", Code);
   fn("jitCall", Call);
   fn("jitCallAsync", CallAsync);
+  fn("jitSetOptimize", SetOptimize);
   fn("jitTrain", Train);
   fn("jitIsTraining", IsTraining);
   fn("jitTo", To);

@@ -14,6 +14,7 @@ import { Tensor, _wrap as wrapTensor } from './tensor.js';
 import { type DType, type Device, dtypeCode, normalizeDevice } from './dtype.js';
 import { noGrad } from './autograd.js';
 import { replaceAtomically } from './io/atomic.js';
+import { syncRegion } from './sync_region.js';
 
 /** A value a TorchScript method takes or returns: Tensor, int/float (number), bool, str, None (null),
  *  List / Tuple (arrays), Dict[str|int, T] (plain objects), or a submodule. */
@@ -430,4 +431,38 @@ export function createModule(name: string): ModuleBuilder {
 /** Number of live module handles (not modules: a module lives while a parent holds it). */
 export function liveModuleHandles(): number {
   return native.jitLiveModules() as number;
+}
+
+/**
+ * Runs fn with TorchScript's graph optimizations on or off for the graphs it runs on this thread,
+ * as Python's `torch.jit.optimized_execution(on)`. Off, a graph runs op by op and autograd records
+ * each op as eager PyTorch does, instead of the profiling executor's autodiff subgraphs with their
+ * symbolic backward formulas. TiM's network turns them off on the CPU, where that measured faster
+ * (lib/tim/network/model.ts). Async calls started inside fn (forwardAsync, callAsync) keep the setting
+ * they were started with. Synchronous fns only.
+ */
+export function optimizedExecution<T>(on: boolean, fn: () => T): T {
+  if (typeof on !== 'boolean') throw argError('type', 'torch.jit.optimizedExecution(on, fn): on must be a boolean');
+  return syncRegion('torch.jit.optimizedExecution(on, fn)', fn, () => native.jitSetOptimize(on), (prev) => native.jitSetOptimize(prev));
+}
+
+/** Whether TorchScript's graph optimizations are on for this thread (the default: on). */
+export function isOptimizedExecution(): boolean {
+  const prev = native.jitSetOptimize(true);
+  native.jitSetOptimize(prev);
+  return prev;
+}
+
+/**
+ * For callers inside the library: fn with the setting switched while it runs, also when fn starts an
+ * async call (jitCallAsync captures the setting when it starts, so a returned Promise is fine here).
+ */
+export function _withOptimizedExecution<T>(on: boolean, fn: () => T): T {
+  const prev = native.jitSetOptimize(on);
+  if (prev === on) { native.jitSetOptimize(prev); return fn(); }
+  try {
+    return fn();
+  } finally {
+    native.jitSetOptimize(prev);
+  }
 }

@@ -281,6 +281,14 @@ export class TiM implements Disposable {
    * non-strict) and the file's keys that are not this network's. null otherwise.
    */
   loadReport: { missingKeys: string[]; unexpectedKeys: string[] } | null = null;
+  /**
+   * Whether the network runs with TorchScript's graph optimizations (`torch.jit.optimizedExecution`).
+   * 'auto' (the default): off when x is on the CPU, on elsewhere. Off, TorchScript runs the graph op by
+   * op and autograd records each op, as eager PyTorch (the official code) does; on the CPU that made a
+   * training step 4-12% faster than the profiling executor's autodiff subgraphs, and its sampling no
+   * slower (docs/memory.md, "Step time"). On CUDA the executor's fusion is kept (not measured here).
+   */
+  graphOptimization: 'auto' | 'on' | 'off' = 'auto';
 
   private constructor(module: torch.jit.ScriptModule, config: TiMConfig) {
     this.module = module;
@@ -421,27 +429,29 @@ export class TiM implements Disposable {
   forward(x: Tensor, t: Tensor, r: Tensor, y: Tensor, options: TiMForwardOptions & { returnZs: true }): { out: Tensor; hProj: Tensor };
   forward(x: Tensor, t: Tensor, r: Tensor, y: Tensor, options: TiMForwardOptions = {}): Tensor | { out: Tensor; hProj: Tensor } {
     this.checkInputs(x, t, r, y);
-    if (options.returnZs) {
-      const [out, hProj] = this.module.call<[Tensor, Tensor]>('forward_with_zs', x, t, r, y);
-      return { out, hProj };
-    }
-    return this.module.forward<Tensor>(x, t, r, y);
+    return this.running(x, () => {
+      if (options.returnZs) {
+        const [out, hProj] = this.module.call<[Tensor, Tensor]>('forward_with_zs', x, t, r, y);
+        return { out, hProj };
+      }
+      return this.module.forward<Tensor>(x, t, r, y);
+    });
   }
 
   /** forward() on libuv's thread pool (keep the inputs alive until it settles). */
   async forwardAsync(x: Tensor, t: Tensor, r: Tensor, y: Tensor, options: TiMForwardOptions = {}): Promise<Tensor | { out: Tensor; hProj: Tensor }> {
     this.checkInputs(x, t, r, y);
     if (options.returnZs) {
-      const [out, hProj] = await this.module.callAsync<[Tensor, Tensor]>('forward_with_zs', x, t, r, y);
+      const [out, hProj] = await this.running(x, () => this.module.callAsync<[Tensor, Tensor]>('forward_with_zs', x, t, r, y));
       return { out, hProj };
     }
-    return this.module.forwardAsync<Tensor>(x, t, r, y);
+    return this.running(x, () => this.module.forwardAsync<Tensor>(x, t, r, y));
   }
 
   /** Every intermediate under the golden names (x_embed, t_emb, ..., block{i}_out, h_proj, final_layer_out, out). */
   forwardIntermediates(x: Tensor, t: Tensor, r: Tensor, y: Tensor): Record<string, Tensor> {
     this.checkInputs(x, t, r, y);
-    return this.module.call<Record<string, Tensor>>('forward_intermediates', x, t, r, y);
+    return this.running(x, () => this.module.call<Record<string, Tensor>>('forward_intermediates', x, t, r, y));
   }
 
   /**
@@ -451,6 +461,14 @@ export class TiM implements Disposable {
   dropLabels(y: Tensor, forceDropIds: Tensor | null = null): Tensor {
     if (this.config.variant !== 'c2i') throw new TorchError('TiM.dropLabels: only the C2I model has labels (T2I drops prompts before the text encoder)', 'E_VALUE');
     return this.module.call<Tensor>('drop_labels', checkTensor(y, 'y'), forceDropIds);
+  }
+
+  /** fn (a call of the module, or the start of an async one) under graphOptimization's setting for x. */
+  private running<T>(x: Tensor, fn: () => T): T {
+    const g = this.graphOptimization;
+    if (g !== 'auto' && g !== 'on' && g !== 'off') throw argError('range', `TiM.graphOptimization must be 'auto', 'on' or 'off', got ${String(g)}`);
+    const on = g === 'on' || (g === 'auto' && x.device !== 'cpu');
+    return torch.jit._withOptimizedExecution(on, fn);
   }
 
   private checkInputs(x: Tensor, t: Tensor, r: Tensor, y: Tensor): void {
