@@ -283,10 +283,11 @@ export class TiM implements Disposable {
   loadReport: { missingKeys: string[]; unexpectedKeys: string[] } | null = null;
   /**
    * Whether the network runs with TorchScript's graph optimizations (`torch.jit.optimizedExecution`).
-   * 'auto' (the default): off when x is on the CPU, on elsewhere. Off, TorchScript runs the graph op by
-   * op and autograd records each op, as eager PyTorch (the official code) does; on the CPU that made a
-   * training step 4-12% faster than the profiling executor's autodiff subgraphs, and its sampling no
-   * slower (docs/memory.md, "Step time"). On CUDA the executor's fusion is kept (not measured here).
+   * 'auto' (the default): off when x is on the CPU (except under CPU autocast on libtorch 1.13), on
+   * elsewhere. Off, TorchScript runs the graph op by op and autograd records each op, as eager PyTorch
+   * (the official code) does; on the CPU a training step took 0.83-1.03x the time of the profiling
+   * executor's autodiff subgraphs (per-turn medians 0.79-0.95), and sampling was no slower
+   * (docs/memory.md, "Step time"). On CUDA the executor's fusion is kept (not measured here).
    */
   graphOptimization: 'auto' | 'on' | 'off' = 'auto';
 
@@ -467,7 +468,9 @@ export class TiM implements Disposable {
   private running<T>(x: Tensor, fn: () => T): T {
     const g = this.graphOptimization;
     if (g !== 'auto' && g !== 'on' && g !== 'off') throw argError('range', `TiM.graphOptimization must be 'auto', 'on' or 'off', got ${String(g)}`);
-    const on = g === 'on' || (g === 'auto' && x.device !== 'cpu');
+    // libtorch 1.13 runs CPU autocast in TorchScript only through the optimizing executor (without it an
+    // op meets bf16 activations with fp32 weights: test/loss-grad.test.ts), so there it stays on
+    const on = g === 'on' || (g === 'auto' && (x.device !== 'cpu' || (!torch.libtorchAtLeast(2, 0) && torch.isAutocastEnabled('cpu'))));
     return torch.jit._withOptimizedExecution(on, fn);
   }
 
