@@ -91,6 +91,7 @@ def step():
 
 
 print(json.dumps({"ready": True, "threads": torch.get_num_threads(), "torch": torch.__version__, "pid": os.getpid(),
+                  "env": {k: os.environ.get(k) for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MALLOC_MMAP_THRESHOLD_")},
                   **status()}), flush=True)
 for line in sys.stdin:
     cmd = line.split()
