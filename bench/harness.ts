@@ -35,15 +35,25 @@ export interface PyScript {
 }
 
 /** Starts bench/<script> (a path under bench/) with the config as its one argument, in pythonEnv(). */
-export async function startPyScript(script: string, cfg: unknown): Promise<PyScript> {
-  const proc = spawn(PYTHON, [join(benchDir, script), JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'pipe'], env: pythonEnv() });
+export function startPyScript(script: string, cfg: unknown): Promise<PyScript> {
+  return startJsonChild(`bench/${script}`, PYTHON, [join(benchDir, script), JSON.stringify(cfg)], pythonEnv());
+}
+
+/**
+ * Starts a child that speaks the benchmarks' line protocol (its info as the first JSON line, then one
+ * JSON line per request on its stdin); lines that are not JSON objects (a library's chatter) are skipped.
+ */
+export async function startJsonChild(label: string, cmd: string, args: string[], env: NodeJS.ProcessEnv): Promise<PyScript> {
+  const proc = spawn(cmd, args, { stdio: ['pipe', 'pipe', 'pipe'], env });
   let stderr = '';
   proc.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   const lines = createInterface({ input: proc.stdout! })[Symbol.asyncIterator]();
   const next = async (): Promise<Record<string, unknown>> => {
-    const r = await lines.next();
-    if (r.done) throw new Error(`bench/${script} exited: ${stderr}`);
-    return JSON.parse(r.value) as Record<string, unknown>;
+    for (;;) {
+      const r = await lines.next();
+      if (r.done) throw new Error(`${label} exited: ${stderr}`);
+      if (r.value.startsWith('{')) return JSON.parse(r.value) as Record<string, unknown>;
+    }
   };
   const info = await next();
   return {
@@ -53,7 +63,7 @@ export async function startPyScript(script: string, cfg: unknown): Promise<PyScr
       return next();
     },
     close(line) {
-      proc.stdin!.end(line + '\n');
+      if (proc.exitCode === null) proc.stdin!.end(line + '\n');
     },
   };
 }

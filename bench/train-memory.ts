@@ -2,9 +2,11 @@
  * Training-step memory and time, tim-torch against the official TiM code, on the same libtorch and
  * intra-op threads (issue: "Training step memory and time: at or below the official Python code").
  *
- * Each side runs in a fresh process of its own, one after the other (never both at once: RSS is the
- * measure, and the machine is small): `--steps` full training steps, RSS (VmRSS) and peak RSS (VmHWM
- * from /proc/self/status) after every step, wall and CPU time per step.
+ * Each side runs in a fresh process of its own. Both stay loaded and take turns, one training step
+ * at a time, the other waiting idle on its stdin (never both computing at once): this VM's speed drifts
+ * by up to 2x within a minute, and taking turns puts both sides under the same drift. `--steps` full
+ * training steps each; RSS (VmRSS) and peak RSS (VmHWM from /proc/self/status, per process) after every
+ * step, wall and CPU time per step, and tim-torch's minor page faults per step.
  *
  *   Node   tim-torch's public API: TransitionLoss.compute (OT-FM P_mean -0.4, diffusion 0.5,
  *          consistency 0.1, DDE ε 0.005, 'sqrt' tangent weight, directional loss, REPA target h) inside
@@ -25,17 +27,16 @@
  *
  * Goals (issue): peak and steady RSS ≤ 1.1× official, step time ≤ 1.0×.
  */
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import os from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TiMConfig } from '../lib/tim/network/index.js';
-import { benchDir, cliArgs, formatTable, median, newResult, PYTHON, pythonEnv, ratioRow, writeResult } from './harness.js';
+import { benchDir, cliArgs, formatTable, median, newResult, ratioRow, startJsonChild, startPyScript, writeResult, type PyScript } from './harness.js';
 
 interface Case { hidden: number; depth: number; batch: number; dtype: 'fp32' | 'bf16' | 'bf16-all' }
-interface SideResult { ms: number[]; cpu: number[]; rss: number[]; hwm: number[]; live?: number[]; startRss: number; info?: Record<string, unknown> }
+interface SideResult { ms: number[]; cpu: number[]; rss: number[]; hwm: number[]; live?: number[]; faults?: number[]; startRss?: number; info?: Record<string, unknown> }
 
 const status = (): { rss: number; hwm: number } => {
   const s = readFileSync('/proc/self/status', 'utf8');
@@ -52,8 +53,12 @@ async function caseConfig(c: Case): Promise<TiMConfig> {
   };
 }
 
-/** The Node side, in this (child) process: writes weights/inputs for Python into dir, runs the steps. */
-async function nodeChild(c: Case, steps: number, threads: number, dir: string): Promise<SideResult & { params: Record<string, unknown> }> {
+/**
+ * The Node side, in this (child) process: writes weights/inputs for Python into dir, prints
+ * {"ready", params}, then answers each stdin line "run N" with the N steps' figures (the same protocol
+ * as bench/py/train_memory.py), until "quit".
+ */
+async function nodeChild(c: Case, threads: number, dir: string): Promise<void> {
   const { torch } = await import('../lib/index.js');
   const { makeSetup } = await import('./train-step.js');
   torch.setNumThreads(threads);
@@ -63,52 +68,67 @@ async function nodeChild(c: Case, steps: number, threads: number, dir: string): 
   const between = process.env.TIM_BENCH_BETWEEN_STEPS ?? 'trim';
   if (between !== 'trim' && between !== 'empty' && between !== 'keep') throw new Error(`TIM_BENCH_BETWEEN_STEPS must be trim, empty or keep, got '${between}'`);
   const S = makeSetup(await caseConfig(c), { batch: c.batch, projection: true, betweenSteps: between, derivativePrecision: c.dtype === 'bf16-all' ? 'autocast' : 'float32' });
+  // --node-env TIM_BENCH_GRAPH_OPT=on|off|auto: TiM.graphOptimization (auto, the default: off on the CPU)
+  const g = process.env.TIM_BENCH_GRAPH_OPT ?? 'auto';
+  if (g !== 'auto' && g !== 'on' && g !== 'off') throw new Error(`TIM_BENCH_GRAPH_OPT must be auto, on or off, got '${g}'`);
+  S.model.graphOptimization = g;
   S.model.save(join(dir, 'weights.safetensors'));
   torch.save(S.data, join(dir, 'inputs.safetensors'));
-  const r: SideResult = { ms: [], cpu: [], rss: [], hwm: [], live: [], startRss: status().rss };
-  for (let i = 0; i < steps; i++) {
-    const c0 = process.cpuUsage(); const t0 = performance.now();
-    S.step(c.dtype !== 'fp32');
-    r.ms.push(performance.now() - t0);
-    const cu = process.cpuUsage(c0); r.cpu.push((cu.user + cu.system) / 1e3);
-    const s = status(); r.rss.push(s.rss); r.hwm.push(s.hwm); r.live!.push(torch.memory().liveTensors);
+  console.log(JSON.stringify({ ready: true, params: S.model.officialParams(), VmRSS: status().rss }));
+  for await (const line of createInterface({ input: process.stdin })) {
+    const cmd = line.trim().split(/\s+/);
+    if (cmd[0] !== 'run') break;
+    const n = Number(cmd[1] ?? 1);
+    const r: SideResult = { ms: [], cpu: [], rss: [], hwm: [], live: [], faults: [] };
+    for (let i = 0; i < n; i++) {
+      const c0 = process.cpuUsage(); const f0 = process.resourceUsage().minorPageFault; const t0 = performance.now();
+      S.step(c.dtype !== 'fp32');
+      r.ms.push(performance.now() - t0);
+      const cu = process.cpuUsage(c0); r.cpu.push((cu.user + cu.system) / 1e3);
+      r.faults!.push(process.resourceUsage().minorPageFault - f0);
+      const s = status(); r.rss.push(s.rss); r.hwm.push(s.hwm); r.live!.push(torch.memory().liveTensors);
+    }
+    console.log(JSON.stringify(r));
   }
-  const params = S.model.officialParams();
   S.dispose();
-  return { ...r, params };
 }
 
-function runChild(cmd: string, args: string[], env: NodeJS.ProcessEnv, input?: string): Promise<string[]> {
-  return new Promise((resolve, reject) => {
-    const p = spawn(cmd, args, { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    const lines: string[] = [];
-    let err = '';
-    createInterface({ input: p.stdout! }).on('line', (l) => lines.push(l));
-    p.stderr!.on('data', (d: Buffer) => { err = (err + d.toString()).slice(-4000); });
-    p.on('exit', (code) => (code === 0 ? resolve(lines) : reject(new Error(`${cmd} exited ${code}: ${err}`))));
-    if (input !== undefined) p.stdin!.end(input);
-  });
-}
+/** One side's per-step answers as one result (arrays concatenated in step order). */
+const merged = (parts: SideResult[]): SideResult => {
+  const cat = (k: 'ms' | 'cpu' | 'rss' | 'hwm' | 'live' | 'faults'): number[] => parts.flatMap((p) => p[k] ?? []);
+  return { ms: cat('ms'), cpu: cat('cpu'), rss: cat('rss'), hwm: cat('hwm'), live: cat('live'), faults: cat('faults') };
+};
 
+/**
+ * Both sides stay loaded and take turns, one step each (the idle one waits on its stdin): this VM's
+ * speed drifts by up to 2x within a minute, and interleaving puts both sides' steps under the same drift.
+ */
 async function runCase(c: Case, steps: number, threads: number, official: string, nodeEnv: Record<string, string>): Promise<{ node: SideResult; py: SideResult }> {
   const dir = mkdtempSync(join(os.tmpdir(), 'tim-mem-'));
+  let nodeSide: PyScript | undefined, pySide: PyScript | undefined;
   try {
-    const nodeOut = await runChild(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', JSON.stringify({ c, steps, threads, dir })], { ...process.env, ...nodeEnv });
-    const node = JSON.parse(nodeOut.at(-1)!) as SideResult & { params: Record<string, unknown> };
-    const cfg = { params: node.params, weights: join(dir, 'weights.safetensors'), inputs: join(dir, 'inputs.safetensors'), threads,
+    nodeSide = await startJsonChild('tim-torch side', process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--child', JSON.stringify({ c, threads, dir })], { ...process.env, ...nodeEnv });
+    const ready = nodeSide.info as { params: Record<string, unknown>; VmRSS: number };
+    const cfg = { params: ready.params, weights: join(dir, 'weights.safetensors'), inputs: join(dir, 'inputs.safetensors'), threads,
       repo: join(benchDir, '..'), official, seed: 0, amp: c.dtype === 'fp32' ? null : 'bfloat16' };
-    const pyOut = await runChild(PYTHON, [join(benchDir, 'py', 'train_memory.py'), JSON.stringify(cfg)], pythonEnv(), `run ${steps}\nquit\n`);
-    const info = JSON.parse(pyOut[0]!) as Record<string, unknown>;
-    const p = JSON.parse(pyOut[1]!) as SideResult;
-    return { node, py: { ...p, startRss: info.VmRSS as number, info } };
+    pySide = await startPyScript(join('py', 'train_memory.py'), cfg);
+    const nodeSteps: SideResult[] = [], pySteps: SideResult[] = [];
+    for (let i = 0; i < steps; i++) {
+      // who goes first alternates, so neither side always follows the other's cache and frequency state
+      const turns: [PyScript, SideResult[]][] = [[nodeSide, nodeSteps], [pySide, pySteps]];
+      for (const [side, out] of i % 2 === 0 ? turns : turns.reverse()) out.push((await side.request('run 1')) as unknown as SideResult);
+    }
+    return { node: { ...merged(nodeSteps), startRss: ready.VmRSS }, py: { ...merged(pySteps), startRss: pySide.info.VmRSS as number, info: pySide.info } };
   } finally {
+    nodeSide?.close('quit'); pySide?.close('quit');
+    await new Promise((r) => setTimeout(r, 200));
     rmSync(dir, { recursive: true, force: true });
   }
 }
 
 if (process.argv.includes('--child')) {
-  const { c, steps, threads, dir } = JSON.parse(process.argv[process.argv.indexOf('--child') + 1]!) as { c: Case; steps: number; threads: number; dir: string };
-  console.log(JSON.stringify(await nodeChild(c, steps, threads, dir)));
+  const { c, threads, dir } = JSON.parse(process.argv[process.argv.indexOf('--child') + 1]!) as { c: Case; threads: number; dir: string };
+  await nodeChild(c, threads, dir);
 } else if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const arg = cliArgs().str;
   const official = arg('official');
@@ -143,7 +163,8 @@ if (process.argv.includes('--child')) {
       res.rows.push(ratioRow(`${tag}: step CPU, median of steps 2..`, median(w(node.cpu)), median(w(py.cpu)), { text: 'info' }));
       res.notes.push(`${tag}: RSS MB per step, tim-torch ${node.rss.map((x) => x.toFixed(0)).join(' ')} (live tensors ${node.live!.join(' ')}); official ${py.rss.map((x) => x.toFixed(0)).join(' ')}`);
       res.notes.push(`${tag}: wall ms per step, tim-torch ${node.ms.map((x) => x.toFixed(0)).join(' ')}; official ${py.ms.map((x) => x.toFixed(0)).join(' ')}`);
-      if (!res.notes.some((n) => n.startsWith('python torch'))) res.notes.push(`python torch ${String(py.info?.torch)}, threads ${String(py.info?.threads)}`);
+      res.notes.push(`${tag}: median of the per-turn wall ratios (steps 2..) ${median(w(node.ms).map((m, i) => m / w(py.ms)[i]!)).toFixed(2)}; tim-torch minor page faults per step ${node.faults!.join(' ')}`);
+      if (!res.notes.some((n) => n.startsWith('python torch'))) res.notes.push(`python torch ${String(py.info?.torch)}, threads ${String(py.info?.threads)}, environment ${JSON.stringify(py.info?.env)}`);
       console.error(`done ${tag}`);
     }
   }
