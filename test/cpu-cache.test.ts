@@ -6,13 +6,12 @@
  * error, and the effect (no page faults for a repeated chain of large intermediates), in child
  * processes since the allocator is process-wide.
  */
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { torch } from '../lib/index.js';
 import { CPU_CACHE_HUGE_BYTES, CPU_CACHE_MIN_BYTES, CPU_CACHE_SLACK, cpuCacheHugePages, cpuCacheSlack, cpuCacheWanted, native } from '../lib/torch/native.js';
-import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
 import { TorchError } from '../lib/torch/errors.js';
 import { DEFAULT_KEEP_FRACTION, keepFraction } from '../lib/torch/cpu_cache.js';
 import { faultChain } from './helpers/fault_chain.js';
@@ -138,14 +137,19 @@ describe('CPU block cache', () => {
 });
 
 describe('TIM_TORCH_CPU_CACHE', () => {
-  it('on by default, off on request, anything else a typed error', () => {
-    expect(cpuCacheWanted({})).toBe(true);
-    expect(cpuCacheWanted({ TIM_TORCH_CPU_CACHE: 'on' })).toBe(true);
-    expect(cpuCacheWanted({ TIM_TORCH_CPU_CACHE: 'off' })).toBe(false);
-    let err: unknown;
-    try { cpuCacheWanted({ TIM_TORCH_CPU_CACHE: 'yes' }); } catch (e) { err = e; }
-    expect(err).toBeInstanceOf(TorchError);
-    expect((err as TorchError).code).toBe('E_RANGE');
+  it('TIM_TORCH_CPU_CACHE and TIM_TORCH_CPU_CACHE_HUGEPAGES: on by default, off on request, anything else a typed error', () => {
+    for (const [name, read] of [['TIM_TORCH_CPU_CACHE', cpuCacheWanted], ['TIM_TORCH_CPU_CACHE_HUGEPAGES', cpuCacheHugePages]] as const) {
+      expect(read({})).toBe(true);
+      expect(read({ [name]: 'on' })).toBe(true);
+      expect(read({ [name]: 'off' })).toBe(false);
+      for (const bad of ['yes', '1']) {
+        let err: unknown;
+        try { read({ [name]: bad }); } catch (e) { err = e; }
+        expect(err).toBeInstanceOf(TorchError);
+        expect((err as TorchError).code).toBe('E_RANGE');
+        expect((err as Error).message).toContain(`${name} must be 'on' (the default) or 'off', got '${bad}'`);
+      }
+    }
   });
 
   it('TIM_TORCH_CPU_CACHE_SLACK sets the slack; a bad value is a typed error, in JS and in the native check', () => {
@@ -211,14 +215,7 @@ describe('TIM_TORCH_CPU_CACHE', () => {
     expect(off.installed).toBe(false);
   }, 60_000);
 
-  it('TIM_TORCH_CPU_CACHE_HUGEPAGES is on or off; a bad value is a typed error, in JS and in the native check', () => {
-    expect(cpuCacheHugePages({})).toBe(true);
-    expect(cpuCacheHugePages({ TIM_TORCH_CPU_CACHE_HUGEPAGES: 'on' })).toBe(true);
-    expect(cpuCacheHugePages({ TIM_TORCH_CPU_CACHE_HUGEPAGES: 'off' })).toBe(false);
-    let err: unknown;
-    try { cpuCacheHugePages({ TIM_TORCH_CPU_CACHE_HUGEPAGES: '1' }); } catch (e) { err = e; }
-    expect(err).toBeInstanceOf(TorchError);
-    expect((err as TorchError).code).toBe('E_RANGE');
+  it('the native check refuses a huge-page threshold that is not 0 or an integer >= 2 MiB', () => {
     for (const bad of [-1, 4096, 2 ** 20, 2 ** 21 + 0.5, Number.NaN, undefined]) {
       expect(() => native.cpuCacheInstall(CPU_CACHE_MIN_BYTES, CPU_CACHE_SLACK, bad as number)).toThrow(/hugeBytes must be 0 or an integer number of bytes >= 2 MiB/);
     }

@@ -8,7 +8,7 @@ import { TiM, torch } from '../lib/index.js';
 import type { Tensor } from '../lib/torch/tensor.js';
 import { preset } from '../lib/tim/network/index.js';
 
-const tiny = { ...preset('TiM-B/4'), ...{ hiddenSize: 32, depth: 2, numHeads: 2, patchSize: 2, inputSize: 8, inChannels: 4, numClasses: 10, encoderDepth: 1, zDim: 16, projectorDim: 32 } };
+const tiny = { ...preset('TiM-B/4'), hiddenSize: 32, depth: 2, numHeads: 2, patchSize: 2, inputSize: 8, inChannels: 4, numClasses: 10, encoderDepth: 1, zDim: 16, projectorDim: 32 };
 
 describe('torch.jit.optimizedExecution', () => {
   it('switches the setting for fn only, restores it after a throw, and refuses an async fn', () => {

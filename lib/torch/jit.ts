@@ -459,7 +459,6 @@ export function isOptimizedExecution(): boolean {
  */
 export function _withOptimizedExecution<T>(on: boolean, fn: () => T): T {
   const prev = native.jitSetOptimize(on);
-  if (prev === on) { native.jitSetOptimize(prev); return fn(); }
   try {
     return fn();
   } finally {

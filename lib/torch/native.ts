@@ -209,10 +209,15 @@ export const CPU_CACHE_MIN_BYTES = 2 ** 20;
  * TIM_TORCH_CPU_CACHE = 'on' (the default) or 'off' (libtorch's own allocator, glibc malloc, for every block).
  */
 export function cpuCacheWanted(env: NodeJS.ProcessEnv = process.env): boolean {
-  const v = env.TIM_TORCH_CPU_CACHE;
+  return onOffSetting(env, 'TIM_TORCH_CPU_CACHE');
+}
+
+/** An environment switch that is 'on' (the default, also when unset or empty) or 'off'; else E_RANGE. */
+function onOffSetting(env: NodeJS.ProcessEnv, name: string): boolean {
+  const v = env[name];
   if (v === undefined || v === '' || v === 'on') return true;
   if (v === 'off') return false;
-  throw new TorchError(`TIM_TORCH_CPU_CACHE must be 'on' (the default) or 'off', got '${v}'`, 'E_RANGE');
+  throw new TorchError(`${name} must be 'on' (the default) or 'off', got '${v}'`, 'E_RANGE');
 }
 
 /** The CPU block cache's default slack (TIM_TORCH_CPU_CACHE_SLACK overrides it; docs/memory.md). */
@@ -243,10 +248,7 @@ export const CPU_CACHE_HUGE_BYTES = 2 * 2 ** 20;
  * the kernel's compaction for huge pages stalls.
  */
 export function cpuCacheHugePages(env: NodeJS.ProcessEnv = process.env): boolean {
-  const v = env.TIM_TORCH_CPU_CACHE_HUGEPAGES;
-  if (v === undefined || v === '' || v === 'on') return true;
-  if (v === 'off') return false;
-  throw new TorchError(`TIM_TORCH_CPU_CACHE_HUGEPAGES must be 'on' (the default) or 'off', got '${v}'`, 'E_RANGE');
+  return onOffSetting(env, 'TIM_TORCH_CPU_CACHE_HUGEPAGES');
 }
 
 export const native: NativeBinding = load();
